@@ -1,0 +1,13 @@
+//! Tollgate's protocol-free logic.
+//!
+//! Everything here is plain Rust that builds both natively and for `wasm32-wasip1`:
+//! the Envoy filter and the control plane only adapt it to their protocols.
+
+pub mod access;
+pub mod endpoints;
+pub mod errors;
+pub mod keys;
+pub mod pricing;
+pub mod settings;
+pub mod usage;
+pub mod validation;

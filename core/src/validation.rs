@@ -1,0 +1,295 @@
+//! Checks a chat-completions request body before it costs anyone money.
+//!
+//! Only what the gateway must understand is checked (shape, model, parameter ranges the
+//! provider would reject anyway); unknown fields pass through untouched, so new provider
+//! features work without a gateway release.
+
+use crate::errors::ApiError;
+use serde_json::{Map, Value};
+
+/// What the gateway learned from a valid request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRequest {
+    /// The `model` field.
+    pub model: String,
+    /// `stream: true` was asked for.
+    pub stream: bool,
+    /// `stream_options.include_usage: true` was asked for.
+    pub include_usage: bool,
+}
+
+/// Roles the OpenAI chat API accepts in `messages`.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+/// Validates a `/v1/chat/completions` body of at most `max_bytes` bytes.
+pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<ChatRequest, ApiError> {
+    if body.len() > max_bytes {
+        return Err(ApiError::too_large(max_bytes));
+    }
+    if body.trim_ascii().is_empty() {
+        return Err(ApiError::bad_request(
+            "The request body is empty; expected a JSON object.",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "The request body is not valid JSON: {e}. Expected a JSON object."
+        ))
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+
+    let model = model(&obj)?;
+    messages(&obj)?;
+    number_in(&obj, "temperature", 0.0, 2.0)?;
+    number_in(&obj, "top_p", 0.0, 1.0)?;
+    number_in(&obj, "presence_penalty", -2.0, 2.0)?;
+    number_in(&obj, "frequency_penalty", -2.0, 2.0)?;
+    integer_in(&obj, "n", 1, 128)?;
+    integer_in(&obj, "max_tokens", 1, u32::MAX as u64)?;
+    integer_in(&obj, "max_completion_tokens", 1, u32::MAX as u64)?;
+    let stream = optional_bool(&obj, "stream")?;
+    let include_usage = match obj.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(opts)) => {
+            if !stream {
+                return Err(ApiError::invalid(
+                    "stream_options",
+                    "`stream_options` is only allowed when `stream` is true.",
+                ));
+            }
+            optional_bool(opts, "include_usage")
+                .map_err(|_| invalid_type("stream_options.include_usage", "a boolean"))?
+        }
+        Some(_) => return Err(invalid_type("stream_options", "an object")),
+    };
+
+    Ok(ChatRequest {
+        model,
+        stream,
+        include_usage,
+    })
+}
+
+fn invalid_type(param: &str, expected: &str) -> ApiError {
+    ApiError::invalid(param, format!("`{param}` must be {expected}."))
+}
+
+fn model(obj: &Map<String, Value>) -> Result<String, ApiError> {
+    match obj.get("model") {
+        None | Some(Value::Null) => Err(ApiError::invalid(
+            "model",
+            "You must provide a model parameter.",
+        )),
+        Some(Value::String(m)) if m.trim().is_empty() => {
+            Err(ApiError::invalid("model", "`model` must not be empty."))
+        }
+        Some(Value::String(m)) => Ok(m.clone()),
+        Some(_) => Err(invalid_type("model", "a string")),
+    }
+}
+
+fn messages(obj: &Map<String, Value>) -> Result<(), ApiError> {
+    let list = match obj.get("messages") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(
+                "messages",
+                "Missing required parameter: `messages`.",
+            ));
+        }
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(invalid_type("messages", "an array")),
+    };
+    if list.is_empty() {
+        return Err(ApiError::invalid(
+            "messages",
+            "`messages` must contain at least one message.",
+        ));
+    }
+    for (i, message) in list.iter().enumerate() {
+        let Value::Object(m) = message else {
+            return Err(invalid_type(&format!("messages[{i}]"), "an object"));
+        };
+        let role = match m.get("role") {
+            Some(Value::String(r)) => r.as_str(),
+            Some(_) => return Err(invalid_type(&format!("messages[{i}].role"), "a string")),
+            None => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!("Missing required parameter: `messages[{i}].role`."),
+                ));
+            }
+        };
+        if !ROLES.contains(&role) {
+            return Err(ApiError::invalid(
+                format!("messages[{i}].role"),
+                format!(
+                    "Invalid value `{role}` for `messages[{i}].role`; expected one of {}.",
+                    ROLES.join(", ")
+                ),
+            ));
+        }
+        match m.get("content") {
+            Some(Value::String(_)) | Some(Value::Array(_)) => {}
+            // An assistant turn that only calls tools carries no content.
+            None | Some(Value::Null)
+                if role == "assistant"
+                    && (m.contains_key("tool_calls") || m.contains_key("function_call")) => {}
+            None | Some(Value::Null) => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].content"),
+                    format!("Missing required parameter: `messages[{i}].content`."),
+                ));
+            }
+            Some(_) => {
+                return Err(invalid_type(
+                    &format!("messages[{i}].content"),
+                    "a string or an array of content parts",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn number_in(obj: &Map<String, Value>, key: &str, min: f64, max: f64) -> Result<(), ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(x) if (min..=max).contains(&x) => Ok(()),
+            _ => Err(ApiError::invalid(
+                key,
+                format!("`{key}` must be between {min} and {max}, got {n}."),
+            )),
+        },
+        Some(_) => Err(invalid_type(key, "a number")),
+    }
+}
+
+fn integer_in(obj: &Map<String, Value>, key: &str, min: u64, max: u64) -> Result<(), ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(x) if (min..=max).contains(&x) => Ok(()),
+            _ => Err(ApiError::invalid(
+                key,
+                format!("`{key}` must be an integer between {min} and {max}, got {n}."),
+            )),
+        },
+        Some(_) => Err(invalid_type(key, "an integer")),
+    }
+}
+
+fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<bool, ApiError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(invalid_type(key, "a boolean")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 1 << 20;
+
+    fn ok(body: &str) -> ChatRequest {
+        chat_request(body.as_bytes(), LIMIT).expect("valid request")
+    }
+
+    fn err(body: &str) -> ApiError {
+        chat_request(body.as_bytes(), LIMIT).expect_err("invalid request")
+    }
+
+    #[test]
+    fn minimal_request() {
+        let r = ok(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(r.model, "gpt-4o-mini");
+        assert!(!r.stream);
+        assert!(!r.include_usage);
+    }
+
+    #[test]
+    fn stream_with_usage() {
+        let r = ok(
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},
+                "messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
+        );
+        assert!(r.stream && r.include_usage);
+    }
+
+    #[test]
+    fn tool_call_turn_without_content() {
+        ok(r#"{"model":"m","messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"w","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c1","content":"sunny"}]}"#);
+    }
+
+    #[test]
+    fn unknown_fields_pass() {
+        ok(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"some_future_field":{"a":1}}"#);
+    }
+
+    #[test]
+    fn malformed_json_names_the_problem() {
+        let e = err(r#"{"model":"m","messages":[}"#);
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+        assert!(e.message.contains("column"), "{}", e.message);
+    }
+
+    #[test]
+    fn shape_errors_name_the_field() {
+        let cases = [
+            (r#"[]"#, None),
+            (r#""#, None),
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":" ","messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":"m"}"#, Some("messages")),
+            (r#"{"model":"m","messages":{}}"#, Some("messages")),
+            (r#"{"model":"m","messages":[]}"#, Some("messages")),
+            (r#"{"model":"m","messages":["hi"]}"#, Some("messages[0]")),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
+            (r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, Some("messages[0].role")),
+            (r#"{"model":"m","messages":[{"role":"user"}]}"#, Some("messages[0].content")),
+            (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, Some("messages[0].content")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#, Some("temperature")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, Some("temperature")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":-0.1}"#, Some("top_p")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, Some("n")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1.5}"#, Some("n")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#, Some("max_tokens")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, Some("stream")),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, Some("stream_options")),
+            (r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":1}}"#, Some("stream_options.include_usage")),
+        ];
+        for (body, param) in cases {
+            let e = err(body);
+            assert_eq!(e.status, 400, "{body}");
+            assert_eq!(e.param.as_deref(), param, "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn body_over_cap_is_413() {
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+            "x".repeat(100)
+        );
+        assert_eq!(chat_request(body.as_bytes(), 50).unwrap_err().status, 413);
+        assert!(chat_request(body.as_bytes(), body.len()).is_ok());
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        for body in [&b"\xff\xfe\x00"[..], b"{", b"{\"model\":", b"nul", b"{}", b"\"\\ud800\""] {
+            let _ = chat_request(body, LIMIT);
+        }
+    }
+}

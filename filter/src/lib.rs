@@ -1,0 +1,90 @@
+//! The Tollgate filter: a proxy-wasm HTTP filter that guards every call to an LLM provider.
+//!
+//! Reading order: [`Plugin`] (one per worker VM: configuration, the usage outbox) creates a
+//! [`request::Request`] per HTTP stream, which authorizes, validates, routes and meters it.
+//! The decisions themselves live in `tollgate-core`; this crate only adapts Envoy's callbacks.
+
+mod cache;
+mod clock;
+mod request;
+mod usage;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+use tollgate_core::settings::FilterSettings;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Plugin::default()) });
+}}
+
+/// The per-VM root context: holds the settings and flushes usage to the control plane.
+#[derive(Default)]
+struct Plugin {
+    settings: Rc<FilterSettings>,
+    outbox: Rc<RefCell<usage::Outbox>>,
+}
+
+impl Context for Plugin {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let ack = (status_code == 0)
+            .then(|| self.get_grpc_call_response_body(0, response_size))
+            .flatten();
+        self.outbox
+            .borrow_mut()
+            .settle(token_id, status_code, ack.as_deref());
+    }
+}
+
+impl RootContext for Plugin {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        match FilterSettings::from_json(&raw) {
+            Ok(settings) => {
+                self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
+                self.outbox = Rc::new(RefCell::new(usage::Outbox::new(&settings)));
+                self.settings = Rc::new(settings);
+                true
+            }
+            Err(e) => {
+                log::error!("tollgate: {e}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let Some(batch) = self.outbox.borrow_mut().next_batch() else {
+            return;
+        };
+        let sent = self.dispatch_grpc_call(
+            &self.settings.control_plane_cluster,
+            tollgate_proto::GATEWAY_SERVICE,
+            tollgate_proto::REPORT_USAGE_METHOD,
+            Vec::new(),
+            Some(&batch),
+            Duration::from_millis(self.settings.control_plane_timeout_ms),
+        );
+        match sent {
+            Ok(token) => self.outbox.borrow_mut().sent(token),
+            Err(status) => {
+                log::warn!("tollgate: cannot dispatch usage report: {status:?}");
+                self.outbox.borrow_mut().unsent();
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(request::Request::new(
+            Rc::clone(&self.settings),
+            Rc::clone(&self.outbox),
+        )))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
