@@ -1,0 +1,117 @@
+//! The gRPC API the Envoy filter calls: key lookups and usage reports.
+
+use crate::config::Config;
+use crate::store::{Store, UsageRow};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use tollgate_core::usage::Usage;
+use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
+use tollgate_proto::v1::{
+    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageAck, UsageBatch, UsageRecord,
+};
+
+/// Most records accepted in one report; the filter sends at most 1000.
+const MAX_BATCH: usize = 10_000;
+
+/// The service, with the state it reads.
+pub struct GatewayService {
+    config: Arc<Config>,
+    store: Store,
+}
+
+/// The tonic server for [`GatewayService`].
+pub fn server(config: Arc<Config>, store: Store) -> GatewayServer<GatewayService> {
+    GatewayServer::new(GatewayService { config, store })
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!("gateway: {e}");
+    Status::internal("control plane storage error")
+}
+
+impl GatewayService {
+    fn route(&self, model: &str) -> Option<Route> {
+        let model = self.config.models.get(model)?;
+        let provider = self.config.providers.get(&model.provider)?;
+        Some(Route {
+            provider: provider.name.clone(),
+            auth_header: provider.auth_header.clone(),
+            auth_value: provider.auth_value.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Prices a record with the current price table; an unpriced model costs nothing
+    /// (config validation makes that "marked free"), never a guess.
+    fn usage_row(&self, r: UsageRecord) -> UsageRow {
+        let usage = Usage {
+            input_uncached: r.input_uncached,
+            cache_read: r.cache_read,
+            cache_write: r.cache_write,
+            output: r.output,
+            reasoning: r.reasoning,
+            estimated: r.estimated,
+            partial: r.partial,
+        };
+        let cost = match self.config.models.get(&r.model) {
+            Some(m) => m.price.cost_picos(&usage),
+            None => {
+                tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model no longer configured; cost recorded as 0");
+                0
+            }
+        };
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        UsageRow {
+            request_id: r.request_id,
+            key_id: r.key_id,
+            model: r.model,
+            provider: r.provider,
+            status: i64::from(r.status),
+            input_uncached: clamp(usage.input_uncached),
+            cache_read: clamp(usage.cache_read),
+            cache_write: clamp(usage.cache_write),
+            output: clamp(usage.output),
+            reasoning: clamp(usage.reasoning),
+            estimated: usage.estimated,
+            partial: usage.partial,
+            cost_picos: clamp(cost),
+            finished_at_ms: r.finished_at_ms,
+            duration_ms: i64::from(r.duration_ms),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Gateway for GatewayService {
+    async fn authorize(&self, request: Request<AuthorizeRequest>) -> Result<Response<AuthorizeResponse>, Status> {
+        let req = request.into_inner();
+        let key = self.store.key_by_hash(&req.key_hash).await.map_err(internal)?;
+        let grant = match key {
+            None => KeyGrant::default(),
+            Some(k) => KeyGrant {
+                status: if k.revoked_at_ms.is_some() { KeyStatus::Revoked } else { KeyStatus::Active } as i32,
+                key_id: k.id,
+                allowed_models: k.models,
+            },
+        };
+        tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
+        Ok(Response::new(AuthorizeResponse {
+            key: Some(grant),
+            route: self.route(&req.model),
+            cache_ttl_ms: self.config.key_cache_ttl_ms,
+        }))
+    }
+
+    async fn report_usage(&self, request: Request<UsageBatch>) -> Result<Response<UsageAck>, Status> {
+        let records = request.into_inner().records;
+        if records.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} records per batch")));
+        }
+        let total = records.len();
+        let rows: Vec<UsageRow> = records.into_iter().map(|r| self.usage_row(r)).collect();
+        let stored = self.store.insert_usage(&rows).await.map_err(internal)?;
+        let stored = u32::try_from(stored).unwrap_or(u32::MAX);
+        let duplicates = u32::try_from(total).unwrap_or(u32::MAX).saturating_sub(stored);
+        tracing::debug!(stored, duplicates, "usage batch");
+        Ok(Response::new(UsageAck { stored, duplicates }))
+    }
+}

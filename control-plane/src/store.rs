@@ -1,0 +1,404 @@
+//! Persistence: virtual keys and usage records, in SQLite (embedded default) or PostgreSQL.
+//!
+//! One set of queries serves both through sqlx's `Any` driver: placeholders are `$N`,
+//! which both accept, and the schema uses only types both share (times are Unix ms).
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+use std::time::Duration;
+use thiserror::Error;
+
+/// A store failure.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The SQLite file's folder could not be created.
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+}
+
+/// A virtual key as stored (never the secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    /// Stable id, e.g. `key_3f2a…`.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Hex SHA-256 of the secret.
+    pub key_hash: String,
+    /// First characters of the secret.
+    pub key_prefix: String,
+    /// Allow-listed models; empty means all.
+    pub models: Vec<String>,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// Revocation time, Unix ms, if revoked.
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// One call's usage and cost as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageRow {
+    /// The filter's request id.
+    pub request_id: String,
+    /// The key that made the call.
+    pub key_id: String,
+    /// Model asked for.
+    pub model: String,
+    /// Provider that served it.
+    pub provider: String,
+    /// HTTP status returned to the client.
+    pub status: i64,
+    /// Prompt tokens at the full input rate.
+    pub input_uncached: i64,
+    /// Prompt tokens read from cache.
+    pub cache_read: i64,
+    /// Prompt tokens written to cache.
+    pub cache_write: i64,
+    /// Generated tokens.
+    pub output: i64,
+    /// Of `output`, reasoning tokens.
+    pub reasoning: i64,
+    /// Counted by the gateway, not the provider.
+    pub estimated: bool,
+    /// The response ended early.
+    pub partial: bool,
+    /// Cost in pico-dollars.
+    pub cost_picos: i64,
+    /// When the response finished, Unix ms.
+    pub finished_at_ms: i64,
+    /// Request duration in ms.
+    pub duration_ms: i64,
+}
+
+/// Columns of `usage_records`, in the order [`UsageRow`] binds them.
+const USAGE_COLUMNS: [&str; 15] = [
+    "request_id",
+    "key_id",
+    "model",
+    "provider",
+    "status",
+    "input_uncached",
+    "cache_read",
+    "cache_write",
+    "output",
+    "reasoning",
+    "estimated",
+    "partial",
+    "cost_picos",
+    "finished_at_ms",
+    "duration_ms",
+];
+
+/// Rows per INSERT statement: stays under SQLite's 32766 bound variables.
+const INSERT_CHUNK: usize = 1_000;
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its folder if needed) and migrates the schema.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite { sqlite_url(url)? } else { url.to_owned() };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if sqlite {
+            options = options.max_connections(4).after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets CLI commands and the server use the file at once.
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(16);
+        }
+        let pool = options.connect(&url).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Succeeds when the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Stores a new key.
+    pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO virtual_keys (id, name, key_hash, key_prefix, models, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.key_hash)
+        .bind(&key.key_prefix)
+        .bind(key.models.join(","))
+        .bind(key.created_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every key, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms \
+             FROM virtual_keys ORDER BY created_at_ms, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_row).collect()
+    }
+
+    /// The key with this secret hash, revoked or not.
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms \
+             FROM virtual_keys WHERE key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    /// Marks a key revoked; `false` if no active key has this id.
+    pub async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL",
+        )
+        .bind(at_ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores usage rows in one transaction, skipping request ids already stored;
+    /// returns how many were new.
+    pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = usage_insert_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(&r.request_id)
+                    .bind(&r.key_id)
+                    .bind(&r.model)
+                    .bind(&r.provider)
+                    .bind(r.status)
+                    .bind(r.input_uncached)
+                    .bind(r.cache_read)
+                    .bind(r.cache_write)
+                    .bind(r.output)
+                    .bind(r.reasoning)
+                    .bind(i64::from(r.estimated))
+                    .bind(i64::from(r.partial))
+                    .bind(r.cost_picos)
+                    .bind(r.finished_at_ms)
+                    .bind(r.duration_ms);
+            }
+            stored += query.execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// The newest usage rows, optionally of one key or one request.
+    pub async fn list_usage(
+        &self,
+        key_id: Option<&str>,
+        request_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM usage_records \
+             WHERE ($1 = '' OR key_id = $1) AND ($2 = '' OR request_id = $2) \
+             ORDER BY finished_at_ms DESC, request_id LIMIT $3",
+            USAGE_COLUMNS.join(", ")
+        );
+        let rows = sqlx::query(&sql)
+            .bind(key_id.unwrap_or(""))
+            .bind(request_id.unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(usage_row).collect()
+    }
+}
+
+/// Adds `mode=rwc` (create if missing) and creates the file's folder.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+    }
+    Ok(if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+fn usage_insert_sql(rows: usize) -> String {
+    let width = USAGE_COLUMNS.len();
+    let mut sql = format!("INSERT INTO usage_records ({}) VALUES ", USAGE_COLUMNS.join(", "));
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * width + col + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql
+}
+
+fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
+    let models: String = row.try_get("models")?;
+    Ok(KeyRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        key_hash: row.try_get("key_hash")?,
+        key_prefix: row.try_get("key_prefix")?,
+        models: models
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        created_at_ms: row.try_get("created_at_ms")?,
+        revoked_at_ms: row.try_get("revoked_at_ms")?,
+    })
+}
+
+fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
+    Ok(UsageRow {
+        request_id: row.try_get("request_id")?,
+        key_id: row.try_get("key_id")?,
+        model: row.try_get("model")?,
+        provider: row.try_get("provider")?,
+        status: row.try_get::<i64, _>("status").or_else(|_| row.try_get::<i32, _>("status").map(i64::from))?,
+        input_uncached: row.try_get("input_uncached")?,
+        cache_read: row.try_get("cache_read")?,
+        cache_write: row.try_get("cache_write")?,
+        output: row.try_get("output")?,
+        reasoning: row.try_get("reasoning")?,
+        estimated: flag(row, "estimated")?,
+        partial: flag(row, "partial")?,
+        cost_picos: row.try_get("cost_picos")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
+        duration_ms: row.try_get("duration_ms")?,
+    })
+}
+
+/// INTEGER columns come back as i64 from SQLite and i32 from PostgreSQL.
+fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
+    let v = row
+        .try_get::<i64, _>(column)
+        .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))?;
+    Ok(v != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usage(id: &str, key: &str, t: i64) -> UsageRow {
+        UsageRow {
+            request_id: id.into(),
+            key_id: key.into(),
+            model: "m".into(),
+            provider: "p".into(),
+            status: 200,
+            input_uncached: 10,
+            cache_read: 2,
+            cache_write: 1,
+            output: 5,
+            reasoning: 3,
+            estimated: false,
+            partial: true,
+            cost_picos: 123_456_789,
+            finished_at_ms: t,
+            duration_ms: 42,
+        }
+    }
+
+    async fn exercise(store: &Store) {
+        store.ping().await.unwrap();
+        let key = KeyRow {
+            id: format!("key_{}", hex::encode(rand::random::<[u8; 6]>())),
+            name: "test".into(),
+            key_hash: hex::encode(rand::random::<[u8; 32]>()),
+            key_prefix: "tg-abc".into(),
+            models: vec!["a".into(), "b".into()],
+            created_at_ms: 1,
+            revoked_at_ms: None,
+        };
+        store.insert_key(&key).await.unwrap();
+        assert_eq!(store.key_by_hash(&key.key_hash).await.unwrap().as_ref(), Some(&key));
+        assert!(store.list_keys().await.unwrap().contains(&key));
+        assert!(store.revoke_key(&key.id, 99).await.unwrap());
+        assert!(!store.revoke_key(&key.id, 100).await.unwrap(), "revoking twice is a no-op");
+        let revoked = store.key_by_hash(&key.key_hash).await.unwrap().unwrap();
+        assert_eq!(revoked.revoked_at_ms, Some(99));
+        assert_eq!(store.key_by_hash("nope").await.unwrap(), None);
+
+        let rows: Vec<UsageRow> = (0..2500).map(|i| usage(&format!("{}-{i}", key.id), &key.id, i)).collect();
+        assert_eq!(store.insert_usage(&rows).await.unwrap(), 2500);
+        // A retried batch, half old and half new, stores only the new half.
+        let mut retry = rows[2000..].to_vec();
+        retry.push(usage(&format!("{}-new", key.id), &key.id, 9999));
+        assert_eq!(store.insert_usage(&retry).await.unwrap(), 1);
+        let newest = store.list_usage(Some(&key.id), None, 2).await.unwrap();
+        assert_eq!(newest[0].request_id, format!("{}-new", key.id));
+        assert_eq!(newest[1], rows[2499]);
+        let one = store.list_usage(None, Some(&rows[7].request_id), 10).await.unwrap();
+        assert_eq!(one, vec![rows[7].clone()]);
+    }
+
+    #[tokio::test]
+    async fn sqlite_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/t.db", dir.path().display());
+        let store = Store::open(&url).await.unwrap();
+        exercise(&store).await;
+        // Re-opening runs migrations again as a no-op.
+        Store::open(&url).await.unwrap();
+    }
+
+    /// PostgreSQL is what several replicas share; `TOLLGATE_TEST_POSTGRES_URL` points at one.
+    #[tokio::test]
+    async fn postgres_round_trip() {
+        let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let store = Store::open(&url).await.expect("PostgreSQL must be running for this test (see README)");
+        exercise(&store).await;
+    }
+}
