@@ -207,16 +207,18 @@ impl Config {
             message: e.to_string(),
         })?;
 
-        let grpc_listen = file
-            .server
-            .grpc_listen
-            .parse()
-            .map_err(|_| field_error("server.grpc_listen", "must be an address like 127.0.0.1:50051"))?;
-        let http_listen = file
-            .server
-            .http_listen
-            .parse()
-            .map_err(|_| field_error("server.http_listen", "must be an address like 127.0.0.1:8080"))?;
+        let grpc_listen = file.server.grpc_listen.parse().map_err(|_| {
+            field_error(
+                "server.grpc_listen",
+                "must be an address like 127.0.0.1:50051",
+            )
+        })?;
+        let http_listen = file.server.http_listen.parse().map_err(|_| {
+            field_error(
+                "server.http_listen",
+                "must be an address like 127.0.0.1:8080",
+            )
+        })?;
 
         let database_url = match (file.storage.database_url, file.storage.data_dir) {
             (Some(_), Some(_)) => {
@@ -226,7 +228,10 @@ impl Config {
                 ));
             }
             (Some(url), None) => {
-                if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
                     return Err(field_error(
                         "storage.database_url",
                         "must start with sqlite:, postgres:// or postgresql://",
@@ -241,14 +246,20 @@ impl Config {
         };
 
         if file.gateway.key_cache_ttl_ms > 3_600_000 {
-            return Err(field_error("gateway.key_cache_ttl_ms", "must be at most 3600000 (one hour)"));
+            return Err(field_error(
+                "gateway.key_cache_ttl_ms",
+                "must be at most 3600000 (one hour)",
+            ));
         }
 
         let mut providers = HashMap::new();
         for (i, p) in file.providers.into_iter().enumerate() {
             let provider = provider(i, p, &env)?;
             if providers.contains_key(&provider.name) {
-                return Err(field_error(format!("providers[{i}].name"), format!("`{}` is defined twice", provider.name)));
+                return Err(field_error(
+                    format!("providers[{i}].name"),
+                    format!("`{}` is defined twice", provider.name),
+                ));
             }
             providers.insert(provider.name.clone(), provider);
         }
@@ -257,7 +268,10 @@ impl Config {
         for (i, m) in file.models.into_iter().enumerate() {
             let model = model(i, m, &providers)?;
             if models.contains_key(&model.name) {
-                return Err(field_error(format!("models[{i}].name"), format!("`{}` is defined twice", model.name)));
+                return Err(field_error(
+                    format!("models[{i}].name"),
+                    format!("`{}` is defined twice", model.name),
+                ));
             }
             models.insert(model.name.clone(), model);
         }
@@ -277,10 +291,16 @@ impl Config {
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
-fn provider(i: usize, p: ProviderFile, env: &impl Fn(&str) -> Option<String>) -> Result<Provider, ConfigError> {
+fn provider(
+    i: usize,
+    p: ProviderFile,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Provider, ConfigError> {
     if !is_name(&p.name) {
         return Err(field_error(
             format!("providers[{i}].name"),
@@ -288,9 +308,14 @@ fn provider(i: usize, p: ProviderFile, env: &impl Fn(&str) -> Option<String>) ->
         ));
     }
     let header_ok = !p.auth_header.is_empty()
-        && p.auth_header.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && p.auth_header
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !header_ok {
-        return Err(field_error(format!("providers[{i}].auth_header"), "must be a lower-case header name"));
+        return Err(field_error(
+            format!("providers[{i}].auth_header"),
+            "must be a lower-case header name",
+        ));
     }
     let auth_value = match p.api_key_env {
         None => None,
@@ -314,9 +339,16 @@ fn provider(i: usize, p: ProviderFile, env: &impl Fn(&str) -> Option<String>) ->
     })
 }
 
-fn model(i: usize, m: ModelFile, providers: &HashMap<String, Provider>) -> Result<Model, ConfigError> {
+fn model(
+    i: usize,
+    m: ModelFile,
+    providers: &HashMap<String, Provider>,
+) -> Result<Model, ConfigError> {
     if m.name.trim().is_empty() || m.name.len() > 256 {
-        return Err(field_error(format!("models[{i}].name"), "must be 1 to 256 bytes"));
+        return Err(field_error(
+            format!("models[{i}].name"),
+            "must be 1 to 256 bytes",
+        ));
     }
     if !providers.contains_key(&m.provider) {
         return Err(field_error(
@@ -335,7 +367,8 @@ fn model(i: usize, m: ModelFile, providers: &HashMap<String, Provider>) -> Resul
                 format!("models[{i}].{field}"),
                 "is set on a model marked `free = true`",
             )),
-            Some(v) => pricing::micros_per_mtok(v).map_err(|e| field_error(format!("models[{i}].{field}"), e.to_string())),
+            Some(v) => pricing::micros_per_mtok(v)
+                .map_err(|e| field_error(format!("models[{i}].{field}"), e.to_string())),
         }
     };
     let price = Price {
@@ -414,9 +447,15 @@ mod tests {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.database_url, "sqlite:///srv/.tollgate/tollgate.db");
         assert_eq!(c.key_cache_ttl_ms, 1000);
-        assert_eq!(c.providers["openai"].auth_value.as_deref(), Some("Bearer sk-openai"));
+        assert_eq!(
+            c.providers["openai"].auth_value.as_deref(),
+            Some("Bearer sk-openai")
+        );
         assert_eq!(c.providers["anthropic"].auth_header, "x-api-key");
-        assert_eq!(c.providers["anthropic"].auth_value.as_deref(), Some("sk-ant"));
+        assert_eq!(
+            c.providers["anthropic"].auth_value.as_deref(),
+            Some("sk-ant")
+        );
         assert_eq!(c.providers["local"].auth_value, None);
         assert_eq!(c.models["gpt-4o"].price.input, 2_500_000);
         assert_eq!(c.models["gpt-4o"].price.cache_read, 1_250_000);
@@ -441,17 +480,47 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let cases = [
-            ("[server]\ngrpc_listen = \"nowhere\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true", "server.grpc_listen"),
-            ("[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"q\"\nfree=true", "models[0].provider"),
-            ("[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=-1\noutput=1", "models[0].input"),
-            ("[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=0.0000001\noutput=1", "models[0].input"),
-            ("[[providers]]\nname=\"p\"\napi_key_env=\"NOPE\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true", "providers[0].api_key_env"),
-            ("[[providers]]\nname=\"a b\"\n[[models]]\nname=\"m\"\nprovider=\"a b\"\nfree=true", "providers[0].name"),
-            ("[[providers]]\nname=\"p\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true", "providers[1].name"),
-            ("[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\ninput=1", "models[0].input"),
+            (
+                "[server]\ngrpc_listen = \"nowhere\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "server.grpc_listen",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"q\"\nfree=true",
+                "models[0].provider",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=-1\noutput=1",
+                "models[0].input",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=0.0000001\noutput=1",
+                "models[0].input",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\napi_key_env=\"NOPE\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].api_key_env",
+            ),
+            (
+                "[[providers]]\nname=\"a b\"\n[[models]]\nname=\"m\"\nprovider=\"a b\"\nfree=true",
+                "providers[0].name",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[1].name",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\ninput=1",
+                "models[0].input",
+            ),
             ("[[providers]]\nname=\"p\"", "models"),
-            ("[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true", "storage.database_url"),
-            ("[gateway]\nkey_cache_ttl_ms=99999999\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true", "gateway.key_cache_ttl_ms"),
+            (
+                "[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "storage.database_url",
+            ),
+            (
+                "[gateway]\nkey_cache_ttl_ms=99999999\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "gateway.key_cache_ttl_ms",
+            ),
         ];
         for (text, field) in cases {
             let e = err(text);

@@ -3,12 +3,13 @@
 use crate::config::Config;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageAck, UsageBatch, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageAck, UsageBatch,
+    UsageRecord,
 };
+use tonic::{Request, Response, Status};
 
 /// Most records accepted in one report; the filter sends at most 1000.
 const MAX_BATCH: usize = 10_000;
@@ -82,13 +83,24 @@ impl GatewayService {
 
 #[tonic::async_trait]
 impl Gateway for GatewayService {
-    async fn authorize(&self, request: Request<AuthorizeRequest>) -> Result<Response<AuthorizeResponse>, Status> {
+    async fn authorize(
+        &self,
+        request: Request<AuthorizeRequest>,
+    ) -> Result<Response<AuthorizeResponse>, Status> {
         let req = request.into_inner();
-        let key = self.store.key_by_hash(&req.key_hash).await.map_err(internal)?;
+        let key = self
+            .store
+            .key_by_hash(&req.key_hash)
+            .await
+            .map_err(internal)?;
         let grant = match key {
             None => KeyGrant::default(),
             Some(k) => KeyGrant {
-                status: if k.revoked_at_ms.is_some() { KeyStatus::Revoked } else { KeyStatus::Active } as i32,
+                status: if k.revoked_at_ms.is_some() {
+                    KeyStatus::Revoked
+                } else {
+                    KeyStatus::Active
+                } as i32,
                 key_id: k.id,
                 allowed_models: k.models,
             },
@@ -101,16 +113,23 @@ impl Gateway for GatewayService {
         }))
     }
 
-    async fn report_usage(&self, request: Request<UsageBatch>) -> Result<Response<UsageAck>, Status> {
+    async fn report_usage(
+        &self,
+        request: Request<UsageBatch>,
+    ) -> Result<Response<UsageAck>, Status> {
         let records = request.into_inner().records;
         if records.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} records per batch")));
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_BATCH} records per batch"
+            )));
         }
         let total = records.len();
         let rows: Vec<UsageRow> = records.into_iter().map(|r| self.usage_row(r)).collect();
         let stored = self.store.insert_usage(&rows).await.map_err(internal)?;
         let stored = u32::try_from(stored).unwrap_or(u32::MAX);
-        let duplicates = u32::try_from(total).unwrap_or(u32::MAX).saturating_sub(stored);
+        let duplicates = u32::try_from(total)
+            .unwrap_or(u32::MAX)
+            .saturating_sub(stored);
         tracing::debug!(stored, duplicates, "usage batch");
         Ok(Response::new(UsageAck { stored, duplicates }))
     }

@@ -1,10 +1,10 @@
 //! The HTTP API for people and orchestrators: liveness and readiness.
 
 use crate::store::Store;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 
 /// The routes, with the store they check.
 pub fn router(store: Store) -> Router {

@@ -38,7 +38,12 @@ pub fn now_ms() -> i64 {
 }
 
 /// Issues a key named `name`, allowed `models` (empty: all served models).
-pub async fn create(store: &Store, config: &Config, name: &str, models: Vec<String>) -> Result<IssuedKey, KeyError> {
+pub async fn create(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    models: Vec<String>,
+) -> Result<IssuedKey, KeyError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(KeyError::BadName);

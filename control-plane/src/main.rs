@@ -9,16 +9,27 @@ mod store;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use config::Config;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use store::Store;
 use tollgate_core::pricing::format_dollars;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Tollgate LLM gateway control plane")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "Tollgate LLM gateway control plane"
+)]
 struct Cli {
     /// The configuration file.
-    #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "tollgate.toml", global = true)]
+    #[arg(
+        long,
+        short,
+        env = "TOLLGATE_CONFIG",
+        default_value = "tollgate.toml",
+        global = true
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -88,9 +99,11 @@ enum UsageCommand {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let config = Config::load(&cli.config, |var| std::env::var(var).ok())?;
@@ -118,7 +131,9 @@ async fn main() -> Result<()> {
             json,
         }) => {
             let store = Store::open(&config.database_url).await?;
-            let rows = store.list_usage(key.as_deref(), request_id.as_deref(), limit).await?;
+            let rows = store
+                .list_usage(key.as_deref(), request_id.as_deref(), limit)
+                .await?;
             for r in rows {
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
@@ -146,7 +161,11 @@ async fn main() -> Result<()> {
 
 async fn keys_command(cmd: KeysCommand, store: &Store, config: &Config) -> Result<()> {
     match cmd {
-        KeysCommand::Create { name, models, quiet } => {
+        KeysCommand::Create {
+            name,
+            models,
+            quiet,
+        } => {
             let issued = keys::create(store, config, &name, models).await?;
             if quiet {
                 println!("{}", issued.secret);
@@ -157,8 +176,16 @@ async fn keys_command(cmd: KeysCommand, store: &Store, config: &Config) -> Resul
         }
         KeysCommand::List { json } => {
             for k in store.list_keys().await? {
-                let status = if k.revoked_at_ms.is_some() { "revoked" } else { "active" };
-                let models = if k.models.is_empty() { "*".to_owned() } else { k.models.join(",") };
+                let status = if k.revoked_at_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                let models = if k.models.is_empty() {
+                    "*".to_owned()
+                } else {
+                    k.models.join(",")
+                };
                 if json {
                     let line = serde_json::json!({
                         "id": k.id, "name": k.name, "prefix": k.key_prefix, "models": k.models,
@@ -166,7 +193,10 @@ async fn keys_command(cmd: KeysCommand, store: &Store, config: &Config) -> Resul
                     });
                     println!("{line}");
                 } else {
-                    println!("{}  {:8}  {}…  models={}  {}", k.id, status, k.key_prefix, models, k.name);
+                    println!(
+                        "{}  {:8}  {}…  models={}  {}",
+                        k.id, status, k.key_prefix, models, k.name
+                    );
                 }
             }
         }
@@ -231,14 +261,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -251,7 +282,9 @@ async fn shutdown_signal() {
 /// A database URL without its password, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }

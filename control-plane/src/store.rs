@@ -109,15 +109,25 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
         let sqlite = url.starts_with("sqlite:");
-        let url = if sqlite { sqlite_url(url)? } else { url.to_owned() };
+        let url = if sqlite {
+            sqlite_url(url)?
+        } else {
+            url.to_owned()
+        };
         let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         if sqlite {
             options = options.max_connections(4).after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets CLI commands and the server use the file at once.
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 5000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
                     Ok(())
                 })
             });
@@ -250,8 +260,12 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
         .split('?')
         .next()
         .unwrap_or_default();
-    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::DataDir(dir.display().to_string(), e))?;
     }
     Ok(if url.contains('?') {
         url.to_owned()
@@ -262,7 +276,10 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
 
 fn usage_insert_sql(rows: usize) -> String {
     let width = USAGE_COLUMNS.len();
-    let mut sql = format!("INSERT INTO usage_records ({}) VALUES ", USAGE_COLUMNS.join(", "));
+    let mut sql = format!(
+        "INSERT INTO usage_records ({}) VALUES ",
+        USAGE_COLUMNS.join(", ")
+    );
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
@@ -304,7 +321,9 @@ fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
         key_id: row.try_get("key_id")?,
         model: row.try_get("model")?,
         provider: row.try_get("provider")?,
-        status: row.try_get::<i64, _>("status").or_else(|_| row.try_get::<i32, _>("status").map(i64::from))?,
+        status: row
+            .try_get::<i64, _>("status")
+            .or_else(|_| row.try_get::<i32, _>("status").map(i64::from))?,
         input_uncached: row.try_get("input_uncached")?,
         cache_read: row.try_get("cache_read")?,
         cache_write: row.try_get("cache_write")?,
@@ -362,15 +381,23 @@ mod tests {
             revoked_at_ms: None,
         };
         store.insert_key(&key).await.unwrap();
-        assert_eq!(store.key_by_hash(&key.key_hash).await.unwrap().as_ref(), Some(&key));
+        assert_eq!(
+            store.key_by_hash(&key.key_hash).await.unwrap().as_ref(),
+            Some(&key)
+        );
         assert!(store.list_keys().await.unwrap().contains(&key));
         assert!(store.revoke_key(&key.id, 99).await.unwrap());
-        assert!(!store.revoke_key(&key.id, 100).await.unwrap(), "revoking twice is a no-op");
+        assert!(
+            !store.revoke_key(&key.id, 100).await.unwrap(),
+            "revoking twice is a no-op"
+        );
         let revoked = store.key_by_hash(&key.key_hash).await.unwrap().unwrap();
         assert_eq!(revoked.revoked_at_ms, Some(99));
         assert_eq!(store.key_by_hash("nope").await.unwrap(), None);
 
-        let rows: Vec<UsageRow> = (0..2500).map(|i| usage(&format!("{}-{i}", key.id), &key.id, i)).collect();
+        let rows: Vec<UsageRow> = (0..2500)
+            .map(|i| usage(&format!("{}-{i}", key.id), &key.id, i))
+            .collect();
         assert_eq!(store.insert_usage(&rows).await.unwrap(), 2500);
         // A retried batch, half old and half new, stores only the new half.
         let mut retry = rows[2000..].to_vec();
@@ -379,7 +406,10 @@ mod tests {
         let newest = store.list_usage(Some(&key.id), None, 2).await.unwrap();
         assert_eq!(newest[0].request_id, format!("{}-new", key.id));
         assert_eq!(newest[1], rows[2499]);
-        let one = store.list_usage(None, Some(&rows[7].request_id), 10).await.unwrap();
+        let one = store
+            .list_usage(None, Some(&rows[7].request_id), 10)
+            .await
+            .unwrap();
         assert_eq!(one, vec![rows[7].clone()]);
     }
 
@@ -398,7 +428,9 @@ mod tests {
     async fn postgres_round_trip() {
         let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let store = Store::open(&url).await.expect("PostgreSQL must be running for this test (see README)");
+        let store = Store::open(&url)
+            .await
+            .expect("PostgreSQL must be running for this test (see README)");
         exercise(&store).await;
     }
 }

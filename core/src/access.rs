@@ -27,10 +27,10 @@ pub fn decide(
         KeyState::Unknown => Err(ApiError::unauthenticated(
             "Incorrect API key provided. Check the key or ask your administrator for a new one.",
         )),
-        KeyState::Revoked => Err(ApiError::unauthenticated(
-            "This API key has been revoked.",
-        )),
-        KeyState::Active if !allowed_models.is_empty() && !allowed_models.iter().any(|m| m == model) => {
+        KeyState::Revoked => Err(ApiError::unauthenticated("This API key has been revoked.")),
+        KeyState::Active
+            if !allowed_models.is_empty() && !allowed_models.iter().any(|m| m == model) =>
+        {
             Err(ApiError::forbidden(
                 Some("model"),
                 format!("This API key is not allowed to use the model `{model}`."),

@@ -65,7 +65,12 @@ mod tests {
 
     #[test]
     fn others_refused() {
-        assert_eq!(Endpoint::parse(b"GET", b"/v1/chat/completions").unwrap_err().status, 405);
+        assert_eq!(
+            Endpoint::parse(b"GET", b"/v1/chat/completions")
+                .unwrap_err()
+                .status,
+            405
+        );
         let e = Endpoint::parse(b"POST", b"/admin\xff").unwrap_err();
         assert_eq!(e.status, 404);
         assert!(e.message.contains("/admin"));

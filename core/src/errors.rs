@@ -100,7 +100,9 @@ impl ApiError {
         Self {
             status: 404,
             kind: ErrorKind::InvalidRequestError,
-            message: format!("The model `{model}` does not exist or is not served by this gateway."),
+            message: format!(
+                "The model `{model}` does not exist or is not served by this gateway."
+            ),
             param: Some("model".into()),
             code: Some("model_not_found"),
         }
@@ -111,7 +113,9 @@ impl ApiError {
         Self {
             status: 413,
             kind: ErrorKind::InvalidRequestError,
-            message: format!("The request body is larger than the gateway's limit of {limit} bytes."),
+            message: format!(
+                "The request body is larger than the gateway's limit of {limit} bytes."
+            ),
             param: None,
             code: Some("request_too_large"),
         }
@@ -154,7 +158,10 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], "messages");
         assert_eq!(v["error"]["code"], serde_json::Value::Null);
-        assert_eq!(v["error"]["message"], "`messages` must be a non-empty array.");
+        assert_eq!(
+            v["error"]["message"],
+            "`messages` must be a non-empty array."
+        );
     }
 
     #[test]

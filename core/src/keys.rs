@@ -21,7 +21,11 @@ pub fn bearer_token(header_value: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let token = rest.trim_ascii();
-    if token.is_empty() || token.iter().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if token.is_empty()
+        || token
+            .iter()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return None;
     }
     Some(token)

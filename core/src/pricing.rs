@@ -92,9 +92,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_prices() {
-        assert!(matches!(micros_per_mtok(-1.0), Err(PriceError::NotPositive(_))));
-        assert!(matches!(micros_per_mtok(f64::NAN), Err(PriceError::NotPositive(_))));
-        assert!(matches!(micros_per_mtok(0.0000001), Err(PriceError::TooPrecise(_))));
+        assert!(matches!(
+            micros_per_mtok(-1.0),
+            Err(PriceError::NotPositive(_))
+        ));
+        assert!(matches!(
+            micros_per_mtok(f64::NAN),
+            Err(PriceError::NotPositive(_))
+        ));
+        assert!(matches!(
+            micros_per_mtok(0.0000001),
+            Err(PriceError::TooPrecise(_))
+        ));
         assert!(matches!(micros_per_mtok(2e6), Err(PriceError::TooLarge(_))));
     }
 

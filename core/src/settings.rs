@@ -112,8 +112,14 @@ mod tests {
 
     #[test]
     fn empty_means_defaults() {
-        assert_eq!(FilterSettings::from_json(b"").unwrap(), FilterSettings::default());
-        assert_eq!(FilterSettings::from_json(b" {} ").unwrap(), FilterSettings::default());
+        assert_eq!(
+            FilterSettings::from_json(b"").unwrap(),
+            FilterSettings::default()
+        );
+        assert_eq!(
+            FilterSettings::from_json(b" {} ").unwrap(),
+            FilterSettings::default()
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ pub fn from_openai_usage(usage: &Value) -> Option<Usage> {
     Some(Usage {
         // Saturate: a provider reporting more cached tokens than prompt tokens is wrong,
         // and charging a negative amount would be worse than charging none.
-        input_uncached: prompt.saturating_sub(cache_read).saturating_sub(cache_write),
+        input_uncached: prompt
+            .saturating_sub(cache_read)
+            .saturating_sub(cache_write),
         cache_read: cache_read.min(prompt),
         cache_write: cache_write.min(prompt.saturating_sub(cache_read)),
         output: count(usage, "/completion_tokens"),
@@ -88,7 +90,10 @@ mod tests {
             "completion_tokens_details": {"reasoning_tokens": 256}
         }))
         .unwrap();
-        assert_eq!((u.input_uncached, u.cache_read, u.cache_write), (500, 400, 100));
+        assert_eq!(
+            (u.input_uncached, u.cache_read, u.cache_write),
+            (500, 400, 100)
+        );
         assert_eq!((u.output, u.reasoning), (300, 256));
     }
 

@@ -19,7 +19,21 @@ pub struct ChatRequest {
 }
 
 /// Roles the OpenAI chat API accepts in `messages`.
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Whether a `Content-Type` value is JSON (`application/json`, any parameters, any case).
+pub fn is_json_content_type(value: &[u8]) -> bool {
+    value
+        .get(..16)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/json"))
+}
 
 /// Validates a `/v1/chat/completions` body of at most `max_bytes` bytes.
 pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<ChatRequest, ApiError> {
@@ -206,6 +220,14 @@ mod tests {
     }
 
     #[test]
+    fn json_content_types() {
+        assert!(is_json_content_type(b"application/json"));
+        assert!(is_json_content_type(b"Application/JSON; charset=utf-8"));
+        assert!(!is_json_content_type(b"text/plain"));
+        assert!(!is_json_content_type(b""));
+    }
+
+    #[test]
     fn minimal_request() {
         let r = ok(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#);
         assert_eq!(r.model, "gpt-4o-mini");
@@ -232,7 +254,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_pass() {
-        ok(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"some_future_field":{"a":1}}"#);
+        ok(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"some_future_field":{"a":1}}"#,
+        );
     }
 
     #[test]
@@ -248,26 +272,74 @@ mod tests {
         let cases = [
             (r#"[]"#, None),
             (r#""#, None),
-            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
-            (r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
-            (r#"{"model":" ","messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
+            (
+                r#"{"model":7,"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
+            (
+                r#"{"model":" ","messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
             (r#"{"model":"m"}"#, Some("messages")),
             (r#"{"model":"m","messages":{}}"#, Some("messages")),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
             (r#"{"model":"m","messages":["hi"]}"#, Some("messages[0]")),
-            (r#"{"model":"m","messages":[{"content":"x"}]}"#, Some("messages[0].role")),
-            (r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, Some("messages[0].role")),
-            (r#"{"model":"m","messages":[{"role":"user"}]}"#, Some("messages[0].content")),
-            (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, Some("messages[0].content")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#, Some("temperature")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, Some("temperature")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":-0.1}"#, Some("top_p")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, Some("n")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1.5}"#, Some("n")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#, Some("max_tokens")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, Some("stream")),
-            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#, Some("stream_options")),
-            (r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":1}}"#, Some("stream_options.include_usage")),
+            (
+                r#"{"model":"m","messages":[{"content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#,
+                Some("messages[0].role"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}]}"#,
+                Some("messages[0].content"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+                Some("messages[0].content"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#,
+                Some("temperature"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                Some("temperature"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":-0.1}"#,
+                Some("top_p"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#,
+                Some("n"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":1.5}"#,
+                Some("n"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+                Some("max_tokens"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}"#,
+                Some("stream_options"),
+            ),
+            (
+                r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":1}}"#,
+                Some("stream_options.include_usage"),
+            ),
         ];
         for (body, param) in cases {
             let e = err(body);
@@ -288,7 +360,14 @@ mod tests {
 
     #[test]
     fn never_panics_on_garbage() {
-        for body in [&b"\xff\xfe\x00"[..], b"{", b"{\"model\":", b"nul", b"{}", b"\"\\ud800\""] {
+        for body in [
+            &b"\xff\xfe\x00"[..],
+            b"{",
+            b"{\"model\":",
+            b"nul",
+            b"{}",
+            b"\"\\ud800\"",
+        ] {
             let _ = chat_request(body, LIMIT);
         }
     }

@@ -49,7 +49,13 @@ pub fn route(model: &str, now_ms: u64) -> Option<Route> {
 }
 
 /// Stores what the control plane answered, for entries worth keeping.
-pub fn store(key_hash: &str, model: &str, grant: &KeyGrant, route: Option<&Route>, expires_at_ms: u64) {
+pub fn store(
+    key_hash: &str,
+    model: &str,
+    grant: &KeyGrant,
+    route: Option<&Route>,
+    expires_at_ms: u64,
+) {
     // An unknown key is not stored: anyone can invent hashes, and shared data has no eviction.
     if grant.status() != KeyStatus::Unknown {
         write(&key_entry(key_hash), grant, expires_at_ms);

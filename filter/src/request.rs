@@ -23,7 +23,9 @@ use tollgate_core::keys;
 use tollgate_core::settings::FilterSettings;
 use tollgate_core::usage::{self, Usage};
 use tollgate_core::validation;
-use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageRecord};
+use tollgate_proto::v1::{
+    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageRecord,
+};
 
 /// Longest model name accepted; real ones are far shorter, and it bounds cache keys.
 const MAX_MODEL_LEN: usize = 256;
@@ -93,10 +95,27 @@ impl Request {
     fn model_from_metadata(&self, has_body: bool) -> Result<String, ApiError> {
         let ns = self.settings.metadata_namespace.as_str();
         let field = |name| self.get_property(vec!["metadata", "filter_metadata", ns, name]);
-        if !has_body || field("body_error").is_some() {
+        if !has_body {
             return Err(ApiError::bad_request(
-                "The request body is not a JSON object. Send a JSON body with \
-                 `Content-Type: application/json`.",
+                "The request has no body; expected a JSON object with `model` and `messages`.",
+            ));
+        }
+        if field("body_error").is_some() {
+            // json_to_metadata gives no detail, and the body cannot be read here: a request
+            // without a route never reaches the body callback. Name what can be named.
+            let content_type = self
+                .get_http_request_header_bytes("content-type")
+                .unwrap_or_default();
+            return Err(ApiError::bad_request(
+                if validation::is_json_content_type(&content_type) {
+                    "We could not parse the JSON body of your request: it is not valid JSON."
+                        .to_owned()
+                } else {
+                    format!(
+                        "The request body must be JSON sent with `Content-Type: application/json`, not `{}`.",
+                        String::from_utf8_lossy(&content_type)
+                    )
+                },
             ));
         }
         let Some(model) = field("model") else {
@@ -106,9 +125,10 @@ impl Request {
             ));
         };
         match String::from_utf8(model.to_vec()) {
-            Ok(m) if m.trim().is_empty() => {
-                Err(ApiError::invalid("model", "`model` must be a non-empty string."))
-            }
+            Ok(m) if m.trim().is_empty() => Err(ApiError::invalid(
+                "model",
+                "`model` must be a non-empty string.",
+            )),
             Ok(m) if m.len() > MAX_MODEL_LEN => Err(ApiError::invalid(
                 "model",
                 format!("`model` is longer than {MAX_MODEL_LEN} bytes."),
@@ -121,8 +141,12 @@ impl Request {
     /// Header-time checks; `Ok(true)` when the call may go on now, `Ok(false)` when it waits
     /// for the control plane.
     fn on_headers(&mut self, end_of_stream: bool) -> Result<bool, ApiError> {
-        let method = self.get_http_request_header_bytes(":method").unwrap_or_default();
-        let path = self.get_http_request_header_bytes(":path").unwrap_or_default();
+        let method = self
+            .get_http_request_header_bytes(":method")
+            .unwrap_or_default();
+        let path = self
+            .get_http_request_header_bytes(":path")
+            .unwrap_or_default();
         Endpoint::parse(&method, &path)?;
 
         let authorization = self.get_http_request_header_bytes("authorization");
@@ -193,6 +217,8 @@ impl Request {
         if !route.auth_value.is_empty() {
             self.set_http_request_header(&route.auth_header, Some(&route.auth_value));
         }
+        // Lets provider-side logs be matched with the usage record.
+        self.set_http_request_header(REQUEST_ID_HEADER, Some(&self.request_id));
         // Setting the header makes Envoy pick the route again, now by provider.
         self.set_http_request_header(&self.settings.route_header, Some(&route.provider));
         self.admitted = Some(Admitted {
@@ -206,7 +232,13 @@ impl Request {
         let ttl = u64::from(answer.cache_ttl_ms).min(self.settings.max_key_cache_ms);
         if ttl > 0 {
             let expires = clock::now_ms().saturating_add(ttl);
-            cache::store(&self.key_hash, &self.model, &grant, answer.route.as_ref(), expires);
+            cache::store(
+                &self.key_hash,
+                &self.model,
+                &grant,
+                answer.route.as_ref(),
+                expires,
+            );
         }
         let route = decide(&grant, &self.model, answer.route)?;
         self.admit(&route, grant.key_id);
@@ -230,7 +262,8 @@ impl Request {
             estimated: usage.estimated,
             partial: usage.partial || !self.response_complete,
             finished_at_ms: i64::try_from(finished).unwrap_or(i64::MAX),
-            duration_ms: u32::try_from(finished.saturating_sub(self.started_ms)).unwrap_or(u32::MAX),
+            duration_ms: u32::try_from(finished.saturating_sub(self.started_ms))
+                .unwrap_or(u32::MAX),
         }
     }
 }
@@ -244,7 +277,12 @@ fn key_state(grant: &KeyGrant) -> KeyState {
 }
 
 fn decide(grant: &KeyGrant, model: &str, route: Option<Route>) -> Result<Route, ApiError> {
-    access::decide(key_state(grant), &grant.allowed_models, model, route.is_some())?;
+    access::decide(
+        key_state(grant),
+        &grant.allowed_models,
+        model,
+        route.is_some(),
+    )?;
     route.ok_or_else(|| ApiError::model_not_found(model))
 }
 
@@ -317,7 +355,10 @@ impl HttpContext for Request {
         match validation::chat_request(&body, limit) {
             Ok(chat) if chat.model != self.model => {
                 // Cannot happen unless the body was changed after json_to_metadata read it.
-                self.refuse(&ApiError::invalid("model", "`model` changed while reading the body."));
+                self.refuse(&ApiError::invalid(
+                    "model",
+                    "`model` changed while reading the body.",
+                ));
                 Action::Pause
             }
             Ok(_) => Action::Continue,
@@ -340,10 +381,8 @@ impl HttpContext for Request {
         let content_type = self
             .get_http_response_header_bytes("content-type")
             .unwrap_or_default();
-        self.buffer_response = self.admitted.is_some()
-            && content_type
-                .get(..16)
-                .is_some_and(|p| p.eq_ignore_ascii_case(b"application/json"));
+        self.buffer_response =
+            self.admitted.is_some() && validation::is_json_content_type(&content_type);
         self.response_complete = end_of_stream;
         Action::Continue
     }
@@ -358,7 +397,9 @@ impl HttpContext for Request {
         }
         self.response_complete = true;
         if self.buffer_response {
-            let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let body = self
+                .get_http_response_body(0, body_size)
+                .unwrap_or_default();
             self.usage = usage::from_openai_body(&body);
         }
         Action::Continue

