@@ -140,9 +140,7 @@ class Stack:
                 if p.remote is None:
                     self._start_offline_provider(p)
             self._write_config()
-            self._spawn("control-plane", [str(native_bin("tollgate")), "--config",
-                                          str(self.config_path), "serve"], self._env())
-            self._wait_http(f"{self.control_plane_url}/readyz", "control plane")
+            self.start_control_plane()
             envoy_config = self.workdir / "envoy.yaml"
             envoy_config.write_text(self.render_envoy())
             self.envoy_started = time.monotonic()
@@ -157,6 +155,18 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def start_control_plane(self) -> None:
+        self._spawn("control-plane", [str(native_bin("tollgate")), "--config",
+                                      str(self.config_path), "serve"], self._env())
+        self._wait_http(f"{self.control_plane_url}/readyz", "control plane")
+
+    def stop_control_plane(self) -> None:
+        """Stops the control plane alone, to test how the gateway copes without it."""
+        proc = next(p for p in self.procs if p.name == "control-plane")
+        proc.popen.send_signal(signal.SIGTERM)
+        proc.popen.wait(timeout=10)
+        self.procs.remove(proc)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):

@@ -74,6 +74,8 @@ print(c.chat.completions.create(model="gpt-4o-mini", messages=[{{"role":"user","
   Usage so far: target/debug/tollgate --config {stack.config_path} usage list
 
 Press Ctrl-C to stop.""", flush=True)
+        # Explicit: a shell that starts us in the background leaves SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while True:
             stack.check_alive()
