@@ -9,5 +9,6 @@ pub mod errors;
 pub mod keys;
 pub mod pricing;
 pub mod settings;
+pub mod sse;
 pub mod usage;
 pub mod validation;
