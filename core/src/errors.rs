@@ -147,6 +147,67 @@ impl ApiError {
     }
 }
 
+/// The `type` OpenAI uses for an HTTP status, for provider errors that name none.
+fn kind_for_status(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// Rewrites a provider's error body into OpenAI's shape, keeping its message; `None` when
+/// it already has that shape. Handles Anthropic (`{"type":"error","error":{…}}`), Gemini
+/// (`{"error":{"code","message","status"}}`), vLLM/FastAPI (`{"message"}`, `{"detail"}`)
+/// and plain text.
+pub fn openai_error_body(status: u16, body: &[u8]) -> Option<Vec<u8>> {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let is_openai = error.is_some_and(|e| {
+        e.get("message").is_some_and(|m| m.is_string())
+            && e.get("type").is_some_and(|t| t.is_string())
+    }) && parsed.as_ref().and_then(|v| v.get("type")).is_none();
+    if is_openai {
+        return None;
+    }
+    let v = parsed.as_ref();
+    let message = error
+        .and_then(|e| e.get("message"))
+        .or_else(|| v.and_then(|v| v.get("message")))
+        .or_else(|| v.and_then(|v| v.get("detail")))
+        .map(|m| {
+            m.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| m.to_string())
+        })
+        .unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                format!("The provider answered with HTTP {status} and no details.")
+            } else {
+                text.chars().take(1000).collect()
+            }
+        });
+    let kind = error
+        .and_then(|e| e.get("type"))
+        .or_else(|| {
+            v.and_then(|v| v.get("type"))
+                .filter(|t| t.as_str() != Some("error"))
+        })
+        .and_then(|t| t.as_str())
+        .unwrap_or_else(|| kind_for_status(status))
+        .to_owned();
+    let code = error
+        .and_then(|e| e.get("status").or_else(|| e.get("code")))
+        .and_then(|c| c.as_str())
+        .map(str::to_ascii_lowercase);
+    let out = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    serde_json::to_vec(&out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +223,57 @@ mod tests {
             v["error"]["message"],
             "`messages` must be a non-empty array."
         );
+    }
+
+    fn normalized(status: u16, body: &str) -> serde_json::Value {
+        serde_json::from_slice(&openai_error_body(status, body.as_bytes()).expect("rewritten"))
+            .unwrap()
+    }
+
+    #[test]
+    fn provider_errors_become_openai_shaped() {
+        assert_eq!(
+            openai_error_body(429, br#"{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#),
+            None,
+            "OpenAI's own errors pass untouched"
+        );
+        let a = normalized(
+            529,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#,
+        );
+        assert_eq!(a["error"]["type"], "overloaded_error");
+        assert_eq!(a["error"]["message"], "Overloaded");
+        let g = normalized(
+            400,
+            r#"{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT"}}"#,
+        );
+        assert_eq!(
+            (g["error"]["type"].as_str(), g["error"]["code"].as_str()),
+            (Some("invalid_request_error"), Some("invalid_argument"))
+        );
+        let v = normalized(
+            404,
+            r#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","code":404}"#,
+        );
+        assert_eq!(v["error"]["message"], "The model `x` does not exist.");
+        let f = normalized(
+            422,
+            r#"{"detail":[{"loc":["body"],"msg":"field required"}]}"#,
+        );
+        assert!(
+            f["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("field required")
+        );
+        let t = normalized(502, "Bad Gateway");
+        assert_eq!(
+            (t["error"]["message"].as_str(), t["error"]["type"].as_str()),
+            (Some("Bad Gateway"), Some("api_error"))
+        );
+        let e = normalized(500, "");
+        assert!(e["error"]["message"].as_str().unwrap().contains("500"));
+        assert!(e["error"]["param"].is_null());
     }
 
     #[test]

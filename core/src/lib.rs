@@ -4,11 +4,15 @@
 //! the Envoy filter and the control plane only adapt it to their protocols.
 
 pub mod access;
+pub mod anthropic;
 pub mod endpoints;
 pub mod errors;
 pub mod keys;
 pub mod pricing;
+pub mod providers;
 pub mod settings;
 pub mod sse;
+#[cfg(feature = "tokenizer")]
+pub mod tokens;
 pub mod usage;
 pub mod validation;

@@ -189,7 +189,8 @@ mod tests {
 
     #[test]
     fn named_events_comments_and_crlf() {
-        let events = decode_all(b": keep-alive\r\n\r\nevent: ping\r\ndata: {}\r\n\r\nevent:x\rdata:y\r\r");
+        let events =
+            decode_all(b": keep-alive\r\n\r\nevent: ping\r\ndata: {}\r\n\r\nevent:x\rdata:y\r\r");
         assert_eq!(events, vec![ev("ping", "{}"), ev("x", "y")]);
     }
 

@@ -120,7 +120,7 @@ fn from_responses_usage(usage: &Value) -> Option<Usage> {
 
 /// Reads an Anthropic `usage` object, where `input_tokens` already excludes cache reads
 /// and writes.
-fn from_anthropic_usage(usage: &Value) -> Option<Usage> {
+pub fn from_anthropic_usage(usage: &Value) -> Option<Usage> {
     let input = count(usage, "/input_tokens")?;
     Some(Usage {
         input_uncached: input,
@@ -135,9 +135,13 @@ fn from_anthropic_usage(usage: &Value) -> Option<Usage> {
 /// Reads Gemini's `usageMetadata`: the prompt count includes cached content; thoughts are
 /// billed as output but counted apart from the candidates; tool-use prompt tokens are input.
 fn from_gemini_usage(meta: &Value) -> Option<Usage> {
-    let prompt = count(meta, "/promptTokenCount")? + count(meta, "/toolUsePromptTokenCount").unwrap_or(0);
-    let (input_uncached, cache_read, _) =
-        split_prompt(prompt, count(meta, "/cachedContentTokenCount").unwrap_or(0), 0);
+    let prompt =
+        count(meta, "/promptTokenCount")? + count(meta, "/toolUsePromptTokenCount").unwrap_or(0);
+    let (input_uncached, cache_read, _) = split_prompt(
+        prompt,
+        count(meta, "/cachedContentTokenCount").unwrap_or(0),
+        0,
+    );
     let thoughts = count(meta, "/thoughtsTokenCount").unwrap_or(0);
     Some(Usage {
         input_uncached,
@@ -332,7 +336,10 @@ impl StreamMeter {
             }
             "response.completed" | "response.incomplete" | "response.failed" => {
                 self.ended = true;
-                if let Some(u) = v.get("response").and_then(|r| from_value(Format::OpenAiResponses, r)) {
+                if let Some(u) = v
+                    .get("response")
+                    .and_then(|r| from_value(Format::OpenAiResponses, r))
+                {
                     self.usage = Some(u);
                 }
             }
@@ -354,10 +361,13 @@ impl StreamMeter {
                 // Cumulative; newer streams repeat input and cache counts, older ones do not.
                 self.usage = Some(Usage {
                     input_uncached: count(delta, "/input_tokens").unwrap_or(start.input_uncached),
-                    cache_read: count(delta, "/cache_read_input_tokens").unwrap_or(start.cache_read),
-                    cache_write: count(delta, "/cache_creation_input_tokens").unwrap_or(start.cache_write),
+                    cache_read: count(delta, "/cache_read_input_tokens")
+                        .unwrap_or(start.cache_read),
+                    cache_write: count(delta, "/cache_creation_input_tokens")
+                        .unwrap_or(start.cache_write),
                     output: count(delta, "/output_tokens").unwrap_or(start.output),
-                    reasoning: count(delta, "/output_tokens_details/thinking_tokens").unwrap_or(start.reasoning),
+                    reasoning: count(delta, "/output_tokens_details/thinking_tokens")
+                        .unwrap_or(start.reasoning),
                     ..Usage::default()
                 });
             }
@@ -406,8 +416,18 @@ pub fn output_text_of_body(format: Format, body: &[u8]) -> OutputText {
             meter.on_chat_chunk(&v);
         }
         Format::OpenAiResponses => {
-            for item in v.get("output").and_then(Value::as_array).into_iter().flatten() {
-                for part in item.get("content").and_then(Value::as_array).into_iter().flatten() {
+            for item in v
+                .get("output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for part in item
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(t) = part.get("text").and_then(Value::as_str) {
                         text.push(t);
                     }
@@ -419,7 +439,12 @@ pub fn output_text_of_body(format: Format, body: &[u8]) -> OutputText {
             return text;
         }
         Format::Anthropic => {
-            for block in v.get("content").and_then(Value::as_array).into_iter().flatten() {
+            for block in v
+                .get("content")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(t) = block.get("text").and_then(Value::as_str) {
                     text.push(t);
                 }
@@ -442,7 +467,10 @@ mod tests {
 
     #[test]
     fn plain_chat_usage() {
-        let u = from_openai_usage(&json!({"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29})).unwrap();
+        let u = from_openai_usage(
+            &json!({"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29}),
+        )
+        .unwrap();
         assert_eq!((u.input_uncached, u.output, u.cache_read), (19, 10, 0));
     }
 
@@ -454,7 +482,10 @@ mod tests {
             "completion_tokens_details": {"reasoning_tokens": 256}
         }))
         .unwrap();
-        assert_eq!((u.input_uncached, u.cache_read, u.cache_write), (500, 400, 100));
+        assert_eq!(
+            (u.input_uncached, u.cache_read, u.cache_write),
+            (500, 400, 100)
+        );
         assert_eq!((u.output, u.reasoning), (300, 256));
     }
 
@@ -482,7 +513,10 @@ mod tests {
     fn gemini_openai_thoughts_recovered_from_total() {
         let body = br#"{"usage":{"completion_tokens":34,"prompt_tokens":196,"total_tokens":357}}"#;
         let u = from_body(Format::OpenAiChatReasoningApart, body).unwrap();
-        assert_eq!((u.input_uncached, u.output, u.reasoning), (196, 34 + 127, 127));
+        assert_eq!(
+            (u.input_uncached, u.output, u.reasoning),
+            (196, 34 + 127, 127)
+        );
     }
 
     #[test]
@@ -501,8 +535,14 @@ mod tests {
               data: [DONE]\n\n",
         );
         let roles: Vec<EventRole> = events.iter().map(|e| m.on_event(e)).collect();
-        assert_eq!(roles, [EventRole::Other, EventRole::UsageOnly, EventRole::Other]);
-        assert_eq!(m.usage().map(|u| (u.input_uncached, u.output)), Some((3, 1)));
+        assert_eq!(
+            roles,
+            [EventRole::Other, EventRole::UsageOnly, EventRole::Other]
+        );
+        assert_eq!(
+            m.usage().map(|u| (u.input_uncached, u.output)),
+            Some((3, 1))
+        );
         assert_eq!(m.text().kept(), "Hi");
         assert!(m.ended());
     }
@@ -523,6 +563,9 @@ mod tests {
             t.push(&chunk);
         }
         assert!(t.kept().len() <= MAX_KEPT_TEXT);
-        assert_eq!(t.scale(100), (100u64 * 400_000).div_ceil(t.kept().len() as u64));
+        assert_eq!(
+            t.scale(100),
+            (100u64 * 400_000).div_ceil(t.kept().len() as u64)
+        );
     }
 }

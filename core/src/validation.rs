@@ -1,21 +1,33 @@
-//! Checks a chat-completions request body before it costs anyone money.
+//! Checks a request body before it costs anyone money.
 //!
 //! Only what the gateway must understand is checked (shape, model, parameter ranges the
 //! provider would reject anyway); unknown fields pass through untouched, so new provider
 //! features work without a gateway release.
 
+use crate::endpoints::Endpoint;
 use crate::errors::ApiError;
 use serde_json::{Map, Value};
 
 /// What the gateway learned from a valid request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatRequest {
+pub struct RequestInfo {
     /// The `model` field.
     pub model: String,
     /// `stream: true` was asked for.
     pub stream: bool,
     /// `stream_options.include_usage: true` was asked for.
     pub include_usage: bool,
+    /// `n`, the number of choices asked for (1 when absent).
+    pub n: u64,
+}
+
+/// A valid request: what the gateway needs to know, and the parsed body to rewrite it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRequest {
+    /// The fields the gateway acts on.
+    pub info: RequestInfo,
+    /// The whole body, parsed; key order is kept.
+    pub body: Map<String, Value>,
 }
 
 /// Roles the OpenAI chat API accepts in `messages`.
@@ -35,8 +47,12 @@ pub fn is_json_content_type(value: &[u8]) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(b"application/json"))
 }
 
-/// Validates a `/v1/chat/completions` body of at most `max_bytes` bytes.
-pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<ChatRequest, ApiError> {
+/// Validates the body of a proxied endpoint, of at most `max_bytes` bytes.
+pub fn request(
+    endpoint: &Endpoint,
+    body: &[u8],
+    max_bytes: usize,
+) -> Result<ValidRequest, ApiError> {
     if body.len() > max_bytes {
         return Err(ApiError::too_large(max_bytes));
     }
@@ -57,15 +73,37 @@ pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<ChatRequest, ApiErr
     };
 
     let model = model(&obj)?;
-    messages(&obj)?;
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            messages(&obj)?;
+            number_in(&obj, "presence_penalty", -2.0, 2.0)?;
+            number_in(&obj, "frequency_penalty", -2.0, 2.0)?;
+            integer_in(&obj, "max_completion_tokens", 1, u32::MAX as u64)?;
+        }
+        Endpoint::Completions => prompt(&obj)?,
+        Endpoint::Embeddings => embedding_input(&obj)?,
+        Endpoint::Responses => {
+            match obj.get("input") {
+                None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Array(_)) => {}
+                Some(_) => {
+                    return Err(invalid_type("input", "a string or an array of input items"));
+                }
+            }
+            integer_in(&obj, "max_output_tokens", 1, u32::MAX as u64)?;
+        }
+        Endpoint::ListModels | Endpoint::GetModel(_) => {}
+    }
     number_in(&obj, "temperature", 0.0, 2.0)?;
     number_in(&obj, "top_p", 0.0, 1.0)?;
-    number_in(&obj, "presence_penalty", -2.0, 2.0)?;
-    number_in(&obj, "frequency_penalty", -2.0, 2.0)?;
     integer_in(&obj, "n", 1, 128)?;
     integer_in(&obj, "max_tokens", 1, u32::MAX as u64)?;
-    integer_in(&obj, "max_completion_tokens", 1, u32::MAX as u64)?;
     let stream = optional_bool(&obj, "stream")?;
+    if stream && *endpoint == Endpoint::Embeddings {
+        return Err(ApiError::invalid(
+            "stream",
+            "Embeddings cannot be streamed.",
+        ));
+    }
     let include_usage = match obj.get("stream_options") {
         None | Some(Value::Null) => false,
         Some(Value::Object(opts)) => {
@@ -80,12 +118,77 @@ pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<ChatRequest, ApiErr
         }
         Some(_) => return Err(invalid_type("stream_options", "an object")),
     };
+    let n = obj.get("n").and_then(Value::as_u64).unwrap_or(1);
 
-    Ok(ChatRequest {
-        model,
-        stream,
-        include_usage,
+    Ok(ValidRequest {
+        info: RequestInfo {
+            model,
+            stream,
+            include_usage,
+            n,
+        },
+        body: obj,
     })
+}
+
+/// Validates a `/v1/chat/completions` body of at most `max_bytes` bytes.
+pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<RequestInfo, ApiError> {
+    request(&Endpoint::ChatCompletions, body, max_bytes).map(|r| r.info)
+}
+
+fn prompt(obj: &Map<String, Value>) -> Result<(), ApiError> {
+    let ok = match obj.get("prompt") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(
+                "prompt",
+                "Missing required parameter: `prompt`.",
+            ));
+        }
+        Some(Value::String(_)) => true,
+        Some(Value::Array(items)) => {
+            items.iter().all(Value::is_string)
+                || items.iter().all(Value::is_u64)
+                || items
+                    .iter()
+                    .all(|i| i.as_array().is_some_and(|a| a.iter().all(Value::is_u64)))
+        }
+        Some(_) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid_type(
+            "prompt",
+            "a string, an array of strings, or an array of token arrays",
+        ))
+    }
+}
+
+fn embedding_input(obj: &Map<String, Value>) -> Result<(), ApiError> {
+    match obj.get("input") {
+        None | Some(Value::Null) => Err(ApiError::invalid(
+            "input",
+            "Missing required parameter: `input`.",
+        )),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(ApiError::invalid("input", "`input` must not be empty."))
+        }
+        Some(Value::Array(a)) if a.is_empty() => {
+            Err(ApiError::invalid("input", "`input` must not be empty."))
+        }
+        Some(Value::String(_)) | Some(Value::Array(_)) => {
+            integer_in(obj, "dimensions", 1, 65_536)?;
+            match obj.get("encoding_format") {
+                None | Some(Value::Null) => Ok(()),
+                Some(Value::String(f)) if f == "float" || f == "base64" => Ok(()),
+                Some(_) => Err(ApiError::invalid(
+                    "encoding_format",
+                    "`encoding_format` must be \"float\" or \"base64\".",
+                )),
+            }
+        }
+        Some(_) => Err(invalid_type("input", "a string or an array")),
+    }
 }
 
 fn invalid_type(param: &str, expected: &str) -> ApiError {
@@ -211,7 +314,7 @@ mod tests {
 
     const LIMIT: usize = 1 << 20;
 
-    fn ok(body: &str) -> ChatRequest {
+    fn ok(body: &str) -> RequestInfo {
         chat_request(body.as_bytes(), LIMIT).expect("valid request")
     }
 
@@ -346,6 +449,93 @@ mod tests {
             assert_eq!(e.status, 400, "{body}");
             assert_eq!(e.param.as_deref(), param, "{body}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn other_endpoints() {
+        let v = |e: Endpoint, body: &str| request(&e, body.as_bytes(), LIMIT);
+        assert!(v(Endpoint::Completions, r#"{"model":"m","prompt":"Say hi"}"#).is_ok());
+        assert!(
+            v(
+                Endpoint::Completions,
+                r#"{"model":"m","prompt":[[1,2],[3]]}"#
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            v(Endpoint::Completions, r#"{"model":"m"}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            v(Endpoint::Completions, r#"{"model":"m","prompt":[1,"a"]}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("prompt")
+        );
+        assert!(
+            v(
+                Endpoint::Embeddings,
+                r#"{"model":"m","input":["a","b"],"dimensions":8}"#
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            v(Endpoint::Embeddings, r#"{"model":"m","input":""}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("input")
+        );
+        assert_eq!(
+            v(
+                Endpoint::Embeddings,
+                r#"{"model":"m","input":"a","stream":true}"#
+            )
+            .unwrap_err()
+            .param
+            .as_deref(),
+            Some("stream")
+        );
+        assert_eq!(
+            v(
+                Endpoint::Embeddings,
+                r#"{"model":"m","input":"a","encoding_format":"int8"}"#
+            )
+            .unwrap_err()
+            .param
+            .as_deref(),
+            Some("encoding_format")
+        );
+        let r = v(
+            Endpoint::Responses,
+            r#"{"model":"m","input":"hi","stream":true}"#,
+        )
+        .unwrap();
+        assert!(r.info.stream && !r.info.include_usage);
+        assert_eq!(
+            v(Endpoint::Responses, r#"{"model":"m","input":5}"#)
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("input")
+        );
+    }
+
+    #[test]
+    fn body_order_is_kept() {
+        let r = request(
+            &Endpoint::ChatCompletions,
+            br#"{"z":1,"model":"m","messages":[{"role":"user","content":"x"}],"a":2}"#,
+            LIMIT,
+        )
+        .unwrap();
+        let keys: Vec<&String> = r.body.keys().collect();
+        assert_eq!(keys, ["z", "model", "messages", "a"]);
+        assert_eq!(r.info.n, 1);
     }
 
     #[test]
