@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 use tollgate_core::pricing::{self, Price};
+use tollgate_core::providers::{AuthStyle, ProviderKind};
 
 /// Why the configuration was refused.
 #[derive(Debug, Error)]
@@ -103,23 +104,20 @@ impl Default for GatewayFile {
 #[serde(deny_unknown_fields)]
 struct ProviderFile {
     name: String,
-    #[serde(default = "default_auth_header")]
-    auth_header: String,
     #[serde(default)]
-    auth_scheme: AuthScheme,
+    kind: Option<String>,
+    auth_header: Option<String>,
+    auth_scheme: Option<AuthScheme>,
     api_key_env: Option<String>,
-}
-
-fn default_auth_header() -> String {
-    "authorization".into()
+    #[serde(default)]
+    timeout_ms: Option<u32>,
 }
 
 /// How the provider's key is written into its header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthScheme {
     /// `Bearer <key>` (OpenAI, DeepSeek, Gemini's OpenAI endpoint, vLLM).
-    #[default]
     Bearer,
     /// The key alone (Anthropic's `x-api-key`, Azure's `api-key`).
     Raw,
@@ -130,6 +128,8 @@ pub enum AuthScheme {
 struct ModelFile {
     name: String,
     provider: String,
+    #[serde(default)]
+    upstream_model: Option<String>,
     input: Option<f64>,
     output: Option<f64>,
     #[serde(default)]
@@ -145,6 +145,10 @@ struct ModelFile {
 pub struct Provider {
     /// Name; also the Envoy cluster that reaches it.
     pub name: String,
+    /// The API it speaks.
+    pub kind: ProviderKind,
+    /// How long its answer may take to start, in ms.
+    pub timeout_ms: u32,
     /// Header carrying the provider's credential.
     pub auth_header: String,
     /// The full header value, or `None` to send no credential (e.g. a local server).
@@ -158,6 +162,8 @@ pub struct Model {
     pub name: String,
     /// Name of the provider that serves it.
     pub provider: String,
+    /// The name the provider knows it by, when it differs.
+    pub upstream_model: Option<String>,
     /// Prices; all zero for a model marked free.
     pub price: Price,
 }
@@ -307,8 +313,24 @@ fn provider(
             "must be a non-empty name of letters, digits, '-', '_' or '.' (it is also an Envoy cluster name)",
         ));
     }
-    let header_ok = !p.auth_header.is_empty()
-        && p.auth_header
+    let kind = match p.kind.as_deref() {
+        None => ProviderKind::OpenAi,
+        Some(k) => ProviderKind::from_name(k).ok_or_else(|| {
+            let kinds: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
+            field_error(
+                format!("providers[{i}].kind"),
+                format!("`{k}` is not one of {}", kinds.join(", ")),
+            )
+        })?,
+    };
+    let (default_header, default_scheme) = match kind.default_auth() {
+        AuthStyle::Bearer => ("authorization", AuthScheme::Bearer),
+        AuthStyle::Raw(header) => (header, AuthScheme::Raw),
+    };
+    let auth_header = p.auth_header.unwrap_or_else(|| default_header.to_owned());
+    let auth_scheme = p.auth_scheme.unwrap_or(default_scheme);
+    let header_ok = !auth_header.is_empty()
+        && auth_header
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !header_ok {
@@ -326,15 +348,24 @@ fn provider(
                     format!("names the environment variable `{var}`, which is not set"),
                 )
             })?;
-            Some(match p.auth_scheme {
+            Some(match auth_scheme {
                 AuthScheme::Bearer => format!("Bearer {}", key.trim()),
                 AuthScheme::Raw => key.trim().to_owned(),
             })
         }
     };
+    let timeout_ms = p.timeout_ms.unwrap_or(600_000);
+    if !(1..=3_600_000).contains(&timeout_ms) {
+        return Err(field_error(
+            format!("providers[{i}].timeout_ms"),
+            "must be between 1 and 3600000",
+        ));
+    }
     Ok(Provider {
         name: p.name,
-        auth_header: p.auth_header,
+        kind,
+        timeout_ms,
+        auth_header,
         auth_value,
     })
 }
@@ -377,9 +408,19 @@ fn model(
         cache_read: price_of("cache_read", m.cache_read, false)?,
         cache_write: price_of("cache_write", m.cache_write, false)?,
     };
+    if m.upstream_model
+        .as_deref()
+        .is_some_and(|u| u.trim().is_empty() || u.len() > 256)
+    {
+        return Err(field_error(
+            format!("models[{i}].upstream_model"),
+            "must be 1 to 256 bytes",
+        ));
+    }
     Ok(Model {
         name: m.name,
         provider: m.provider,
+        upstream_model: m.upstream_model,
         price,
     })
 }
@@ -398,9 +439,9 @@ mod tests {
 
         [[providers]]
         name = "anthropic"
-        auth_header = "x-api-key"
-        auth_scheme = "raw"
+        kind = "anthropic"
         api_key_env = "ANTHROPIC_API_KEY"
+        timeout_ms = 30000
 
         [[providers]]
         name = "local"
@@ -415,6 +456,7 @@ mod tests {
         [[models]]
         name = "claude-sonnet-4"
         provider = "anthropic"
+        upstream_model = "claude-sonnet-4-20250514"
         input = 3
         output = 15
         cache_read = 0.3
@@ -457,6 +499,14 @@ mod tests {
             Some("sk-ant")
         );
         assert_eq!(c.providers["local"].auth_value, None);
+        assert_eq!(c.providers["anthropic"].kind, ProviderKind::Anthropic);
+        assert_eq!(c.providers["anthropic"].timeout_ms, 30_000);
+        assert_eq!(c.providers["openai"].kind, ProviderKind::OpenAi);
+        assert_eq!(c.providers["openai"].auth_header, "authorization");
+        assert_eq!(
+            c.models["claude-sonnet-4"].upstream_model.as_deref(),
+            Some("claude-sonnet-4-20250514")
+        );
         assert_eq!(c.models["gpt-4o"].price.input, 2_500_000);
         assert_eq!(c.models["gpt-4o"].price.cache_read, 1_250_000);
         assert_eq!(c.models["claude-sonnet-4"].price.cache_write, 3_750_000);
@@ -513,6 +563,18 @@ mod tests {
                 "models[0].input",
             ),
             ("[[providers]]\nname=\"p\"", "models"),
+            (
+                "[[providers]]\nname=\"p\"\nkind=\"azure\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].kind",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\ntimeout_ms=0\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].timeout_ms",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\nupstream_model=\"\"",
+                "models[0].upstream_model",
+            ),
             (
                 "[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "storage.database_url",

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageAck, UsageBatch,
-    UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, ServedModel, UsageAck,
+    UsageBatch, UsageRecord,
 };
 use tonic::{Request, Response, Status};
 
@@ -38,7 +38,24 @@ impl GatewayService {
             provider: provider.name.clone(),
             auth_header: provider.auth_header.clone(),
             auth_value: provider.auth_value.clone().unwrap_or_default(),
+            kind: provider.kind.name().to_owned(),
+            upstream_model: model.upstream_model.clone().unwrap_or_default(),
+            timeout_ms: provider.timeout_ms,
         })
+    }
+
+    fn served_models(&self) -> Vec<ServedModel> {
+        let mut models: Vec<ServedModel> = self
+            .config
+            .models
+            .values()
+            .map(|m| ServedModel {
+                name: m.name.clone(),
+                provider: m.provider.clone(),
+            })
+            .collect();
+        models.sort_by(|a, b| a.name.cmp(&b.name));
+        models
     }
 
     /// Prices a record with the current price table; an unpriced model costs nothing
@@ -106,10 +123,20 @@ impl Gateway for GatewayService {
             },
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
+        let listing = req.model.is_empty();
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
-            route: self.route(&req.model),
+            route: if listing {
+                None
+            } else {
+                self.route(&req.model)
+            },
             cache_ttl_ms: self.config.key_cache_ttl_ms,
+            served_models: if listing {
+                self.served_models()
+            } else {
+                Vec::new()
+            },
         }))
     }
 

@@ -12,6 +12,7 @@ pub mod pricing;
 pub mod providers;
 pub mod settings;
 pub mod sse;
+pub mod stream;
 #[cfg(feature = "tokenizer")]
 pub mod tokens;
 pub mod usage;

@@ -1,0 +1,260 @@
+//! A streamed response on its way to the client: metered event by event, and rewritten
+//! where the gateway must (dropping the usage chunk it asked for, translating Anthropic).
+//!
+//! Chunks are never held for long: bytes pass as soon as the events they belong to are
+//! complete. Only the unfinished tail of an event is held back, and only when rewriting,
+//! and never more than [`MAX_HELD`] bytes of it.
+
+use crate::anthropic::StreamTranslator;
+use crate::sse::Decoder;
+use crate::usage::{EventRole, Format, StreamMeter};
+
+/// Most bytes of an unfinished event held back while rewriting; a larger event cannot be
+/// the small usage-only chunk, so it is let through.
+pub const MAX_HELD: usize = 64 * 1024;
+
+/// What to do to the stream besides metering it.
+#[derive(Debug)]
+pub enum Rewrite {
+    /// Pass every byte as it came.
+    Passthrough,
+    /// Drop OpenAI's usage-only chunk: the gateway asked for it, the client did not.
+    StripUsageOnly,
+    /// Translate Anthropic events into OpenAI chunks.
+    FromAnthropic(Box<StreamTranslator>),
+}
+
+/// The state of one streamed response.
+#[derive(Debug)]
+pub struct StreamRewriter {
+    decoder: Decoder,
+    meter: StreamMeter,
+    rewrite: Rewrite,
+    /// Bytes received but not yet passed on (strip mode), starting at stream offset `held_from`.
+    held: Vec<u8>,
+    held_from: u64,
+    /// Ranges of the stream to drop, as absolute offsets.
+    drops: Vec<(u64, u64)>,
+    /// Where the last complete event ended.
+    last_end: u64,
+    /// Everything before this offset has been passed on already and cannot be dropped.
+    released: u64,
+}
+
+impl StreamRewriter {
+    /// A stream in `format`, rewritten as `rewrite` says.
+    pub fn new(format: Format, rewrite: Rewrite) -> Self {
+        Self {
+            decoder: Decoder::default(),
+            meter: StreamMeter::new(format),
+            rewrite,
+            held: Vec::new(),
+            held_from: 0,
+            drops: Vec::new(),
+            last_end: 0,
+            released: 0,
+        }
+    }
+
+    /// What the stream reported so far.
+    pub fn meter(&self) -> &StreamMeter {
+        &self.meter
+    }
+
+    /// Takes the next chunk; returns `None` to pass it unchanged, or the bytes to send instead.
+    pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
+        let mut translated = String::new();
+        let meter = &mut self.meter;
+        let drops = &mut self.drops;
+        let last_end = &mut self.last_end;
+        let released = self.released;
+        let rewrite = &mut self.rewrite;
+        // `droppable` is false for an unterminated final event: its bytes may have gone already.
+        let mut on_event = |event: crate::sse::Event, end: u64, droppable: bool| {
+            let role = meter.on_event(&event);
+            let start = *last_end;
+            *last_end = end;
+            match rewrite {
+                Rewrite::Passthrough => {}
+                Rewrite::StripUsageOnly => {
+                    if droppable && role == EventRole::UsageOnly && start >= released {
+                        drops.push((start, end));
+                    }
+                }
+                Rewrite::FromAnthropic(t) => translated.push_str(&t.on_event(&event)),
+            }
+        };
+        self.decoder.feed(chunk, |e, end| on_event(e, end, true));
+        if end_of_stream {
+            let end = self.decoder.offset();
+            if let Some(event) = self.decoder.finish() {
+                on_event(event, end, false);
+            }
+        }
+        match &self.rewrite {
+            Rewrite::Passthrough => None,
+            Rewrite::FromAnthropic(_) => Some(translated.into_bytes()),
+            Rewrite::StripUsageOnly => Some(self.release(chunk, end_of_stream)),
+        }
+    }
+
+    /// Strip mode: the bytes that can go now, minus dropped ranges.
+    fn release(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
+        self.held.extend_from_slice(chunk);
+        let total = self.held_from + self.held.len() as u64;
+        let mut upto = if end_of_stream { total } else { self.last_end };
+        if total - upto > MAX_HELD as u64 {
+            upto = total;
+        }
+        let mut out = Vec::with_capacity((upto - self.held_from) as usize);
+        let mut pos = self.held_from;
+        for &(start, end) in self.drops.iter().filter(|(s, _)| *s < upto) {
+            if start > pos {
+                out.extend_from_slice(
+                    &self.held[(pos - self.held_from) as usize..(start - self.held_from) as usize],
+                );
+            }
+            pos = pos.max(end.min(upto));
+        }
+        if upto > pos {
+            out.extend_from_slice(
+                &self.held[(pos - self.held_from) as usize..(upto - self.held_from) as usize],
+            );
+        }
+        self.drops.retain(|(_, end)| *end > upto);
+        self.held.drain(..(upto - self.held_from) as usize);
+        self.held_from = upto;
+        self.released = self.released.max(upto);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::Usage;
+
+    fn fixture(path: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// Runs `bytes` through a rewriter in chunks of `size` (0: whole), with a 0-byte final call.
+    fn run(
+        format: Format,
+        make: impl Fn() -> Rewrite,
+        bytes: &[u8],
+        size: usize,
+    ) -> (Vec<u8>, Option<Usage>) {
+        let mut r = StreamRewriter::new(format, make());
+        let mut out = Vec::new();
+        let size = if size == 0 { bytes.len().max(1) } else { size };
+        for piece in bytes.chunks(size) {
+            match r.on_chunk(piece, false) {
+                Some(b) => out.extend(b),
+                None => out.extend_from_slice(piece),
+            }
+        }
+        if let Some(b) = r.on_chunk(&[], true) {
+            out.extend(b);
+        }
+        (out, r.meter().usage())
+    }
+
+    #[test]
+    fn strip_removes_exactly_the_usage_chunk() {
+        let bytes = fixture("openai/chat-completion-stream-include-usage.sse");
+        let (out, usage) = run(Format::OpenAiChat, || Rewrite::StripUsageOnly, &bytes, 0);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("\"choices\":[],"), "usage chunk still there");
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert_eq!(usage.map(|u| u.output), Some(9));
+        // Everything else is byte for byte what the provider sent.
+        let original = String::from_utf8(bytes).unwrap();
+        let usage_chunk = original
+            .split("\n\n")
+            .find(|e| e.contains("\"choices\":[],"))
+            .unwrap();
+        assert_eq!(
+            text,
+            original.replacen(&format!("{usage_chunk}\n\n"), "", 1)
+        );
+    }
+
+    #[test]
+    fn any_chunking_gives_the_same_output() {
+        let cases: [(Format, &str, fn() -> Rewrite); 4] = [
+            (
+                Format::OpenAiChat,
+                "openai/chat-completion-stream-include-usage.sse",
+                || Rewrite::StripUsageOnly,
+            ),
+            (
+                Format::OpenAiChat,
+                "deepseek/chat-stream-usage-on-finish-chunk.sse",
+                || Rewrite::StripUsageOnly,
+            ),
+            (
+                Format::Anthropic,
+                "anthropic/messages-stream-wire-padding.sse",
+                || Rewrite::FromAnthropic(Box::new(StreamTranslator::new("c", 1, false))),
+            ),
+            (
+                Format::OpenAiChat,
+                "openai/chat-completion-tool-call-stream.sse",
+                || Rewrite::Passthrough,
+            ),
+        ];
+        for (format, path, make) in cases {
+            let bytes = fixture(path);
+            let whole = run(format, make, &bytes, 0);
+            for size in [1, 2, 5, 17, 100] {
+                assert_eq!(
+                    run(format, make, &bytes, size),
+                    whole,
+                    "{path} in {size}-byte chunks"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn passthrough_changes_nothing() {
+        let bytes = fixture("openai/chat-completion-stream.sse");
+        assert_eq!(
+            run(Format::OpenAiChat, || Rewrite::Passthrough, &bytes, 7).0,
+            bytes
+        );
+    }
+
+    #[test]
+    fn huge_event_is_released_not_held() {
+        let big = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}",
+            "x".repeat(MAX_HELD * 2)
+        );
+        let mut r = StreamRewriter::new(Format::OpenAiChat, Rewrite::StripUsageOnly);
+        let out = r.on_chunk(big.as_bytes(), false).unwrap();
+        assert_eq!(out.len(), big.len(), "held more than MAX_HELD");
+        let rest = r.on_chunk(b"\n\ndata: [DONE]\n\n", true).unwrap();
+        assert_eq!(rest, b"\n\ndata: [DONE]\n\n");
+    }
+
+    #[test]
+    fn usage_chunk_split_across_calls_is_still_dropped() {
+        let stream = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
+data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+        for size in 1..stream.len() {
+            let (out, usage) = run(Format::OpenAiChat, || Rewrite::StripUsageOnly, stream, size);
+            assert_eq!(
+                out,
+                b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n",
+                "chunk size {size}"
+            );
+            assert_eq!(usage.map(|u| u.input_uncached), Some(3));
+        }
+    }
+}
