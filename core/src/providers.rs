@@ -117,13 +117,11 @@ impl ProviderKind {
         self == ProviderKind::Anthropic
     }
 
-    /// The gateway may add `stream_options.include_usage` so the provider reports usage on a
-    /// stream. Gemini reports it unasked (and its support of the option is undocumented).
-    pub fn accepts_include_usage(self) -> bool {
-        matches!(
-            self,
-            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::DeepSeek
-        )
+    /// The provider reports usage on a stream only when asked (`stream_options.include_usage`),
+    /// so the gateway asks on the client's behalf. DeepSeek and Gemini report it unasked, on
+    /// the finish chunk; asking would move it and change what their clients receive.
+    pub fn needs_include_usage(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::OpenAiCompatible)
     }
 }
 

@@ -26,6 +26,10 @@ pub struct FilterSettings {
     pub usage_flush_interval_ms: u64,
     /// Records kept per worker while the control plane is unreachable; the oldest go first.
     pub usage_buffer_limit: usize,
+    /// Count every prompt with the model's tokenizer before admission (exact, but it loads
+    /// the tokenizer, ~40 MiB per worker, and costs CPU per request). Off: prompts are only
+    /// counted when a provider reports no usage.
+    pub count_prompt_tokens: bool,
 }
 
 impl Default for FilterSettings {
@@ -39,6 +43,7 @@ impl Default for FilterSettings {
             max_key_cache_ms: 30_000,
             usage_flush_interval_ms: 250,
             usage_buffer_limit: 10_000,
+            count_prompt_tokens: false,
         }
     }
 }

@@ -18,10 +18,20 @@ pub const MAX_HELD: usize = 64 * 1024;
 pub enum Rewrite {
     /// Pass every byte as it came.
     Passthrough,
-    /// Drop OpenAI's usage-only chunk: the gateway asked for it, the client did not.
-    StripUsageOnly,
+    /// Undo the gateway's `include_usage`: drop OpenAI's usage-only chunk and the
+    /// `"usage":null` it adds to every other chunk, so the client gets the stream it asked for.
+    UnrequestedUsage,
     /// Translate Anthropic events into OpenAI chunks.
     FromAnthropic(Box<StreamTranslator>),
+}
+
+/// A change to one complete event, by absolute stream offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edit {
+    /// Remove the event.
+    Drop,
+    /// Remove its top-level `"usage":null` member.
+    RemoveNullUsage,
 }
 
 /// The state of one streamed response.
@@ -30,14 +40,14 @@ pub struct StreamRewriter {
     decoder: Decoder,
     meter: StreamMeter,
     rewrite: Rewrite,
-    /// Bytes received but not yet passed on (strip mode), starting at stream offset `held_from`.
+    /// Bytes received but not yet passed on, starting at stream offset `held_from`.
     held: Vec<u8>,
     held_from: u64,
-    /// Ranges of the stream to drop, as absolute offsets.
-    drops: Vec<(u64, u64)>,
+    /// Events to change, as (start, end, edit) in absolute offsets, in stream order.
+    edits: Vec<(u64, u64, Edit)>,
     /// Where the last complete event ended.
     last_end: u64,
-    /// Everything before this offset has been passed on already and cannot be dropped.
+    /// Everything before this offset has been passed on already and cannot be changed.
     released: u64,
 }
 
@@ -50,7 +60,7 @@ impl StreamRewriter {
             rewrite,
             held: Vec::new(),
             held_from: 0,
-            drops: Vec::new(),
+            edits: Vec::new(),
             last_end: 0,
             released: 0,
         }
@@ -65,20 +75,26 @@ impl StreamRewriter {
     pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool) -> Option<Vec<u8>> {
         let mut translated = String::new();
         let meter = &mut self.meter;
-        let drops = &mut self.drops;
+        let edits = &mut self.edits;
         let last_end = &mut self.last_end;
         let released = self.released;
         let rewrite = &mut self.rewrite;
-        // `droppable` is false for an unterminated final event: its bytes may have gone already.
-        let mut on_event = |event: crate::sse::Event, end: u64, droppable: bool| {
+        // `editable` is false for an unterminated final event: its bytes may have gone already.
+        let mut on_event = |event: crate::sse::Event, end: u64, editable: bool| {
             let role = meter.on_event(&event);
             let start = *last_end;
             *last_end = end;
             match rewrite {
                 Rewrite::Passthrough => {}
-                Rewrite::StripUsageOnly => {
-                    if droppable && role == EventRole::UsageOnly && start >= released {
-                        drops.push((start, end));
+                Rewrite::UnrequestedUsage => {
+                    if editable && start >= released {
+                        match role {
+                            EventRole::UsageOnly => edits.push((start, end, Edit::Drop)),
+                            _ if has_null_usage(&event.data) => {
+                                edits.push((start, end, Edit::RemoveNullUsage))
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 Rewrite::FromAnthropic(t) => translated.push_str(&t.on_event(&event)),
@@ -94,11 +110,11 @@ impl StreamRewriter {
         match &self.rewrite {
             Rewrite::Passthrough => None,
             Rewrite::FromAnthropic(_) => Some(translated.into_bytes()),
-            Rewrite::StripUsageOnly => Some(self.release(chunk, end_of_stream)),
+            Rewrite::UnrequestedUsage => Some(self.release(chunk, end_of_stream)),
         }
     }
 
-    /// Strip mode: the bytes that can go now, minus dropped ranges.
+    /// The bytes that can go now, with edits applied; the rest of an unfinished event waits.
     fn release(&mut self, chunk: &[u8], end_of_stream: bool) -> Vec<u8> {
         self.held.extend_from_slice(chunk);
         let total = self.held_from + self.held.len() as u64;
@@ -106,27 +122,54 @@ impl StreamRewriter {
         if total - upto > MAX_HELD as u64 {
             upto = total;
         }
-        let mut out = Vec::with_capacity((upto - self.held_from) as usize);
+        let at = |offset: u64| (offset - self.held_from) as usize;
+        let mut out = Vec::with_capacity(at(upto));
         let mut pos = self.held_from;
-        for &(start, end) in self.drops.iter().filter(|(s, _)| *s < upto) {
-            if start > pos {
-                out.extend_from_slice(
-                    &self.held[(pos - self.held_from) as usize..(start - self.held_from) as usize],
-                );
+        for &(start, end, edit) in self.edits.iter().filter(|(_, end, _)| *end <= upto) {
+            out.extend_from_slice(&self.held[at(pos)..at(start)]);
+            if edit == Edit::RemoveNullUsage {
+                out.extend_from_slice(&remove_null_usage(&self.held[at(start)..at(end)]));
             }
-            pos = pos.max(end.min(upto));
+            pos = end;
         }
-        if upto > pos {
-            out.extend_from_slice(
-                &self.held[(pos - self.held_from) as usize..(upto - self.held_from) as usize],
-            );
-        }
-        self.drops.retain(|(_, end)| *end > upto);
-        self.held.drain(..(upto - self.held_from) as usize);
+        out.extend_from_slice(&self.held[at(pos)..at(upto)]);
+        self.edits.retain(|(_, end, _)| *end > upto);
+        self.held.drain(..at(upto));
         self.held_from = upto;
         self.released = self.released.max(upto);
         out
     }
+}
+
+/// The event's JSON has a top-level `"usage": null`.
+fn has_null_usage(data: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| {
+            v.as_object()
+                .map(|o| o.get("usage") == Some(&serde_json::Value::Null))
+        })
+        .unwrap_or(false)
+}
+
+/// Removes the `"usage":null` member from an event's raw bytes, keeping every other byte.
+///
+/// Inside a JSON string a quote is always escaped, so an unescaped `"usage":null` is a member,
+/// never text. The first one is taken: providers write `usage` at the top level only.
+fn remove_null_usage(event: &[u8]) -> Vec<u8> {
+    for pattern in [
+        &b",\"usage\":null"[..],
+        b",\"usage\": null",
+        b"\"usage\":null,",
+        b"\"usage\": null,",
+    ] {
+        if let Some(i) = event.windows(pattern.len()).position(|w| w == pattern) {
+            let mut out = event[..i].to_vec();
+            out.extend_from_slice(&event[i + pattern.len()..]);
+            return out;
+        }
+    }
+    event.to_vec()
 }
 
 #[cfg(test)]
@@ -165,11 +208,12 @@ mod tests {
     }
 
     #[test]
-    fn strip_removes_exactly_the_usage_chunk() {
+    fn unrequested_usage_is_removed_and_nothing_else() {
         let bytes = fixture("openai/chat-completion-stream-include-usage.sse");
-        let (out, usage) = run(Format::OpenAiChat, || Rewrite::StripUsageOnly, &bytes, 0);
+        let (out, usage) = run(Format::OpenAiChat, || Rewrite::UnrequestedUsage, &bytes, 0);
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("\"choices\":[],"), "usage chunk still there");
+        assert!(!text.contains("\"usage\""), "usage:null still there");
         assert!(text.ends_with("data: [DONE]\n\n"));
         assert_eq!(usage.map(|u| u.output), Some(9));
         // Everything else is byte for byte what the provider sent.
@@ -178,24 +222,25 @@ mod tests {
             .split("\n\n")
             .find(|e| e.contains("\"choices\":[],"))
             .unwrap();
-        assert_eq!(
-            text,
-            original.replacen(&format!("{usage_chunk}\n\n"), "", 1)
-        );
+        let expected = original
+            .replacen(&format!("{usage_chunk}\n\n"), "", 1)
+            .replace(",\"usage\":null", "");
+        assert_eq!(text, expected);
     }
 
     #[test]
     fn any_chunking_gives_the_same_output() {
-        let cases: [(Format, &str, fn() -> Rewrite); 4] = [
+        type Case = (Format, &'static str, fn() -> Rewrite);
+        let cases: [Case; 4] = [
             (
                 Format::OpenAiChat,
                 "openai/chat-completion-stream-include-usage.sse",
-                || Rewrite::StripUsageOnly,
+                || Rewrite::UnrequestedUsage,
             ),
             (
                 Format::OpenAiChat,
                 "deepseek/chat-stream-usage-on-finish-chunk.sse",
-                || Rewrite::StripUsageOnly,
+                || Rewrite::UnrequestedUsage,
             ),
             (
                 Format::Anthropic,
@@ -231,12 +276,25 @@ mod tests {
     }
 
     #[test]
+    fn null_usage_removal_keeps_text_that_looks_like_it() {
+        let event = br#"data: {"choices":[{"delta":{"content":"say \"usage\":null,"}}],"usage":null,"obfuscation":"x"}"#;
+        assert_eq!(
+            remove_null_usage(event),
+            br#"data: {"choices":[{"delta":{"content":"say \"usage\":null,"}}],"obfuscation":"x"}"#
+                .to_vec()
+        );
+        assert!(has_null_usage(r#"{"usage":null}"#));
+        assert!(!has_null_usage(r#"{"usage":{"prompt_tokens":1}}"#));
+        assert!(!has_null_usage(r#"{"choices":[]}"#));
+    }
+
+    #[test]
     fn huge_event_is_released_not_held() {
         let big = format!(
             "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}",
             "x".repeat(MAX_HELD * 2)
         );
-        let mut r = StreamRewriter::new(Format::OpenAiChat, Rewrite::StripUsageOnly);
+        let mut r = StreamRewriter::new(Format::OpenAiChat, Rewrite::UnrequestedUsage);
         let out = r.on_chunk(big.as_bytes(), false).unwrap();
         assert_eq!(out.len(), big.len(), "held more than MAX_HELD");
         let rest = r.on_chunk(b"\n\ndata: [DONE]\n\n", true).unwrap();
@@ -248,10 +306,15 @@ mod tests {
         let stream = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n\
 data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
         for size in 1..stream.len() {
-            let (out, usage) = run(Format::OpenAiChat, || Rewrite::StripUsageOnly, stream, size);
+            let (out, usage) = run(
+                Format::OpenAiChat,
+                || Rewrite::UnrequestedUsage,
+                stream,
+                size,
+            );
             assert_eq!(
                 out,
-                b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: [DONE]\n\n",
+                b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n",
                 "chunk size {size}"
             );
             assert_eq!(usage.map(|u| u.input_uncached), Some(3));

@@ -60,25 +60,25 @@ pub fn prompt(endpoint: &Endpoint, model: &str, body: &Map<String, Value>) -> u6
                 .flatten()
             {
                 total += 3;
-                let mut text = String::new();
-                for key in ["role", "name"] {
-                    if let Some(s) = m.get(key).and_then(Value::as_str) {
-                        text.push_str(s);
-                        total += u64::from(key == "name");
-                    }
+                if let Some(role) = m.get("role").and_then(Value::as_str) {
+                    total += count(model, role);
                 }
+                if let Some(name) = m.get("name").and_then(Value::as_str) {
+                    total += count(model, name) + 1;
+                }
+                let mut text = String::new();
                 if let Some(c) = m.get("content") {
                     text_of(c, &mut text);
                 }
+                total += count(model, &text);
                 for call in m
                     .get("tool_calls")
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                 {
-                    text.push_str(&call.to_string());
+                    total += count(model, &call.to_string());
                 }
-                total += count(model, &text);
             }
             if let Some(tools) = body.get("tools") {
                 total += count(model, &tools.to_string());

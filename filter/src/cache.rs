@@ -7,7 +7,10 @@
 
 use prost::Message;
 use proxy_wasm::hostcalls;
-use tollgate_proto::v1::{KeyGrant, KeyStatus, Route};
+use tollgate_proto::v1::{AuthorizeResponse, KeyGrant, KeyStatus, Route, ServedModel};
+
+/// Entry holding the list of served models (an `AuthorizeResponse` with only that field).
+const MODELS_ENTRY: &str = "tg:models";
 
 fn key_entry(key_hash: &str) -> String {
     format!("tg:key:{key_hash}")
@@ -46,6 +49,20 @@ pub fn key(key_hash: &str, now_ms: u64) -> Option<KeyGrant> {
 /// The cached route of a model, if fresh.
 pub fn route(model: &str, now_ms: u64) -> Option<Route> {
     read(&route_entry(model), now_ms)
+}
+
+/// The cached list of served models, if fresh.
+pub fn served_models(now_ms: u64) -> Option<Vec<ServedModel>> {
+    read::<AuthorizeResponse>(MODELS_ENTRY, now_ms).map(|r| r.served_models)
+}
+
+/// Stores the list of served models.
+pub fn store_served_models(models: &[ServedModel], expires_at_ms: u64) {
+    let message = AuthorizeResponse {
+        served_models: models.to_vec(),
+        ..AuthorizeResponse::default()
+    };
+    write(MODELS_ENTRY, &message, expires_at_ms);
 }
 
 /// Stores what the control plane answered, for entries worth keeping.

@@ -2,29 +2,34 @@
 //!
 //! Order of events, and why:
 //! 1. Request headers. Envoy's `json_to_metadata` filter (configured before this one) has
-//!    already read `model` from the body into dynamic metadata, so the key can be checked and
-//!    the route chosen while headers can still change. On a cache miss the stream pauses
-//!    for one `Authorize` call to the control plane.
-//! 2. Request body, whole: validated; a bad body is refused before the provider sees it.
-//! 3. Response: a JSON body is buffered to read its `usage`.
-//! 4. Log: one usage record goes to the outbox for every admitted call.
+//!    already read `model` and `stream` from the body into dynamic metadata, so the key can
+//!    be checked and the provider chosen while headers can still change. On a cache miss
+//!    the stream pauses for one `Authorize` call to the control plane.
+//! 2. Request body, whole: validated, and rewritten when the provider needs it (its model
+//!    name, `include_usage` on streams, Anthropic's format).
+//! 3. Response: JSON bodies are buffered to read `usage` (and translated or normalized
+//!    when needed); event streams pass through chunk by chunk, metered as they go.
+//! 4. Log: one usage record goes to the outbox for every admitted call, partial or not.
 
 use crate::{cache, clock, usage::Outbox};
 use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
+use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use tollgate_core::access::{self, KeyState};
+use tollgate_core::anthropic::{self, StreamTranslator};
 use tollgate_core::endpoints::Endpoint;
-use tollgate_core::errors::ApiError;
-use tollgate_core::keys;
+use tollgate_core::errors::{self, ApiError};
+use tollgate_core::providers::ProviderKind;
 use tollgate_core::settings::FilterSettings;
-use tollgate_core::usage::{self, Usage};
-use tollgate_core::validation;
+use tollgate_core::stream::{Rewrite, StreamRewriter};
+use tollgate_core::usage::{self, Format, OutputText, Usage};
+use tollgate_core::{keys, tokens, validation};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, ServedModel, UsageRecord,
 };
 
 /// Longest model name accepted; real ones are far shorter, and it bounds cache keys.
@@ -42,21 +47,50 @@ pub struct Request {
     outbox: Rc<RefCell<Outbox>>,
     request_id: String,
     started_ms: u64,
+    endpoint: Option<Endpoint>,
     key_hash: String,
     model: String,
+    /// `stream: true`, as `json_to_metadata` saw it at header time.
+    stream_hint: bool,
+    /// `content-length` was removed at header time, so the body may be rewritten.
+    body_rewritable: bool,
     /// Set once the call is let through to a provider; only admitted calls are metered.
     admitted: Option<Admitted>,
     /// The stream was answered by the gateway itself.
     refused: bool,
+    /// The request body, kept only to estimate prompt tokens if the provider reports none.
+    body: Option<Vec<u8>>,
+    /// The client asked for `stream_options.include_usage`.
+    client_include_usage: bool,
+    /// The gateway added `include_usage`; the client must not see the extra chunk.
+    injected_usage: bool,
+    /// Exact prompt tokens counted before admission (`count_prompt_tokens`).
+    counted_prompt: Option<u64>,
     status: u32,
-    buffer_response: bool,
+    response: ResponseMode,
     usage: Option<Usage>,
     response_complete: bool,
 }
 
 struct Admitted {
     key_id: String,
-    provider: String,
+    route: Route,
+    kind: ProviderKind,
+}
+
+/// How the response body is handled.
+enum ResponseMode {
+    /// Not metered (refused calls, non-JSON bodies).
+    Ignore,
+    /// Buffered whole, then read (and rewritten when `translate` or `normalize_error`).
+    Buffer {
+        format: Format,
+        translate: bool,
+        normalize_error: bool,
+        text: OutputText,
+    },
+    /// Passed chunk by chunk through a rewriter that meters it.
+    Stream(Box<StreamRewriter>),
 }
 
 impl Request {
@@ -67,40 +101,55 @@ impl Request {
             outbox,
             request_id: new_request_id(),
             started_ms: 0,
+            endpoint: None,
             key_hash: String::new(),
             model: String::new(),
+            stream_hint: false,
+            body_rewritable: false,
             admitted: None,
             refused: false,
+            body: None,
+            client_include_usage: false,
+            injected_usage: false,
+            counted_prompt: None,
             status: 0,
-            buffer_response: false,
+            response: ResponseMode::Ignore,
             usage: None,
             response_complete: false,
         }
     }
 
-    /// Answers the client with an OpenAI-style error; the provider is never called.
-    fn refuse(&mut self, error: &ApiError) {
+    /// Answers the client directly; the provider is never called.
+    fn reply(&mut self, status: u16, body: &[u8]) {
         self.refused = true;
         self.send_http_response(
-            u32::from(error.status),
+            u32::from(status),
             vec![
                 ("content-type", "application/json"),
                 (REQUEST_ID_HEADER, &self.request_id),
             ],
-            Some(&error.body()),
+            Some(body),
         );
+    }
+
+    /// Answers the client with an OpenAI-style error.
+    fn refuse(&mut self, error: &ApiError) {
+        self.reply(error.status, &error.body());
+    }
+
+    fn metadata(&self, name: &str) -> Option<Vec<u8>> {
+        let ns = self.settings.metadata_namespace.as_str();
+        self.get_property(vec!["metadata", "filter_metadata", ns, name])
     }
 
     /// The model `json_to_metadata` extracted from the body, or why there is none.
     fn model_from_metadata(&self, has_body: bool) -> Result<String, ApiError> {
-        let ns = self.settings.metadata_namespace.as_str();
-        let field = |name| self.get_property(vec!["metadata", "filter_metadata", ns, name]);
         if !has_body {
             return Err(ApiError::bad_request(
-                "The request has no body; expected a JSON object with `model` and `messages`.",
+                "The request has no body; expected a JSON object with `model`.",
             ));
         }
-        if field("body_error").is_some() {
+        if self.metadata("body_error").is_some() {
             // json_to_metadata gives no detail, and the body cannot be read here: a request
             // without a route never reaches the body callback. Name what can be named.
             let content_type = self
@@ -118,13 +167,13 @@ impl Request {
                 },
             ));
         }
-        let Some(model) = field("model") else {
+        let Some(model) = self.metadata("model") else {
             return Err(ApiError::invalid(
                 "model",
                 "You must provide a model parameter.",
             ));
         };
-        match String::from_utf8(model.to_vec()) {
+        match String::from_utf8(model) {
             Ok(m) if m.trim().is_empty() => Err(ApiError::invalid(
                 "model",
                 "`model` must be a non-empty string.",
@@ -138,8 +187,8 @@ impl Request {
         }
     }
 
-    /// Header-time checks; `Ok(true)` when the call may go on now, `Ok(false)` when it waits
-    /// for the control plane.
+    /// Header-time work; `Ok(true)` when the stream may go on now, `Ok(false)` when it
+    /// waits (for the control plane, or because the gateway answered itself).
     fn on_headers(&mut self, end_of_stream: bool) -> Result<bool, ApiError> {
         let method = self
             .get_http_request_header_bytes(":method")
@@ -147,7 +196,7 @@ impl Request {
         let path = self
             .get_http_request_header_bytes(":path")
             .unwrap_or_default();
-        Endpoint::parse(&method, &path)?;
+        let endpoint = Endpoint::parse(&method, &path)?;
 
         let authorization = self.get_http_request_header_bytes("authorization");
         let token = authorization
@@ -160,12 +209,27 @@ impl Request {
                 )
             })?;
         self.key_hash = keys::hash_key(token);
-        self.model = self.model_from_metadata(!end_of_stream)?;
 
+        if !endpoint.is_proxied() {
+            self.endpoint = Some(endpoint);
+            if let Some(answer) = self.models_from_cache() {
+                let (status, body) = answer?;
+                self.reply(status, &body);
+                return Ok(false);
+            }
+            self.ask_control_plane()?;
+            return Ok(false);
+        }
+
+        self.model = self.model_from_metadata(!end_of_stream)?;
+        self.stream_hint = self
+            .metadata("stream")
+            .is_some_and(|v| v.first() == Some(&1));
+        self.endpoint = Some(endpoint);
         match self.decide_from_cache() {
             Some(decision) => {
                 let (route, key_id) = decision?;
-                self.admit(&route, key_id);
+                self.admit(route, key_id)?;
                 Ok(true)
             }
             None => {
@@ -209,13 +273,53 @@ impl Request {
         })
     }
 
-    /// Rewrites the request for the provider: the client's credential out, the provider's in.
-    fn admit(&mut self, route: &Route, key_id: String) {
+    /// Rewrites the request for the provider: its path, its credential, its cluster.
+    fn admit(&mut self, route: Route, key_id: String) -> Result<(), ApiError> {
+        let kind = ProviderKind::from_name(&route.kind).ok_or_else(|| {
+            log::error!(
+                "tollgate: control plane sent unknown provider kind `{}`",
+                route.kind
+            );
+            ApiError::gateway(
+                502,
+                "The gateway is misconfigured for this model's provider.",
+            )
+        })?;
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let upstream_path = kind.upstream_path(&endpoint, &route.provider)?;
+        let path = self
+            .get_http_request_header_bytes(":path")
+            .unwrap_or_default();
+        let query = path
+            .iter()
+            .position(|b| *b == b'?')
+            .map(|i| String::from_utf8_lossy(&path[i..]).into_owned())
+            .unwrap_or_default();
+        self.set_http_request_header(":path", Some(&format!("{upstream_path}{query}")));
+
         for header in CLIENT_CREDENTIAL_HEADERS {
             self.set_http_request_header(header, None);
         }
         if !route.auth_value.is_empty() {
             self.set_http_request_header(&route.auth_header, Some(&route.auth_value));
+        }
+        for (name, value) in kind.fixed_headers() {
+            self.set_http_request_header(name, Some(value));
+        }
+        // Bodies are read for usage: they must arrive uncompressed.
+        self.set_http_request_header("accept-encoding", None);
+        if route.timeout_ms > 0 {
+            self.set_http_request_header(
+                "x-envoy-upstream-rq-timeout-ms",
+                Some(&route.timeout_ms.to_string()),
+            );
+        }
+        self.body_rewritable = kind.translates()
+            || !route.upstream_model.is_empty()
+            || (self.stream_hint && kind.needs_include_usage());
+        if self.body_rewritable {
+            // A rewritten body has another length; Envoy recomputes it only if none is set.
+            self.set_http_request_header("content-length", None);
         }
         // Lets provider-side logs be matched with the usage record.
         self.set_http_request_header(REQUEST_ID_HEADER, Some(&self.request_id));
@@ -223,15 +327,27 @@ impl Request {
         self.set_http_request_header(&self.settings.route_header, Some(&route.provider));
         self.admitted = Some(Admitted {
             key_id,
-            provider: route.provider.clone(),
+            route,
+            kind,
         });
+        Ok(())
     }
 
-    fn on_authorize_answer(&mut self, answer: AuthorizeResponse) -> Result<(), ApiError> {
+    fn on_authorize_answer(
+        &mut self,
+        answer: AuthorizeResponse,
+    ) -> Result<Option<(u16, Vec<u8>)>, ApiError> {
         let grant = answer.key.unwrap_or_default();
         let ttl = u64::from(answer.cache_ttl_ms).min(self.settings.max_key_cache_ms);
+        let expires = clock::now_ms().saturating_add(ttl);
+        if !self.endpoint.as_ref().is_some_and(Endpoint::is_proxied) {
+            if ttl > 0 {
+                cache::store(&self.key_hash, "", &grant, None, expires);
+                cache::store_served_models(&answer.served_models, expires);
+            }
+            return self.models_answer(&grant, &answer.served_models).map(Some);
+        }
         if ttl > 0 {
-            let expires = clock::now_ms().saturating_add(ttl);
             cache::store(
                 &self.key_hash,
                 &self.model,
@@ -241,18 +357,222 @@ impl Request {
             );
         }
         let route = decide(&grant, &self.model, answer.route)?;
-        self.admit(&route, grant.key_id);
+        self.admit(route, grant.key_id)?;
+        Ok(None)
+    }
+
+    /// `/v1/models` from cached facts, or `None` if the control plane must be asked.
+    fn models_from_cache(&self) -> Option<Result<(u16, Vec<u8>), ApiError>> {
+        let now = clock::now_ms();
+        let grant = cache::key(&self.key_hash, now)?;
+        let served = cache::served_models(now)?;
+        Some(self.models_answer(&grant, &served))
+    }
+
+    /// The body of `GET /v1/models` or `GET /v1/models/{id}` for this key.
+    fn models_answer(
+        &self,
+        grant: &KeyGrant,
+        served: &[ServedModel],
+    ) -> Result<(u16, Vec<u8>), ApiError> {
+        match key_state(grant) {
+            KeyState::Active => {}
+            state => {
+                access::decide(state, &[], "", true)?;
+            }
+        }
+        let visible = served
+            .iter()
+            .filter(|m| grant.allowed_models.is_empty() || grant.allowed_models.contains(&m.name));
+        let object = |m: &ServedModel| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider});
+        let body = match &self.endpoint {
+            Some(Endpoint::GetModel(id)) => {
+                let m = visible
+                    .into_iter()
+                    .find(|m| &m.name == id)
+                    .ok_or_else(|| ApiError::model_not_found(id))?;
+                object(m)
+            }
+            _ => json!({"object": "list", "data": visible.map(object).collect::<Vec<_>>()}),
+        };
+        Ok((200, serde_json::to_vec(&body).unwrap_or_default()))
+    }
+
+    /// Validates the whole body and rewrites it for the provider where needed.
+    fn on_body(&mut self, body: Vec<u8>) -> Result<(), ApiError> {
+        let Some(admitted) = &self.admitted else {
+            return Ok(());
+        };
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let mut valid = validation::request(&endpoint, &body, self.settings.max_body_bytes)?;
+        if valid.info.model != self.model {
+            // Cannot happen unless the body changed after json_to_metadata read it.
+            return Err(ApiError::invalid(
+                "model",
+                "`model` changed while reading the body.",
+            ));
+        }
+        let kind = admitted.kind;
+        let upstream_model = match admitted.route.upstream_model.as_str() {
+            "" => self.model.clone(),
+            m => m.to_owned(),
+        };
+        self.client_include_usage = valid.info.include_usage;
+        if self.settings.count_prompt_tokens {
+            self.counted_prompt = Some(tokens::prompt(&endpoint, &self.model, &valid.body));
+        }
+
+        let rewritten = if kind.translates() {
+            Some(anthropic::request(&valid.body, &upstream_model)?)
+        } else {
+            let mut changed = false;
+            if upstream_model != self.model {
+                valid
+                    .body
+                    .insert("model".into(), Value::String(upstream_model));
+                changed = true;
+            }
+            let streams_usage =
+                matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+            // Only when content-length was dropped at header time, or the rewrite would be cut.
+            if self.body_rewritable
+                && valid.info.stream
+                && !valid.info.include_usage
+                && streams_usage
+                && kind.needs_include_usage()
+            {
+                let options = valid
+                    .body
+                    .entry("stream_options")
+                    .or_insert_with(|| json!({}));
+                if let Value::Object(o) = options {
+                    o.insert("include_usage".into(), Value::Bool(true));
+                    self.injected_usage = true;
+                    changed = true;
+                }
+            }
+            changed.then(|| Value::Object(valid.body))
+        };
+        if let Some(new_body) = rewritten {
+            let bytes = serde_json::to_vec(&new_body).unwrap_or_default();
+            self.set_http_request_body(0, body.len(), &bytes);
+        }
+        self.body = Some(body);
         Ok(())
     }
 
+    fn start_response(&mut self, status: u32, content_type: &[u8]) {
+        let Some(admitted) = &self.admitted else {
+            return;
+        };
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let format = admitted.kind.usage_format(&endpoint);
+        let event_stream = content_type
+            .get(..17)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
+        if event_stream && status < 300 {
+            let rewrite = if admitted.kind.translates() {
+                Rewrite::FromAnthropic(Box::new(StreamTranslator::new(
+                    &self.model,
+                    clock::now_ms() / 1000,
+                    self.client_include_usage,
+                )))
+            } else if self.injected_usage {
+                Rewrite::UnrequestedUsage
+            } else {
+                Rewrite::Passthrough
+            };
+            if !matches!(rewrite, Rewrite::Passthrough) {
+                self.set_http_response_header("content-length", None);
+            }
+            self.response = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
+        } else if status >= 400 || validation::is_json_content_type(content_type) {
+            let translate = admitted.kind.translates() && status < 300;
+            let normalize_error = status >= 400;
+            if translate || normalize_error {
+                self.set_http_response_header("content-length", None);
+                if normalize_error {
+                    self.set_http_response_header("content-type", Some("application/json"));
+                }
+            }
+            self.response = ResponseMode::Buffer {
+                format,
+                translate,
+                normalize_error,
+                text: OutputText::default(),
+            };
+        }
+    }
+
+    fn finish_buffered(&mut self, body: &[u8]) {
+        let ResponseMode::Buffer {
+            format,
+            translate,
+            normalize_error,
+            text,
+        } = &mut self.response
+        else {
+            return;
+        };
+        self.usage = usage::from_body(*format, body);
+        if self.usage.is_none() && self.status < 300 {
+            *text = usage::output_text_of_body(*format, body);
+        }
+        let replacement = if *translate {
+            anthropic::response(body, &self.model, clock::now_ms() / 1000)
+        } else if *normalize_error {
+            errors::openai_error_body(self.status as u16, body)
+        } else {
+            None
+        };
+        if let Some(new_body) = replacement {
+            self.set_http_response_body(0, body.len(), &new_body);
+        }
+    }
+
+    /// The usage to record: reported, or estimated from the text seen.
+    fn final_usage(&self) -> Usage {
+        let (reported, text) = match &self.response {
+            ResponseMode::Stream(s) => (s.meter().usage(), Some(s.meter().text())),
+            ResponseMode::Buffer { text, .. } => (self.usage, Some(text)),
+            ResponseMode::Ignore => (self.usage, None),
+        };
+        if let Some(u) = reported {
+            return u;
+        }
+        let seen_output = text.is_some_and(|t| !t.is_empty());
+        if self.status >= 400 && !seen_output {
+            // A refused call costs nothing.
+            return Usage::default();
+        }
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let prompt = self.counted_prompt.unwrap_or_else(|| {
+            self.body
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| {
+                    v.as_object()
+                        .map(|o| tokens::prompt(&endpoint, &self.model, o))
+                })
+                .unwrap_or(0)
+        });
+        let output = text.map_or(0, |t| t.scale(tokens::count(&self.model, t.kept())));
+        Usage {
+            input_uncached: prompt,
+            output,
+            estimated: true,
+            ..Usage::default()
+        }
+    }
+
     fn usage_record(&self, admitted: &Admitted) -> UsageRecord {
-        let usage = self.usage.unwrap_or_default();
+        let usage = self.final_usage();
         let finished = clock::now_ms();
         UsageRecord {
             request_id: self.request_id.clone(),
             key_id: admitted.key_id.clone(),
             model: self.model.clone(),
-            provider: admitted.provider.clone(),
+            provider: admitted.route.provider.clone(),
             status: self.status,
             input_uncached: usage.input_uncached,
             cache_read: usage.cache_read,
@@ -318,7 +638,8 @@ impl Context for Request {
             None => Err(control_plane_unavailable()),
         };
         match outcome {
-            Ok(()) => self.resume_http_request(),
+            Ok(None) => self.resume_http_request(),
+            Ok(Some((status, body))) => self.reply(status, &body),
             Err(e) => self.refuse(&e),
         }
     }
@@ -327,8 +648,9 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         self.started_ms = clock::now_ms();
-        // Only this filter may choose a provider.
+        // Only this filter may choose a provider or a deadline.
         self.set_http_request_header(&self.settings.route_header, None);
+        self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", None);
         match self.on_headers(end_of_stream) {
             Ok(true) => Action::Continue,
             Ok(false) => Action::Pause,
@@ -352,16 +674,8 @@ impl HttpContext for Request {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        match validation::chat_request(&body, limit) {
-            Ok(chat) if chat.model != self.model => {
-                // Cannot happen unless the body was changed after json_to_metadata read it.
-                self.refuse(&ApiError::invalid(
-                    "model",
-                    "`model` changed while reading the body.",
-                ));
-                Action::Pause
-            }
-            Ok(_) => Action::Continue,
+        match self.on_body(body) {
+            Ok(()) => Action::Continue,
             Err(e) => {
                 self.refuse(&e);
                 Action::Pause
@@ -381,35 +695,51 @@ impl HttpContext for Request {
         let content_type = self
             .get_http_response_header_bytes("content-type")
             .unwrap_or_default();
-        self.buffer_response =
-            self.admitted.is_some() && validation::is_json_content_type(&content_type);
+        self.start_response(self.status, &content_type);
         self.response_complete = end_of_stream;
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if !end_of_stream {
-            return if self.buffer_response {
-                Action::Pause
-            } else {
-                Action::Continue
-            };
+        match &mut self.response {
+            ResponseMode::Ignore => {}
+            ResponseMode::Buffer { .. } => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = self
+                    .get_http_response_body(0, body_size)
+                    .unwrap_or_default();
+                self.finish_buffered(&body);
+            }
+            ResponseMode::Stream(_) => {
+                let chunk = if body_size > 0 {
+                    self.get_http_response_body(0, body_size)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                // Never paused: each chunk goes on at once, rewritten or not.
+                let out = match &mut self.response {
+                    ResponseMode::Stream(rewriter) => rewriter.on_chunk(&chunk, end_of_stream),
+                    _ => None,
+                };
+                if let Some(out) = out {
+                    self.set_http_response_body(0, body_size, &out);
+                }
+            }
         }
-        self.response_complete = true;
-        if self.buffer_response {
-            let body = self
-                .get_http_response_body(0, body_size)
-                .unwrap_or_default();
-            self.usage = usage::from_openai_body(&body);
+        if end_of_stream {
+            self.response_complete = true;
         }
         Action::Continue
     }
 
     fn on_log(&mut self) {
+        if self.refused {
+            return;
+        }
         if let Some(admitted) = &self.admitted {
-            if self.refused {
-                return;
-            }
             let record = self.usage_record(admitted);
             self.outbox.borrow_mut().push(record);
         }

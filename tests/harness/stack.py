@@ -65,6 +65,11 @@ def request(method: str, url: str, body: bytes | dict | None = None,
         conn.close()
 
 
+# The offline provider's dialect for each provider kind of the control plane's config.
+DIALECT_OF_KIND = {"openai": "openai", "openai_compatible": "openai", "deepseek": "deepseek",
+                   "gemini": "gemini", "anthropic": "anthropic"}
+
+
 @dataclass
 class Provider:
     """An upstream provider: an offline one started here, or a real one over TLS."""
@@ -72,11 +77,19 @@ class Provider:
     name: str
     # Models it serves: name -> (input, output, cache_read, cache_write) in USD per 1M tokens.
     models: dict[str, tuple[float, float, float, float]]
+    # The API it speaks (the control plane's `kind`).
+    kind: str = "openai"
     # The key the gateway must inject; the offline provider then demands it.
     api_key: str | None = None
     # host:port of a real provider (TLS); None starts an offline provider here.
     remote: str | None = None
     port: int = 0
+    # Model names as the provider knows them, where they differ.
+    upstream_models: dict[str, str] = field(default_factory=dict)
+    # Deadline for the provider's answer to start, in ms (None: the control plane's default).
+    timeout_ms: int | None = None
+    # False: configure it but start nothing, so its port refuses connections.
+    start: bool = True
 
 
 @dataclass
@@ -137,8 +150,10 @@ class Stack:
                 setattr(self, attr, free_port())
         try:
             for p in self.providers:
-                if p.remote is None:
+                if p.remote is None and p.start:
                     self._start_offline_provider(p)
+                elif p.remote is None:
+                    p.port = p.port or free_port()
             self._write_config()
             self.start_control_plane()
             envoy_config = self.workdir / "envoy.yaml"
@@ -251,7 +266,7 @@ class Stack:
     def _start_offline_provider(self, p: Provider) -> None:
         p.port = p.port or free_port()
         argv = [str(native_bin("tollgate-offline-provider")), "--listen", f"127.0.0.1:{p.port}",
-                "--name", p.name]
+                "--name", p.name, "--dialect", DIALECT_OF_KIND[p.kind]]
         env = os.environ.copy()
         env.pop("OFFLINE_PROVIDER_API_KEY", None)
         if p.api_key:
@@ -271,14 +286,18 @@ class Stack:
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
         ]
         for p in self.providers:
-            lines += ["[[providers]]", f'name = "{p.name}"']
+            lines += ["[[providers]]", f'name = "{p.name}"', f'kind = "{p.kind}"']
             if p.api_key:
                 lines.append(f'api_key_env = "{_key_env(p.name)}"')
+            if p.timeout_ms is not None:
+                lines.append(f"timeout_ms = {p.timeout_ms}")
         for p in self.providers:
             for model, (inp, out, cread, cwrite) in p.models.items():
                 lines += ["[[models]]", f'name = "{model}"', f'provider = "{p.name}"',
                           f"input = {inp}", f"output = {out}",
                           f"cache_read = {cread}", f"cache_write = {cwrite}"]
+                if model in p.upstream_models:
+                    lines.append(f'upstream_model = "{p.upstream_models[model]}"')
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def render_envoy(self) -> str:
