@@ -7,8 +7,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     let server = std::env::var_os("CARGO_FEATURE_SERVER").is_some();
+    let client = std::env::var_os("CARGO_FEATURE_CLIENT").is_some();
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(client)
         .build_server(server)
         .compile_fds(descriptors)?;
     Ok(())

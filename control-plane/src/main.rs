@@ -1,18 +1,13 @@
 //! `tollgate`: the control plane server and its command line.
 
-mod config;
-mod gateway;
-mod http;
-mod keys;
-mod store;
-
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use config::Config;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use store::Store;
+use tollgate_control_plane::config::Config;
+use tollgate_control_plane::store::Store;
+use tollgate_control_plane::{gateway, http, keys};
 use tollgate_core::pricing::format_dollars;
 
 #[derive(Parser)]
