@@ -3,11 +3,12 @@
 use crate::config::Config;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
+use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, ServedModel, UsageAck,
-    UsageBatch, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, Route, ServedModel,
+    UsageAck, UsageBatch, UsageRecord,
 };
 use tonic::{Request, Response, Status};
 
@@ -61,14 +62,17 @@ impl GatewayService {
     /// Prices a record with the current price table; an unpriced model costs nothing
     /// (config validation makes that "marked free"), never a guess.
     fn usage_row(&self, r: UsageRecord) -> UsageRow {
-        let usage = Usage {
-            input_uncached: r.input_uncached,
-            cache_read: r.cache_read,
-            cache_write: r.cache_write,
-            output: r.output,
-            reasoning: r.reasoning,
-            estimated: r.estimated,
-            partial: r.partial,
+        let usage = match &r.estimate {
+            Some(estimate) => estimated_usage(&r.model, estimate, r.partial),
+            None => Usage {
+                input_uncached: r.input_uncached,
+                cache_read: r.cache_read,
+                cache_write: r.cache_write,
+                output: r.output,
+                reasoning: r.reasoning,
+                estimated: r.estimated,
+                partial: r.partial,
+            },
         };
         let cost = match self.config.models.get(&r.model) {
             Some(m) => m.price.cost_picos(&usage),
@@ -95,6 +99,28 @@ impl GatewayService {
             finished_at_ms: r.finished_at_ms,
             duration_ms: i64::from(r.duration_ms),
         }
+    }
+}
+
+/// Counts what the filter saw of a call whose provider reported no usage, with the
+/// model's tokenizer; texts cut to a bound are scaled by bytes.
+fn estimated_usage(model: &str, e: &Estimate, partial: bool) -> Usage {
+    let prompt = e.counted_prompt_tokens.unwrap_or_else(|| {
+        let kept_bytes: usize = e.prompt_texts.iter().map(String::len).sum();
+        let counted: u64 = e.prompt_texts.iter().map(|t| tokens::count(model, t)).sum();
+        e.prompt_overhead + tokens::scale(counted, kept_bytes as u64, e.prompt_bytes)
+    });
+    let output = tokens::scale(
+        tokens::count(model, &e.output_text),
+        e.output_text.len() as u64,
+        e.output_bytes,
+    );
+    Usage {
+        input_uncached: prompt,
+        output,
+        estimated: true,
+        partial,
+        ..Usage::default()
     }
 }
 
@@ -159,5 +185,30 @@ impl Gateway for GatewayService {
             .saturating_sub(stored);
         tracing::debug!(stored, duplicates, "usage batch");
         Ok(Response::new(UsageAck { stored, duplicates }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_count_and_scale() {
+        let e = Estimate {
+            prompt_texts: vec!["hello world".into(), "Hello".into()],
+            prompt_overhead: 10,
+            prompt_bytes: 16,
+            output_text: "hello world".into(),
+            output_bytes: 22, // only half of the output was kept
+            counted_prompt_tokens: None,
+        };
+        let u = estimated_usage("gpt-4o", &e, true);
+        assert_eq!((u.input_uncached, u.output), (10 + 2 + 1, 4));
+        assert!(u.estimated && u.partial);
+        let exact = Estimate {
+            counted_prompt_tokens: Some(99),
+            ..e
+        };
+        assert_eq!(estimated_usage("gpt-4o", &exact, false).input_uncached, 99);
     }
 }

@@ -13,7 +13,6 @@ pub mod providers;
 pub mod settings;
 pub mod sse;
 pub mod stream;
-#[cfg(feature = "tokenizer")]
 pub mod tokens;
 pub mod usage;
 pub mod validation;

@@ -154,19 +154,42 @@ fn from_gemini_usage(meta: &Value) -> Option<Usage> {
 }
 
 fn from_value(format: Format, v: &Value) -> Option<Usage> {
+    from_members(format, v.get("usage"), v.get("usageMetadata"))
+}
+
+/// Usage from a body's `usage` (or Gemini's `usageMetadata`) member.
+fn from_members(
+    format: Format,
+    usage: Option<&Value>,
+    usage_metadata: Option<&Value>,
+) -> Option<Usage> {
     match format {
-        Format::OpenAiChat => from_openai_usage(v.get("usage")?),
-        Format::OpenAiChatReasoningApart => from_reasoning_apart_usage(v.get("usage")?),
-        Format::OpenAiResponses => from_responses_usage(v.get("usage")?),
-        Format::Anthropic => from_anthropic_usage(v.get("usage")?),
-        Format::Gemini => from_gemini_usage(v.get("usageMetadata")?),
+        Format::OpenAiChat => from_openai_usage(usage?),
+        Format::OpenAiChatReasoningApart => from_reasoning_apart_usage(usage?),
+        Format::OpenAiResponses => from_responses_usage(usage?),
+        Format::Anthropic => from_anthropic_usage(usage?),
+        Format::Gemini => from_gemini_usage(usage_metadata?),
     }
+}
+
+/// The only members of a response body that carry usage. Deserializing into this skips
+/// everything else without building it, which is most of the cost of reading a body.
+#[derive(serde::Deserialize)]
+struct UsageMembers {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default, rename = "usageMetadata")]
+    usage_metadata: Option<Value>,
 }
 
 /// Reads the usage of a whole (non-streamed) response body.
 pub fn from_body(format: Format, body: &[u8]) -> Option<Usage> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    from_value(format, &v)
+    let members: UsageMembers = serde_json::from_slice(body).ok()?;
+    from_members(
+        format,
+        members.usage.as_ref(),
+        members.usage_metadata.as_ref(),
+    )
 }
 
 /// Reads the usage of a whole OpenAI-format response body.
@@ -203,14 +226,9 @@ impl OutputText {
         &self.kept
     }
 
-    /// Scales a token count of [`OutputText::kept`] to all the text seen.
-    pub fn scale(&self, kept_tokens: u64) -> u64 {
-        let kept = self.kept.len() as u64;
-        if kept == 0 || kept >= self.total_bytes {
-            kept_tokens
-        } else {
-            kept_tokens.saturating_mul(self.total_bytes).div_ceil(kept)
-        }
+    /// Bytes of all the text seen, kept or not.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
     }
 
     /// Nothing was generated.
@@ -563,9 +581,12 @@ mod tests {
             t.push(&chunk);
         }
         assert!(t.kept().len() <= MAX_KEPT_TEXT);
+        assert_eq!(t.total_bytes(), 400_000);
+        let kept = t.kept().len() as u64;
         assert_eq!(
-            t.scale(100),
-            (100u64 * 400_000).div_ceil(t.kept().len() as u64)
+            crate::tokens::scale(100, kept, t.total_bytes()),
+            (100u64 * 400_000).div_ceil(kept)
         );
+        assert_eq!(crate::tokens::scale(100, 10, 10), 100);
     }
 }

@@ -43,6 +43,13 @@ impl RootContext for Plugin {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
         match FilterSettings::from_json(&raw) {
+            Ok(settings) if settings.count_prompt_tokens && !cfg!(feature = "exact-count") => {
+                log::error!(
+                    "tollgate: invalid filter configuration: `count_prompt_tokens` needs the \
+                     counting build of the filter (tollgate_filter_count.wasm, built with --features exact-count)"
+                );
+                false
+            }
             Ok(settings) => {
                 self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
                 self.outbox = Rc::new(RefCell::new(usage::Outbox::new(&settings)));

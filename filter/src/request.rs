@@ -29,8 +29,12 @@ use tollgate_core::stream::{Rewrite, StreamRewriter};
 use tollgate_core::usage::{self, Format, OutputText, Usage};
 use tollgate_core::{keys, tokens, validation};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route, ServedModel, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, Route, ServedModel,
+    UsageRecord,
 };
+
+/// Most prompt text sent for an estimate; counts of a cut prompt are scaled by bytes.
+const MAX_ESTIMATE_PROMPT: usize = 256 * 1024;
 
 /// Longest model name accepted; real ones are far shorter, and it bounds cache keys.
 const MAX_MODEL_LEN: usize = 256;
@@ -418,6 +422,7 @@ impl Request {
             m => m.to_owned(),
         };
         self.client_include_usage = valid.info.include_usage;
+        #[cfg(feature = "exact-count")]
         if self.settings.count_prompt_tokens {
             self.counted_prompt = Some(tokens::prompt(&endpoint, &self.model, &valid.body));
         }
@@ -530,43 +535,59 @@ impl Request {
         }
     }
 
-    /// The usage to record: reported, or estimated from the text seen.
-    fn final_usage(&self) -> Usage {
+    /// The usage to record: reported, or else what the control plane needs to count it.
+    fn final_usage(&self) -> (Usage, Option<Estimate>) {
         let (reported, text) = match &self.response {
             ResponseMode::Stream(s) => (s.meter().usage(), Some(s.meter().text())),
             ResponseMode::Buffer { text, .. } => (self.usage, Some(text)),
             ResponseMode::Ignore => (self.usage, None),
         };
         if let Some(u) = reported {
-            return u;
+            return (u, None);
         }
         let seen_output = text.is_some_and(|t| !t.is_empty());
         if self.status >= 400 && !seen_output {
             // A refused call costs nothing.
-            return Usage::default();
+            return (Usage::default(), None);
         }
-        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
-        let prompt = self.counted_prompt.unwrap_or_else(|| {
-            self.body
-                .as_deref()
-                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                .and_then(|v| {
-                    v.as_object()
-                        .map(|o| tokens::prompt(&endpoint, &self.model, o))
-                })
-                .unwrap_or(0)
-        });
-        let output = text.map_or(0, |t| t.scale(tokens::count(&self.model, t.kept())));
-        Usage {
-            input_uncached: prompt,
-            output,
+        let usage = Usage {
             estimated: true,
             ..Usage::default()
+        };
+        (usage, Some(self.estimate(text)))
+    }
+
+    /// The texts of this call for the control plane to count, bounded in size.
+    fn estimate(&self, output: Option<&OutputText>) -> Estimate {
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let parts = self
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            .and_then(|v| v.as_object().map(|o| tokens::prompt_parts(&endpoint, o)))
+            .unwrap_or_default();
+        let prompt_bytes: usize = parts.texts.iter().map(String::len).sum();
+        let mut kept = 0;
+        let prompt_texts = parts
+            .texts
+            .into_iter()
+            .take_while(|t| {
+                kept += t.len();
+                kept <= MAX_ESTIMATE_PROMPT
+            })
+            .collect();
+        Estimate {
+            prompt_texts,
+            prompt_overhead: parts.overhead,
+            prompt_bytes: prompt_bytes as u64,
+            output_text: output.map(|t| t.kept().to_owned()).unwrap_or_default(),
+            output_bytes: output.map_or(0, OutputText::total_bytes),
+            counted_prompt_tokens: self.counted_prompt,
         }
     }
 
     fn usage_record(&self, admitted: &Admitted) -> UsageRecord {
-        let usage = self.final_usage();
+        let (usage, estimate) = self.final_usage();
         let finished = clock::now_ms();
         UsageRecord {
             request_id: self.request_id.clone(),
@@ -584,6 +605,7 @@ impl Request {
             finished_at_ms: i64::try_from(finished).unwrap_or(i64::MAX),
             duration_ms: u32::try_from(finished.saturating_sub(self.started_ms))
                 .unwrap_or(u32::MAX),
+            estimate,
         }
     }
 }

@@ -21,7 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "envoy" / "tollgate.yaml.tmpl"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tollgate_filter.wasm"
+# The filter builds, as `./dev build` leaves them.
+WASM = ROOT / "target" / "wasm" / "tollgate_filter.wasm"
+WASM_COUNT = ROOT / "target" / "wasm" / "tollgate_filter_count.wasm"
 
 
 def native_bin(name: str) -> Path:
@@ -117,6 +119,9 @@ class Stack:
     admin_port: int = 0
     filter_settings: dict = field(default_factory=dict)
     envoy_concurrency: int = 2
+    # CPU lists for `taskset` (e.g. "0"), so benchmarks keep Envoy and the load apart.
+    envoy_cpus: str | None = None
+    helper_cpus: str | None = None
     procs: list[Proc] = field(default_factory=list)
 
     # -- URLs -------------------------------------------------------------------------
@@ -162,7 +167,7 @@ class Stack:
             self._spawn("envoy", [envoy_bin(), "-c", str(envoy_config), "--concurrency",
                                   str(self.envoy_concurrency), "--disable-hot-restart",
                                   "--log-level", "warn", "--component-log-level", "wasm:info"],
-                        os.environ.copy())
+                        os.environ.copy(), cpus=self.envoy_cpus)
             self._wait_http(f"{self.admin_url}/ready", "envoy", expect=b"LIVE")
             self.envoy_ready_seconds = time.monotonic() - self.envoy_started
         except BaseException:
@@ -173,7 +178,7 @@ class Stack:
 
     def start_control_plane(self) -> None:
         self._spawn("control-plane", [str(native_bin("tollgate")), "--config",
-                                      str(self.config_path), "serve"], self._env())
+                                      str(self.config_path), "serve"], self._env(), cpus=self.helper_cpus)
         self._wait_http(f"{self.control_plane_url}/readyz", "control plane")
 
     def stop_control_plane(self) -> None:
@@ -254,7 +259,13 @@ class Stack:
                 env[_key_env(p.name)] = p.api_key
         return env
 
-    def _spawn(self, name: str, argv: list[str], env: dict) -> Proc:
+    def pid(self, name: str) -> int:
+        """The process id of a part of the stack ("envoy", "control-plane", "provider-NAME")."""
+        return next(p for p in self.procs if p.name == name).popen.pid
+
+    def _spawn(self, name: str, argv: list[str], env: dict, cpus: str | None = None) -> Proc:
+        if cpus is not None and shutil.which("taskset"):
+            argv = ["taskset", "-c", cpus, *argv]
         log = self.workdir / f"{name}.log"
         handle = open(log, "ab")
         popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env,
@@ -271,7 +282,7 @@ class Stack:
         env.pop("OFFLINE_PROVIDER_API_KEY", None)
         if p.api_key:
             env["OFFLINE_PROVIDER_API_KEY"] = p.api_key
-        self._spawn(f"provider-{p.name}", argv, env)
+        self._spawn(f"provider-{p.name}", argv, env, cpus=self.helper_cpus)
         self._wait_http(f"http://127.0.0.1:{p.port}/_offline/health", f"provider {p.name}")
 
     def _write_config(self) -> None:
@@ -317,7 +328,8 @@ class Stack:
             "ADMIN_PORT": str(self.admin_port),
             "LISTEN_ADDRESS": "127.0.0.1",
             "LISTEN_PORT": str(self.gateway_port),
-            "WASM_PATH": str(WASM),
+            # The counting build only where counting before admission is asked for.
+            "WASM_PATH": str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM),
             "FILTER_SETTINGS": json.dumps(settings),
             "CONTROL_PLANE_HOST": "127.0.0.1",
             "CONTROL_PLANE_PORT": str(self.grpc_port),
@@ -369,7 +381,11 @@ def _cluster(p: Provider) -> str:
     type: {kind}
     connect_timeout: 5s
     dns_lookup_family: V4_PREFERRED
-    per_connection_buffer_limit_bytes: 16777216{tls}
+    per_connection_buffer_limit_bytes: 16777216
+    # Envoy's default of 1024 would cap concurrent streams to one provider.
+    circuit_breakers:
+      thresholds:
+      - {{ max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 }}{tls}
     load_assignment:
       cluster_name: {p.name}
       endpoints:

@@ -28,6 +28,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use clap::{Parser, ValueEnum};
 use serde_json::Value;
@@ -215,6 +216,10 @@ async fn main() -> anyhow::Result<()> {
     );
     // Load the tokenizer before serving so the first request is not slow.
     reply::count("warm up");
+    // Stream events go out as they are written, as a real provider's do (no Nagle delay).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
