@@ -6,6 +6,7 @@
 
 mod cache;
 mod clock;
+mod ids;
 mod request;
 mod usage;
 
@@ -26,6 +27,7 @@ proxy_wasm::main! {{
 struct Plugin {
     settings: Rc<FilterSettings>,
     outbox: Rc<RefCell<usage::Outbox>>,
+    ids: ids::RequestIds,
 }
 
 impl Context for Plugin {
@@ -88,6 +90,7 @@ impl RootContext for Plugin {
         Some(Box::new(request::Request::new(
             Rc::clone(&self.settings),
             Rc::clone(&self.outbox),
+            self.ids.next(),
         )))
     }
 

@@ -45,12 +45,47 @@ const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-
 /// Response header that tells the client which id its call is metered under.
 const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
 
+/// The request headers the filter reads, taken in one host call.
+#[derive(Default)]
+struct Head {
+    method: Vec<u8>,
+    path: Vec<u8>,
+    authorization: Option<Vec<u8>>,
+    content_type: Vec<u8>,
+    /// Which of [`CLIENT_CREDENTIAL_HEADERS`] the client sent.
+    credentials: [bool; 3],
+}
+
+impl Head {
+    fn from_headers(headers: Vec<(String, Vec<u8>)>) -> Self {
+        let mut head = Head::default();
+        for (name, value) in headers {
+            match name.as_str() {
+                ":method" => head.method = value,
+                ":path" => head.path = value,
+                "content-type" => head.content_type = value,
+                "authorization" => {
+                    head.credentials[0] = true;
+                    head.authorization = Some(value);
+                }
+                other => {
+                    if let Some(i) = CLIENT_CREDENTIAL_HEADERS.iter().position(|h| *h == other) {
+                        head.credentials[i] = true;
+                    }
+                }
+            }
+        }
+        head
+    }
+}
+
 /// Per-stream state.
 pub struct Request {
     settings: Rc<FilterSettings>,
     outbox: Rc<RefCell<Outbox>>,
     request_id: String,
     started_ms: u64,
+    head: Head,
     endpoint: Option<Endpoint>,
     key_hash: String,
     model: String,
@@ -99,12 +134,17 @@ enum ResponseMode {
 
 impl Request {
     /// A stream that has not seen its headers yet.
-    pub fn new(settings: Rc<FilterSettings>, outbox: Rc<RefCell<Outbox>>) -> Self {
+    pub fn new(
+        settings: Rc<FilterSettings>,
+        outbox: Rc<RefCell<Outbox>>,
+        request_id: String,
+    ) -> Self {
         Self {
             settings,
             outbox,
-            request_id: new_request_id(),
+            request_id,
             started_ms: 0,
+            head: Head::default(),
             endpoint: None,
             key_hash: String::new(),
             model: String::new(),
@@ -153,25 +193,24 @@ impl Request {
                 "The request has no body; expected a JSON object with `model`.",
             ));
         }
-        if self.metadata("body_error").is_some() {
+        let model = self.metadata("model");
+        if model.is_none() && self.metadata("body_error").is_some() {
             // json_to_metadata gives no detail, and the body cannot be read here: a request
             // without a route never reaches the body callback. Name what can be named.
-            let content_type = self
-                .get_http_request_header_bytes("content-type")
-                .unwrap_or_default();
+            let content_type = &self.head.content_type;
             return Err(ApiError::bad_request(
-                if validation::is_json_content_type(&content_type) {
+                if validation::is_json_content_type(content_type) {
                     "We could not parse the JSON body of your request: it is not valid JSON."
                         .to_owned()
                 } else {
                     format!(
                         "The request body must be JSON sent with `Content-Type: application/json`, not `{}`.",
-                        String::from_utf8_lossy(&content_type)
+                        String::from_utf8_lossy(content_type)
                     )
                 },
             ));
         }
-        let Some(model) = self.metadata("model") else {
+        let Some(model) = model else {
             return Err(ApiError::invalid(
                 "model",
                 "You must provide a model parameter.",
@@ -194,16 +233,15 @@ impl Request {
     /// Header-time work; `Ok(true)` when the stream may go on now, `Ok(false)` when it
     /// waits (for the control plane, or because the gateway answered itself).
     fn on_headers(&mut self, end_of_stream: bool) -> Result<bool, ApiError> {
-        let method = self
-            .get_http_request_header_bytes(":method")
-            .unwrap_or_default();
-        let path = self
-            .get_http_request_header_bytes(":path")
-            .unwrap_or_default();
-        let endpoint = Endpoint::parse(&method, &path)?;
+        // Names come lower-cased and ASCII from Envoy (its codecs refuse other bytes with a
+        // 400 before any filter runs: tests/e2e check it), so the SDK's UTF-8 conversion of
+        // names cannot fail; values stay bytes.
+        self.head = Head::from_headers(self.get_http_request_headers_bytes());
+        let endpoint = Endpoint::parse(&self.head.method, &self.head.path)?;
 
-        let authorization = self.get_http_request_header_bytes("authorization");
-        let token = authorization
+        let token = self
+            .head
+            .authorization
             .as_deref()
             .and_then(keys::bearer_token)
             .ok_or_else(|| {
@@ -291,18 +329,20 @@ impl Request {
         })?;
         let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
         let upstream_path = kind.upstream_path(&endpoint, &route.provider)?;
-        let path = self
-            .get_http_request_header_bytes(":path")
-            .unwrap_or_default();
-        let query = path
-            .iter()
-            .position(|b| *b == b'?')
-            .map(|i| String::from_utf8_lossy(&path[i..]).into_owned())
-            .unwrap_or_default();
-        self.set_http_request_header(":path", Some(&format!("{upstream_path}{query}")));
+        if upstream_path != endpoint.openai_path() {
+            let path = &self.head.path;
+            let query = path
+                .iter()
+                .position(|b| *b == b'?')
+                .map(|i| String::from_utf8_lossy(&path[i..]).into_owned())
+                .unwrap_or_default();
+            self.set_http_request_header(":path", Some(&format!("{upstream_path}{query}")));
+        }
 
-        for header in CLIENT_CREDENTIAL_HEADERS {
-            self.set_http_request_header(header, None);
+        for (header, sent) in CLIENT_CREDENTIAL_HEADERS.iter().zip(self.head.credentials) {
+            if sent {
+                self.set_http_request_header(header, None);
+            }
         }
         if !route.auth_value.is_empty() {
             self.set_http_request_header(&route.auth_header, Some(&route.auth_value));
@@ -312,12 +352,9 @@ impl Request {
         }
         // Bodies are read for usage: they must arrive uncompressed.
         self.set_http_request_header("accept-encoding", None);
-        if route.timeout_ms > 0 {
-            self.set_http_request_header(
-                "x-envoy-upstream-rq-timeout-ms",
-                Some(&route.timeout_ms.to_string()),
-            );
-        }
+        // Only this filter may set a deadline: a client's own is replaced or removed.
+        let timeout = (route.timeout_ms > 0).then(|| route.timeout_ms.to_string());
+        self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", timeout.as_deref());
         self.body_rewritable = kind.translates()
             || !route.upstream_model.is_empty()
             || (self.stream_hint && kind.needs_include_usage());
@@ -635,17 +672,6 @@ fn control_plane_unavailable() -> ApiError {
     )
 }
 
-/// 128 random bits, hex: unique across workers and restarts without coordination.
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Without randomness fall back to time; ids then only need to be unique per VM.
-        let t = clock::now_ms().to_le_bytes();
-        bytes[..8].copy_from_slice(&t);
-    }
-    hex::encode(bytes)
-}
-
 impl Context for Request {
     fn on_grpc_call_response(&mut self, _token_id: u32, status_code: u32, response_size: usize) {
         let answer = if status_code == 0 {
@@ -670,9 +696,8 @@ impl Context for Request {
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         self.started_ms = clock::now_ms();
-        // Only this filter may choose a provider or a deadline.
-        self.set_http_request_header(&self.settings.route_header, None);
-        self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", None);
+        // The provider and deadline headers are always set by `admit`, replacing any a client
+        // sent; a refused request never reaches a route.
         match self.on_headers(end_of_stream) {
             Ok(true) => Action::Continue,
             Ok(false) => Action::Pause,

@@ -161,7 +161,8 @@ pub async fn messages(call: Call) -> Response {
         delta["usage"] = json!({"input_tokens": input, "cache_creation_input_tokens": cache_write,
             "cache_read_input_tokens": cache_read, "output_tokens": output});
     }
+    let generated = events.len();
     events.push(event("message_delta", delta));
     events.push(event("message_stop", json!({"type": "message_stop"})));
-    reply::stream(&p.name, call.faults, events)
+    reply::stream(&p.name, call.faults, events, generated)
 }

@@ -191,6 +191,7 @@ pub async fn chat(call: Call) -> Response {
             u,
         ));
     }
+    let generated = events.len();
     if trailing_usage {
         events.push(chunk(json!([]), Some(&usage)));
     }
@@ -198,7 +199,7 @@ pub async fn chat(call: Call) -> Response {
     if trailing_usage || usage_on_finish {
         call.reported(&usage);
     }
-    reply::stream(&p.name, call.faults, events)
+    reply::stream(&p.name, call.faults, events, generated)
 }
 
 /// `POST /v1/completions`.
@@ -348,10 +349,11 @@ pub async fn responses(call: Call) -> Response {
         events.len(),
         json!({"item_id": "msg_offline", "output_index": 0, "content_index": 0, "text": text}),
     ));
+    let generated = events.len();
     events.push(event(
         "response.completed",
         events.len(),
         json!({"response": response}),
     ));
-    reply::stream(&p.name, call.faults, events)
+    reply::stream(&p.name, call.faults, events, generated)
 }

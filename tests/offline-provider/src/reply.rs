@@ -103,8 +103,10 @@ pub fn last_user_text(messages: &[Value]) -> String {
 }
 
 /// Sends SSE `events` (already framed) with the call's timing faults; a reset cuts the
-/// connection after `reset-after` events, the way a crashing provider does.
-pub fn stream(provider: &str, faults: Faults, events: Vec<String>) -> Response {
+/// connection after `reset-after` events, the way a crashing provider does. Only the first
+/// `generated` events are paced by `slow`: the rest (usage, `[DONE]`) follow at once, as
+/// a real provider sends them right after the last token.
+pub fn stream(provider: &str, faults: Faults, events: Vec<String>, generated: usize) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         for (sent, e) in events.into_iter().enumerate() {
@@ -116,7 +118,7 @@ pub fn stream(provider: &str, faults: Faults, events: Vec<String>) -> Response {
                     .await;
                 return;
             }
-            if let Some(d) = faults.slow {
+            if let Some(d) = faults.slow.filter(|_| sent < generated) {
                 tokio::time::sleep(d).await;
             }
             if tx.send(Ok(Bytes::from(e))).await.is_err() {
