@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.harness.stack import ROOT, WASM, Provider, Stack, envoy_bin, free_port, native_bin, request  # noqa: E402
+from tests.harness.stack import (  # noqa: E402
+    ROOT, WASM, WASM_COUNT, Provider, Stack, envoy_bin, free_port, native_bin, request)
 
 MODEL = "gpt-4o-mini"
 PRICE = (0.15, 0.6, 0.075, 0.0)
@@ -238,10 +239,41 @@ def stream_events() -> int:
     return 1 + words + 1 + 1  # role chunk, one per word, finish chunk, [DONE]
 
 
-def ready_time(tmp: Path, provider: Provider_, args, runs: int = 3) -> float:
+LONG_PROMPT = " ".join(["The gateway meters every call to the provider, streamed or not,"
+                        " and prices each token exactly."] * 60)
+
+
+def tokenizer_costs(tmp: Path, provider: Provider_, args) -> dict:
+    """What the counting build costs: start, idle and loaded memory, CPU per 1k tokens."""
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": LONG_PROMPT}]})
+    out = {"sizes": (WASM.stat().st_size / 1e6, WASM_COUNT.stat().st_size / 1e6)}
+    for label, settings in (("default", None), ("count", {"count_prompt_tokens": True})):
+        out[label] = {"ready": ready_time(tmp, provider, args, settings=settings)}
+        s = envoy_stack(tmp / f"tok-{label}", provider.port, True, args, settings=settings).start()
+        try:
+            key = s.create_key("bench")
+            out[label]["idle_rss"] = rss_mib(s.pid("envoy"))
+            status, _, data = request("POST", s.gateway_url + "/v1/chat/completions", json.loads(body),
+                                      {"authorization": f"Bearer {key}"})
+            assert status == 200, data
+            out["prompt_tokens"] = json.loads(data)["usage"]["prompt_tokens"]
+            out[label]["loaded_rss"] = rss_mib(s.pid("envoy"))
+            url = s.gateway_url + "/v1/chat/completions"
+            oha(url, key, body, seconds=args.warmup)
+            cpu0 = cpu_seconds(s.pid("envoy"))
+            load = oha(url, key, body, seconds=args.duration)
+            out[label]["cpu_us"] = (cpu_seconds(s.pid("envoy")) - cpu0) / max(load.requests, 1) * 1e6
+            out[label]["rps"] = load.rps
+        finally:
+            s.stop()
+    return out
+
+
+def ready_time(tmp: Path, provider: Provider_, args, runs: int = 3, settings: dict | None = None) -> float:
     times = []
     for i in range(runs):
-        s = envoy_stack(tmp / f"ready{i}", provider.port, True, args).start()
+        name = f"ready{i}-{'count' if settings else 'default'}"
+        s = envoy_stack(tmp / name, provider.port, True, args, settings=settings).start()
         times.append(s.envoy_ready_seconds)
         s.stop()
     return sorted(times)[len(times) // 2]
@@ -351,6 +383,7 @@ def main() -> None:
                     proc.wait(timeout=30)
                 print("measured litellm", flush=True)
         extra["ready"] = ready_time(tmp, provider, args)
+        extra["tokenizer"] = tokenizer_costs(tmp, provider, args)
         extra["rss2"] = two_workers_rss(tmp, provider, args)
         if args.soak:
             extra["soak"] = soak(tmp, provider, args)
@@ -393,8 +426,8 @@ def render(results: list[Case], extra: dict, info: dict, args) -> str:
     lines += ["", "Added latency over bare Envoy at the fixed rate:", ""]
     for c in results:
         if c.name.startswith("envoy+"):
-            lines.append(f"- {c.name}: p50 +{c.fixed.p50_ms - bare.fixed.p50_ms:.3f} ms, "
-                         f"p99 +{c.fixed.p99_ms - bare.fixed.p99_ms:.3f} ms")
+            lines.append(f"- {c.name}: p50 {c.fixed.p50_ms - bare.fixed.p50_ms:+.3f} ms, "
+                         f"p99 {c.fixed.p99_ms - bare.fixed.p99_ms:+.3f} ms")
     s = extra.get("stream", {})
     if s:
         b, t = s["bare envoy"], s["envoy+tollgate"]
@@ -423,6 +456,23 @@ def render(results: list[Case], extra: dict, info: dict, args) -> str:
             growth = k["after"][proc] - k["before"][proc]
             lines.append(f"  - {proc}: RSS {k['before'][proc]:.1f} → {k['after'][proc]:.1f} MiB "
                          f"({growth * per_m:+.2f} MiB per 1M requests)")
+    t = extra.get("tokenizer")
+    if t:
+        d, c = t["default"], t["count"]
+        per_1k = (c["cpu_us"] - d["cpu_us"]) / t["prompt_tokens"] * 1000
+        lines += ["", "## The tokenizer in the filter", "",
+                  f"Default build {t['sizes'][0]:.2f} MB, counting build {t['sizes'][1]:.2f} MB "
+                  "(tiktoken's encodings and regex engines). One Envoy worker; a "
+                  f"{t['prompt_tokens']}-token prompt:", "",
+                  "| build | Envoy ready s | RSS idle MiB | RSS after first count MiB | Envoy CPU µs/req | req/s |",
+                  "|---|---|---|---|---|---|",
+                  f"| default | {d['ready']:.3f} | {d['idle_rss']:.1f} | {d['loaded_rss']:.1f} | {d['cpu_us']:.1f} | {d['rps']:,.0f} |",
+                  f"| counting (`count_prompt_tokens`) | {c['ready']:.3f} | {c['idle_rss']:.1f} | {c['loaded_rss']:.1f} | "
+                  f"{c['cpu_us']:.1f} | {c['rps']:,.0f} |", "",
+                  f"Counting costs ≈ {per_1k:.0f} µs of Envoy CPU per 1k prompt tokens, "
+                  f"{c['ready'] - d['ready']:+.3f} s of start-up, and "
+                  f"{c['idle_rss'] - d['idle_rss']:+.1f} MiB idle / {c['loaded_rss'] - d['loaded_rss']:+.1f} MiB "
+                  "once loaded, for Envoy with one worker (two VMs: the main thread's and the worker's)."]
     lines += ["", "## Control plane ingest", "", "```", extra.get("ingest", ""), "```", ""]
     return "\n".join(lines)
 
