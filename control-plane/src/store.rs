@@ -332,9 +332,7 @@ fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
         key_id: row.try_get("key_id")?,
         model: row.try_get("model")?,
         provider: row.try_get("provider")?,
-        status: row
-            .try_get::<i64, _>("status")
-            .or_else(|_| row.try_get::<i32, _>("status").map(i64::from))?,
+        status: int(row, "status")?,
         input_uncached: row.try_get("input_uncached")?,
         cache_read: row.try_get("cache_read")?,
         cache_write: row.try_get("cache_write")?,
@@ -348,12 +346,16 @@ fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
     })
 }
 
-/// INTEGER columns come back as i64 from SQLite and i32 from PostgreSQL.
-fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
-    let v = row
+/// An INTEGER column: i64 from SQLite, i32 from PostgreSQL.
+fn int(row: &sqlx::any::AnyRow, column: &str) -> Result<i64, StoreError> {
+    Ok(row
         .try_get::<i64, _>(column)
-        .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))?;
-    Ok(v != 0)
+        .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))?)
+}
+
+/// A 0/1 INTEGER column as a flag.
+fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
+    Ok(int(row, column)? != 0)
 }
 
 #[cfg(test)]

@@ -230,14 +230,7 @@ mod tests {
         #[test]
         fn roles_are_single_tokens_in_both_encodings() {
             for model in ["gpt-4o", "gpt-4"] {
-                for role in [
-                    "system",
-                    "developer",
-                    "user",
-                    "assistant",
-                    "tool",
-                    "function",
-                ] {
+                for role in crate::validation::ROLES {
                     assert_eq!(count(model, role), 1, "{role} in {model}");
                 }
             }

@@ -31,7 +31,7 @@ pub struct ValidRequest {
 }
 
 /// Roles the OpenAI chat API accepts in `messages`.
-const ROLES: &[&str] = &[
+pub const ROLES: &[&str] = &[
     "system",
     "developer",
     "user",
