@@ -147,7 +147,7 @@ pub struct Provider {
     pub name: String,
     /// The API it speaks.
     pub kind: ProviderKind,
-    /// How long its answer may take to start, in ms.
+    /// The longest its whole answer may take, streams included, in ms.
     pub timeout_ms: u32,
     /// Header carrying the provider's credential.
     pub auth_header: String,

@@ -37,6 +37,27 @@ def test_provider_timeout_is_504(stack, key):
     assert row["status"] == 504 and row["output"] == 0 and row["cost_picos"] == 0
 
 
+def test_stream_past_the_deadline_is_cut_and_recorded_partial(stack, key):
+    conn = http.client.HTTPConnection(f"127.0.0.1:{stack.gateway_port}", timeout=10)
+    body = json.dumps({"model": "slow-model", "stream": True,
+                       "messages": [{"role": "user", "content": "a story that outlasts the deadline"}]})
+    conn.request("POST", CHAT, body=body, headers={"authorization": f"Bearer {key}",
+                                                  "content-type": "application/json",
+                                                  "x-offline-fault": f"slow={SLOW_TIMEOUT_MS // 5}"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    received = b""
+    try:
+        while chunk := resp.read1(4096):
+            received += chunk
+    except (http.client.HTTPException, ValueError, OSError):
+        pass
+    conn.close()
+    assert b"[DONE]" not in received and b"data: " in received
+    row = stack.usage(resp.getheader("x-tollgate-request-id"))
+    assert row["partial"] and row["output"] > 0
+
+
 def test_unreachable_provider_is_502(stack, key):
     status, _, data = chat(stack, key, model="ghost-model")
     assert status == 502
