@@ -13,6 +13,13 @@ pub enum KeyState {
     Revoked,
 }
 
+/// The refusal for a key no one issued.
+pub fn unknown_key() -> ApiError {
+    ApiError::unauthenticated(
+        "Incorrect API key provided. Check the key or ask your administrator for a new one.",
+    )
+}
+
 /// Decides a call to `model` with a key in `state` that may use `allowed_models`
 /// (empty: all), given whether any provider serves `model`.
 ///
@@ -24,9 +31,7 @@ pub fn decide(
     model_is_served: bool,
 ) -> Result<(), ApiError> {
     match state {
-        KeyState::Unknown => Err(ApiError::unauthenticated(
-            "Incorrect API key provided. Check the key or ask your administrator for a new one.",
-        )),
+        KeyState::Unknown => Err(unknown_key()),
         KeyState::Revoked => Err(ApiError::unauthenticated("This API key has been revoked.")),
         KeyState::Active
             if !allowed_models.is_empty() && !allowed_models.iter().any(|m| m == model) =>
@@ -75,5 +80,87 @@ mod tests {
         let e = decide(KeyState::Active, &[], "nope", false).unwrap_err();
         assert_eq!(e.status, 404);
         assert_eq!(e.code, Some("model_not_found"));
+    }
+}
+
+/// Key hashes recently found unknown, so a client retrying an invented key costs no
+/// control-plane call each time. Bounded in size and age: the oldest entry goes first,
+/// and an entry expires so a key created meanwhile works within `ttl_ms`. The default
+/// remembers nothing.
+#[derive(Debug, Default)]
+pub struct UnknownKeys {
+    capacity: usize,
+    ttl_ms: u64,
+    order: std::collections::VecDeque<(String, u64)>,
+    seen: std::collections::HashMap<String, u64>,
+}
+
+impl UnknownKeys {
+    /// At most `capacity` hashes, each remembered for `ttl_ms`.
+    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
+        Self {
+            capacity,
+            ttl_ms,
+            order: std::collections::VecDeque::new(),
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Remembers that `key_hash` was unknown at `now_ms`.
+    pub fn insert(&mut self, key_hash: &str, now_ms: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.order.len() >= self.capacity
+            && let Some((old, at)) = self.order.pop_front()
+            // Only forget it if this was its latest sighting.
+            && self.seen.get(&old) == Some(&at)
+        {
+            self.seen.remove(&old);
+        }
+        self.order.push_back((key_hash.to_owned(), now_ms));
+        self.seen.insert(key_hash.to_owned(), now_ms);
+    }
+
+    /// Whether `key_hash` was found unknown less than `ttl_ms` ago.
+    pub fn contains(&self, key_hash: &str, now_ms: u64) -> bool {
+        self.seen
+            .get(key_hash)
+            .is_some_and(|at| now_ms.saturating_sub(*at) < self.ttl_ms)
+    }
+}
+
+#[cfg(test)]
+mod unknown_keys_tests {
+    use super::UnknownKeys;
+
+    #[test]
+    fn remembers_for_ttl_only() {
+        let mut u = UnknownKeys::new(10, 1000);
+        u.insert("a", 5_000);
+        assert!(u.contains("a", 5_999));
+        assert!(!u.contains("a", 6_000));
+        assert!(!u.contains("b", 5_000));
+    }
+
+    #[test]
+    fn bounded_oldest_first() {
+        let mut u = UnknownKeys::new(2, 1000);
+        u.insert("a", 0);
+        u.insert("b", 1);
+        u.insert("c", 2);
+        assert!(!u.contains("a", 3));
+        assert!(u.contains("b", 3) && u.contains("c", 3));
+        assert!(u.seen.len() <= 2 && u.order.len() <= 2);
+    }
+
+    #[test]
+    fn re_sighting_survives_eviction_of_its_older_entry() {
+        let mut u = UnknownKeys::new(2, 1000);
+        u.insert("a", 0);
+        u.insert("a", 5);
+        u.insert("b", 6); // evicts ("a", 0), which is not a's latest
+        assert!(u.contains("a", 7));
+        assert!(!UnknownKeys::new(0, 1000).contains("x", 0));
     }
 }

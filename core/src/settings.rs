@@ -22,6 +22,9 @@ pub struct FilterSettings {
     pub max_body_bytes: usize,
     /// Upper bound on how long an authorization answer is reused (the control plane may ask for less).
     pub max_key_cache_ms: u64,
+    /// How long a key found unknown is refused without asking the control plane again
+    /// (per worker, at most 4096 keys); a key created meanwhile works after this. 0: off.
+    pub unknown_key_cache_ms: u64,
     /// How often usage records are sent to the control plane.
     pub usage_flush_interval_ms: u64,
     /// Records kept per worker while the control plane is unreachable; the oldest go first.
@@ -41,6 +44,7 @@ impl Default for FilterSettings {
             route_header: "x-tollgate-provider".into(),
             max_body_bytes: 4 << 20,
             max_key_cache_ms: 30_000,
+            unknown_key_cache_ms: 1_000,
             usage_flush_interval_ms: 250,
             usage_buffer_limit: 10_000,
             count_prompt_tokens: false,
@@ -97,6 +101,9 @@ impl FilterSettings {
                 "route_header",
                 "must be a lower-case header name (a-z, 0-9, -)",
             );
+        }
+        if self.unknown_key_cache_ms > 60_000 {
+            return field("unknown_key_cache_ms", "must be at most 60000");
         }
         if self.max_body_bytes == 0 {
             return field("max_body_bytes", "must be greater than 0");

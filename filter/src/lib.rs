@@ -15,6 +15,7 @@ use proxy_wasm::types::{ContextType, LogLevel};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+use tollgate_core::access::UnknownKeys;
 use tollgate_core::settings::FilterSettings;
 
 proxy_wasm::main! {{
@@ -27,8 +28,12 @@ proxy_wasm::main! {{
 struct Plugin {
     settings: Rc<FilterSettings>,
     outbox: Rc<RefCell<usage::Outbox>>,
+    unknown_keys: Rc<RefCell<UnknownKeys>>,
     ids: ids::RequestIds,
 }
+
+/// Unknown keys remembered per worker VM.
+const UNKNOWN_KEYS_KEPT: usize = 4096;
 
 impl Context for Plugin {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
@@ -55,6 +60,10 @@ impl RootContext for Plugin {
             Ok(settings) => {
                 self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
                 self.outbox = Rc::new(RefCell::new(usage::Outbox::new(&settings)));
+                self.unknown_keys = Rc::new(RefCell::new(UnknownKeys::new(
+                    UNKNOWN_KEYS_KEPT,
+                    settings.unknown_key_cache_ms,
+                )));
                 self.settings = Rc::new(settings);
                 true
             }
@@ -90,6 +99,7 @@ impl RootContext for Plugin {
         Some(Box::new(request::Request::new(
             Rc::clone(&self.settings),
             Rc::clone(&self.outbox),
+            Rc::clone(&self.unknown_keys),
             self.ids.next(),
         )))
     }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
-use tollgate_core::access::{self, KeyState};
+use tollgate_core::access::{self, KeyState, UnknownKeys};
 use tollgate_core::anthropic::{self, StreamTranslator};
 use tollgate_core::endpoints::Endpoint;
 use tollgate_core::errors::{self, ApiError};
@@ -83,6 +83,7 @@ impl Head {
 pub struct Request {
     settings: Rc<FilterSettings>,
     outbox: Rc<RefCell<Outbox>>,
+    unknown_keys: Rc<RefCell<UnknownKeys>>,
     request_id: String,
     started_ms: u64,
     head: Head,
@@ -137,11 +138,13 @@ impl Request {
     pub fn new(
         settings: Rc<FilterSettings>,
         outbox: Rc<RefCell<Outbox>>,
+        unknown_keys: Rc<RefCell<UnknownKeys>>,
         request_id: String,
     ) -> Self {
         Self {
             settings,
             outbox,
+            unknown_keys,
             request_id,
             started_ms: 0,
             head: Head::default(),
@@ -251,6 +254,13 @@ impl Request {
                 )
             })?;
         self.key_hash = keys::hash_key(token);
+        if self
+            .unknown_keys
+            .borrow()
+            .contains(&self.key_hash, clock::now_ms())
+        {
+            return Err(access::unknown_key());
+        }
 
         if !endpoint.is_proxied() {
             self.endpoint = Some(endpoint);
@@ -379,6 +389,11 @@ impl Request {
         answer: AuthorizeResponse,
     ) -> Result<Option<(u16, Vec<u8>)>, ApiError> {
         let grant = answer.key.unwrap_or_default();
+        if grant.status() == KeyStatus::Unknown {
+            self.unknown_keys
+                .borrow_mut()
+                .insert(&self.key_hash, clock::now_ms());
+        }
         let ttl = u64::from(answer.cache_ttl_ms).min(self.settings.max_key_cache_ms);
         let expires = clock::now_ms().saturating_add(ttl);
         if !self.endpoint.as_ref().is_some_and(Endpoint::is_proxied) {

@@ -16,7 +16,9 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "still 
 def own_stack(tmp_path):
     # Its own stack: stopping the shared control plane would disturb the other tests.
     s = Stack(workdir=tmp_path, providers=[Provider("alpha", {"gpt-4o-mini": PRICES["gpt-4o-mini"]})],
-              key_cache_ttl_ms=60_000)
+              key_cache_ttl_ms=60_000, filter_settings={"unknown_key_cache_ms": 10_000},
+              # Unknown keys are remembered per worker; one worker makes the test deterministic.
+              envoy_concurrency=1)
     s.start()
     yield s
     s.stop()
@@ -31,9 +33,16 @@ def test_control_plane_outage(own_stack):
     s = own_stack
     cached = s.create_key("cached")
     uncached = s.create_key("uncached")
+    invented = "tg-" + "7" * 48
     assert call(s, cached)[0] == 200
+    assert call(s, invented)[0] == 401
 
     s.stop_control_plane()
+
+    # A key found unknown moments ago is refused from the filter's memory: retrying an
+    # invented key costs the control plane nothing (here it is not even running).
+    status, _, data = call(s, invented)
+    assert status == 401, data
 
     # A key never seen cannot be checked: refused (fail closed), with an OpenAI-style 503.
     status, _, data = call(s, uncached)
