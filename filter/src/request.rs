@@ -11,7 +11,11 @@
 //!    when needed); event streams pass through chunk by chunk, metered as they go.
 //! 4. Log: one usage record goes to the outbox for every admitted call, partial or not.
 
+mod metering;
+mod models;
+
 use crate::{cache, clock, usage::Outbox};
+use metering::ResponseMode;
 use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -20,21 +24,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use tollgate_core::access::{self, KeyState, UnknownKeys};
-use tollgate_core::anthropic::{self, StreamTranslator};
+use tollgate_core::anthropic;
 use tollgate_core::endpoints::Endpoint;
-use tollgate_core::errors::{self, ApiError};
+use tollgate_core::errors::ApiError;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::settings::FilterSettings;
-use tollgate_core::stream::{Rewrite, StreamRewriter};
-use tollgate_core::usage::{self, Format, OutputText, Usage};
-use tollgate_core::{keys, tokens, validation};
-use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, Route, ServedModel,
-    UsageRecord,
-};
-
-/// Most prompt text sent for an estimate; counts of a cut prompt are scaled by bytes.
-const MAX_ESTIMATE_PROMPT: usize = 256 * 1024;
+use tollgate_core::usage::Usage;
+use tollgate_core::{keys, validation};
+use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route};
 
 /// Longest model name accepted; real ones are far shorter, and it bounds cache keys.
 const MAX_MODEL_LEN: usize = 256;
@@ -116,21 +113,6 @@ struct Admitted {
     key_id: String,
     route: Route,
     kind: ProviderKind,
-}
-
-/// How the response body is handled.
-enum ResponseMode {
-    /// Not metered (refused calls, non-JSON bodies).
-    Ignore,
-    /// Buffered whole, then read (and rewritten when `translate` or `normalize_error`).
-    Buffer {
-        format: Format,
-        translate: bool,
-        normalize_error: bool,
-        text: OutputText,
-    },
-    /// Passed chunk by chunk through a rewriter that meters it.
-    Stream(Box<StreamRewriter>),
 }
 
 impl Request {
@@ -417,43 +399,6 @@ impl Request {
         Ok(None)
     }
 
-    /// `/v1/models` from cached facts, or `None` if the control plane must be asked.
-    fn models_from_cache(&self) -> Option<Result<(u16, Vec<u8>), ApiError>> {
-        let now = clock::now_ms();
-        let grant = cache::key(&self.key_hash, now)?;
-        let served = cache::served_models(now)?;
-        Some(self.models_answer(&grant, &served))
-    }
-
-    /// The body of `GET /v1/models` or `GET /v1/models/{id}` for this key.
-    fn models_answer(
-        &self,
-        grant: &KeyGrant,
-        served: &[ServedModel],
-    ) -> Result<(u16, Vec<u8>), ApiError> {
-        match key_state(grant) {
-            KeyState::Active => {}
-            state => {
-                access::decide(state, &[], "", true)?;
-            }
-        }
-        let visible = served
-            .iter()
-            .filter(|m| grant.allowed_models.is_empty() || grant.allowed_models.contains(&m.name));
-        let object = |m: &ServedModel| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider});
-        let body = match &self.endpoint {
-            Some(Endpoint::GetModel(id)) => {
-                let m = visible
-                    .into_iter()
-                    .find(|m| &m.name == id)
-                    .ok_or_else(|| ApiError::model_not_found(id))?;
-                object(m)
-            }
-            _ => json!({"object": "list", "data": visible.map(object).collect::<Vec<_>>()}),
-        };
-        Ok((200, serde_json::to_vec(&body).unwrap_or_default()))
-    }
-
     /// Validates the whole body and rewrites it for the provider where needed.
     fn on_body(&mut self, body: Vec<u8>) -> Result<(), ApiError> {
         let Some(admitted) = &self.admitted else {
@@ -476,7 +421,11 @@ impl Request {
         self.client_include_usage = valid.info.include_usage;
         #[cfg(feature = "exact-count")]
         if self.settings.count_prompt_tokens {
-            self.counted_prompt = Some(tokens::prompt(&endpoint, &self.model, &valid.body));
+            self.counted_prompt = Some(tollgate_core::tokens::prompt(
+                &endpoint,
+                &self.model,
+                &valid.body,
+            ));
         }
 
         let rewritten = if kind.translates() {
@@ -516,149 +465,6 @@ impl Request {
         }
         self.body = Some(body);
         Ok(())
-    }
-
-    fn start_response(&mut self, status: u32, content_type: &[u8]) {
-        let Some(admitted) = &self.admitted else {
-            return;
-        };
-        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
-        let format = admitted.kind.usage_format(&endpoint);
-        let event_stream = content_type
-            .get(..17)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
-        if event_stream && status < 300 {
-            let rewrite = if admitted.kind.translates() {
-                Rewrite::FromAnthropic(Box::new(StreamTranslator::new(
-                    &self.model,
-                    clock::now_ms() / 1000,
-                    self.client_include_usage,
-                )))
-            } else if self.injected_usage {
-                Rewrite::UnrequestedUsage
-            } else {
-                Rewrite::Passthrough
-            };
-            if !matches!(rewrite, Rewrite::Passthrough) {
-                self.set_http_response_header("content-length", None);
-            }
-            self.response = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
-        } else if status >= 400 || validation::is_json_content_type(content_type) {
-            let translate = admitted.kind.translates() && status < 300;
-            let normalize_error = status >= 400;
-            if translate || normalize_error {
-                self.set_http_response_header("content-length", None);
-                if normalize_error {
-                    self.set_http_response_header("content-type", Some("application/json"));
-                }
-            }
-            self.response = ResponseMode::Buffer {
-                format,
-                translate,
-                normalize_error,
-                text: OutputText::default(),
-            };
-        }
-    }
-
-    fn finish_buffered(&mut self, body: &[u8]) {
-        let ResponseMode::Buffer {
-            format,
-            translate,
-            normalize_error,
-            text,
-        } = &mut self.response
-        else {
-            return;
-        };
-        self.usage = usage::from_body(*format, body);
-        if self.usage.is_none() && self.status < 300 {
-            *text = usage::output_text_of_body(*format, body);
-        }
-        let replacement = if *translate {
-            anthropic::response(body, &self.model, clock::now_ms() / 1000)
-        } else if *normalize_error {
-            errors::openai_error_body(self.status as u16, body)
-        } else {
-            None
-        };
-        if let Some(new_body) = replacement {
-            self.set_http_response_body(0, body.len(), &new_body);
-        }
-    }
-
-    /// The usage to record: reported, or else what the control plane needs to count it.
-    fn final_usage(&self) -> (Usage, Option<Estimate>) {
-        let (reported, text) = match &self.response {
-            ResponseMode::Stream(s) => (s.meter().usage(), Some(s.meter().text())),
-            ResponseMode::Buffer { text, .. } => (self.usage, Some(text)),
-            ResponseMode::Ignore => (self.usage, None),
-        };
-        if let Some(u) = reported {
-            return (u, None);
-        }
-        let seen_output = text.is_some_and(|t| !t.is_empty());
-        if self.status >= 400 && !seen_output {
-            // A refused call costs nothing.
-            return (Usage::default(), None);
-        }
-        let usage = Usage {
-            estimated: true,
-            ..Usage::default()
-        };
-        (usage, Some(self.estimate(text)))
-    }
-
-    /// The texts of this call for the control plane to count, bounded in size.
-    fn estimate(&self, output: Option<&OutputText>) -> Estimate {
-        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
-        let parts = self
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-            .and_then(|v| v.as_object().map(|o| tokens::prompt_parts(&endpoint, o)))
-            .unwrap_or_default();
-        let prompt_bytes: usize = parts.texts.iter().map(String::len).sum();
-        let mut kept = 0;
-        let prompt_texts = parts
-            .texts
-            .into_iter()
-            .take_while(|t| {
-                kept += t.len();
-                kept <= MAX_ESTIMATE_PROMPT
-            })
-            .collect();
-        Estimate {
-            prompt_texts,
-            prompt_overhead: parts.overhead,
-            prompt_bytes: prompt_bytes as u64,
-            output_text: output.map(|t| t.kept().to_owned()).unwrap_or_default(),
-            output_bytes: output.map_or(0, OutputText::total_bytes),
-            counted_prompt_tokens: self.counted_prompt,
-        }
-    }
-
-    fn usage_record(&self, admitted: &Admitted) -> UsageRecord {
-        let (usage, estimate) = self.final_usage();
-        let finished = clock::now_ms();
-        UsageRecord {
-            request_id: self.request_id.clone(),
-            key_id: admitted.key_id.clone(),
-            model: self.model.clone(),
-            provider: admitted.route.provider.clone(),
-            status: self.status,
-            input_uncached: usage.input_uncached,
-            cache_read: usage.cache_read,
-            cache_write: usage.cache_write,
-            output: usage.output,
-            reasoning: usage.reasoning,
-            estimated: usage.estimated,
-            partial: usage.partial || !self.response_complete,
-            finished_at_ms: i64::try_from(finished).unwrap_or(i64::MAX),
-            duration_ms: u32::try_from(finished.saturating_sub(self.started_ms))
-                .unwrap_or(u32::MAX),
-            estimate,
-        }
     }
 }
 

@@ -1,0 +1,177 @@
+//! The response side of a call: how its body is read, rewritten and metered, and the
+//! usage record it leaves.
+
+use super::{Admitted, Request};
+use crate::clock;
+use proxy_wasm::traits::HttpContext;
+use serde_json::Value;
+use tollgate_core::anthropic::{self, StreamTranslator};
+use tollgate_core::endpoints::Endpoint;
+use tollgate_core::errors;
+use tollgate_core::stream::{Rewrite, StreamRewriter};
+use tollgate_core::usage::{self, Format, OutputText, Usage};
+use tollgate_core::{tokens, validation};
+use tollgate_proto::v1::{Estimate, UsageRecord};
+
+/// Most prompt text sent for an estimate; counts of a cut prompt are scaled by bytes.
+const MAX_ESTIMATE_PROMPT: usize = 256 * 1024;
+
+/// How the response body is handled.
+pub(super) enum ResponseMode {
+    /// Not metered (refused calls, non-JSON bodies).
+    Ignore,
+    /// Buffered whole, then read (and rewritten when `translate` or `normalize_error`).
+    Buffer {
+        format: Format,
+        translate: bool,
+        normalize_error: bool,
+        text: OutputText,
+    },
+    /// Passed chunk by chunk through a rewriter that meters it.
+    Stream(Box<StreamRewriter>),
+}
+
+impl Request {
+    pub(super) fn start_response(&mut self, status: u32, content_type: &[u8]) {
+        let Some(admitted) = &self.admitted else {
+            return;
+        };
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let format = admitted.kind.usage_format(&endpoint);
+        let event_stream = content_type
+            .get(..17)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
+        if event_stream && status < 300 {
+            let rewrite = if admitted.kind.translates() {
+                Rewrite::FromAnthropic(Box::new(StreamTranslator::new(
+                    &self.model,
+                    clock::now_ms() / 1000,
+                    self.client_include_usage,
+                )))
+            } else if self.injected_usage {
+                Rewrite::UnrequestedUsage
+            } else {
+                Rewrite::Passthrough
+            };
+            if !matches!(rewrite, Rewrite::Passthrough) {
+                self.set_http_response_header("content-length", None);
+            }
+            self.response = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
+        } else if status >= 400 || validation::is_json_content_type(content_type) {
+            let translate = admitted.kind.translates() && status < 300;
+            let normalize_error = status >= 400;
+            if translate || normalize_error {
+                self.set_http_response_header("content-length", None);
+                if normalize_error {
+                    self.set_http_response_header("content-type", Some("application/json"));
+                }
+            }
+            self.response = ResponseMode::Buffer {
+                format,
+                translate,
+                normalize_error,
+                text: OutputText::default(),
+            };
+        }
+    }
+
+    pub(super) fn finish_buffered(&mut self, body: &[u8]) {
+        let ResponseMode::Buffer {
+            format,
+            translate,
+            normalize_error,
+            text,
+        } = &mut self.response
+        else {
+            return;
+        };
+        self.usage = usage::from_body(*format, body);
+        if self.usage.is_none() && self.status < 300 {
+            *text = usage::output_text_of_body(*format, body);
+        }
+        let replacement = if *translate {
+            anthropic::response(body, &self.model, clock::now_ms() / 1000)
+        } else if *normalize_error {
+            errors::openai_error_body(self.status as u16, body)
+        } else {
+            None
+        };
+        if let Some(new_body) = replacement {
+            self.set_http_response_body(0, body.len(), &new_body);
+        }
+    }
+
+    /// The usage to record: reported, or else what the control plane needs to count it.
+    fn final_usage(&self) -> (Usage, Option<Estimate>) {
+        let (reported, text) = match &self.response {
+            ResponseMode::Stream(s) => (s.meter().usage(), Some(s.meter().text())),
+            ResponseMode::Buffer { text, .. } => (self.usage, Some(text)),
+            ResponseMode::Ignore => (self.usage, None),
+        };
+        if let Some(u) = reported {
+            return (u, None);
+        }
+        let seen_output = text.is_some_and(|t| !t.is_empty());
+        if self.status >= 400 && !seen_output {
+            // A refused call costs nothing.
+            return (Usage::default(), None);
+        }
+        let usage = Usage {
+            estimated: true,
+            ..Usage::default()
+        };
+        (usage, Some(self.estimate(text)))
+    }
+
+    /// The texts of this call for the control plane to count, bounded in size.
+    fn estimate(&self, output: Option<&OutputText>) -> Estimate {
+        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
+        let parts = self
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            .and_then(|v| v.as_object().map(|o| tokens::prompt_parts(&endpoint, o)))
+            .unwrap_or_default();
+        let prompt_bytes: usize = parts.texts.iter().map(String::len).sum();
+        let mut kept = 0;
+        let prompt_texts = parts
+            .texts
+            .into_iter()
+            .take_while(|t| {
+                kept += t.len();
+                kept <= MAX_ESTIMATE_PROMPT
+            })
+            .collect();
+        Estimate {
+            prompt_texts,
+            prompt_overhead: parts.overhead,
+            prompt_bytes: prompt_bytes as u64,
+            output_text: output.map(|t| t.kept().to_owned()).unwrap_or_default(),
+            output_bytes: output.map_or(0, OutputText::total_bytes),
+            counted_prompt_tokens: self.counted_prompt,
+        }
+    }
+
+    pub(super) fn usage_record(&self, admitted: &Admitted) -> UsageRecord {
+        let (usage, estimate) = self.final_usage();
+        let finished = clock::now_ms();
+        UsageRecord {
+            request_id: self.request_id.clone(),
+            key_id: admitted.key_id.clone(),
+            model: self.model.clone(),
+            provider: admitted.route.provider.clone(),
+            status: self.status,
+            input_uncached: usage.input_uncached,
+            cache_read: usage.cache_read,
+            cache_write: usage.cache_write,
+            output: usage.output,
+            reasoning: usage.reasoning,
+            estimated: usage.estimated,
+            partial: usage.partial || !self.response_complete,
+            finished_at_ms: i64::try_from(finished).unwrap_or(i64::MAX),
+            duration_ms: u32::try_from(finished.saturating_sub(self.started_ms))
+                .unwrap_or(u32::MAX),
+            estimate,
+        }
+    }
+}
