@@ -46,43 +46,6 @@ pub fn decide(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn models(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn active_key_any_model() {
-        assert!(decide(KeyState::Active, &[], "gpt-4o", true).is_ok());
-    }
-
-    #[test]
-    fn allow_list_is_enforced() {
-        let allowed = models(&["gpt-4o-mini"]);
-        assert!(decide(KeyState::Active, &allowed, "gpt-4o-mini", true).is_ok());
-        let e = decide(KeyState::Active, &allowed, "gpt-4o", true).unwrap_err();
-        assert_eq!((e.status, e.param.as_deref()), (403, Some("model")));
-    }
-
-    #[test]
-    fn unknown_and_revoked_are_401_before_model_checks() {
-        for state in [KeyState::Unknown, KeyState::Revoked] {
-            let e = decide(state, &models(&["x"]), "not-served", false).unwrap_err();
-            assert_eq!(e.status, 401);
-        }
-    }
-
-    #[test]
-    fn unserved_model_is_404() {
-        let e = decide(KeyState::Active, &[], "nope", false).unwrap_err();
-        assert_eq!(e.status, 404);
-        assert_eq!(e.code, Some("model_not_found"));
-    }
-}
-
 /// Key hashes recently found unknown, so a client retrying an invented key costs no
 /// control-plane call each time. Bounded in size and age: the oldest entry goes first,
 /// and an entry expires so a key created meanwhile works within `ttl_ms`. The default
@@ -162,5 +125,42 @@ mod unknown_keys_tests {
         u.insert("b", 6); // evicts ("a", 0), which is not a's latest
         assert!(u.contains("a", 7));
         assert!(!UnknownKeys::new(0, 1000).contains("x", 0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn active_key_any_model() {
+        assert!(decide(KeyState::Active, &[], "gpt-4o", true).is_ok());
+    }
+
+    #[test]
+    fn allow_list_is_enforced() {
+        let allowed = models(&["gpt-4o-mini"]);
+        assert!(decide(KeyState::Active, &allowed, "gpt-4o-mini", true).is_ok());
+        let e = decide(KeyState::Active, &allowed, "gpt-4o", true).unwrap_err();
+        assert_eq!((e.status, e.param.as_deref()), (403, Some("model")));
+    }
+
+    #[test]
+    fn unknown_and_revoked_are_401_before_model_checks() {
+        for state in [KeyState::Unknown, KeyState::Revoked] {
+            let e = decide(state, &models(&["x"]), "not-served", false).unwrap_err();
+            assert_eq!(e.status, 401);
+        }
+    }
+
+    #[test]
+    fn unserved_model_is_404() {
+        let e = decide(KeyState::Active, &[], "nope", false).unwrap_err();
+        assert_eq!(e.status, 404);
+        assert_eq!(e.code, Some("model_not_found"));
     }
 }
