@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Debian's CA bundle, which the demo's TLS clusters to real providers trust.
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 TEMPLATE = ROOT / "envoy" / "tollgate.yaml.tmpl"
 # The filter builds, as `./dev build` leaves them.
 WASM = ROOT / "target" / "wasm" / "tollgate_filter.wasm"
@@ -370,12 +372,19 @@ def _cluster(p: Provider) -> str:
         host, _, port_s = p.remote.partition(":")
         port = int(port_s or 443)
         kind = "LOGICAL_DNS"
+        # Verify the provider's certificate against the system's CAs and its name.
         tls = f"""
     transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:
         "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: {host}"""
+        sni: {host}
+        common_tls_context:
+          validation_context:
+            trusted_ca: {{ filename: {SYSTEM_CA_BUNDLE} }}
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: {{ exact: {host} }}"""
     return f"""
   - name: {p.name}
     type: {kind}
