@@ -192,11 +192,6 @@ pub fn from_body(format: Format, body: &[u8]) -> Option<Usage> {
     )
 }
 
-/// Reads the usage of a whole OpenAI-format response body.
-pub fn from_openai_body(body: &[u8]) -> Option<Usage> {
-    from_body(Format::OpenAiChat, body)
-}
-
 /// Most generated text kept per stream for estimating; beyond it only the length is counted.
 const MAX_KEPT_TEXT: usize = 256 * 1024;
 
@@ -539,9 +534,9 @@ mod tests {
 
     #[test]
     fn body_without_usage_is_none() {
-        assert_eq!(from_openai_body(br#"{"id":"x"}"#), None);
-        assert_eq!(from_openai_body(b"not json"), None);
-        assert_eq!(from_openai_body(br#"{"usage":null}"#), None);
+        assert_eq!(from_body(Format::OpenAiChat, br#"{"id":"x"}"#), None);
+        assert_eq!(from_body(Format::OpenAiChat, b"not json"), None);
+        assert_eq!(from_body(Format::OpenAiChat, br#"{"usage":null}"#), None);
     }
 
     #[test]

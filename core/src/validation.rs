@@ -131,11 +131,6 @@ pub fn request(
     })
 }
 
-/// Validates a `/v1/chat/completions` body of at most `max_bytes` bytes.
-pub fn chat_request(body: &[u8], max_bytes: usize) -> Result<RequestInfo, ApiError> {
-    request(&Endpoint::ChatCompletions, body, max_bytes).map(|r| r.info)
-}
-
 fn prompt(obj: &Map<String, Value>) -> Result<(), ApiError> {
     let ok = match obj.get("prompt") {
         None | Some(Value::Null) => {
@@ -311,6 +306,10 @@ fn optional_bool(obj: &Map<String, Value>, key: &str) -> Result<bool, ApiError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn chat_request(body: &[u8], max_bytes: usize) -> Result<RequestInfo, ApiError> {
+        request(&Endpoint::ChatCompletions, body, max_bytes).map(|r| r.info)
+    }
 
     const LIMIT: usize = 1 << 20;
 

@@ -40,12 +40,7 @@ pub async fn messages(call: Call) -> Response {
         let body = json!({"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"}});
         return (axum::http::StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
     }
-    let messages = call
-        .request
-        .get("messages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let messages = call.messages();
     let system = match call.request.get("system") {
         Some(s) => text_of(Some(s)),
         None => String::new(),

@@ -86,12 +86,7 @@ fn tool_call(request: &Value, messages: &[Value]) -> Option<Value> {
 pub async fn chat(call: Call) -> Response {
     let p = &call.provider;
     let model = call.model();
-    let messages = call
-        .request
-        .get("messages")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let messages = call.messages();
     let n = call
         .request
         .get("n")

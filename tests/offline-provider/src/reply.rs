@@ -27,6 +27,15 @@ impl Call {
             .to_owned()
     }
 
+    /// The request's `messages` (empty if absent).
+    pub fn messages(&self) -> Vec<Value> {
+        self.request
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// A stable id derived from the request body.
     pub fn id(&self, prefix: &str) -> String {
         format!("{prefix}{:016x}", fnv(self.request.to_string().as_bytes()))
