@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use tollgate_core::headers;
 use tollgate_core::pricing::{self, Price};
 use tollgate_core::providers::{AuthStyle, ProviderKind};
 
@@ -111,6 +112,10 @@ struct ProviderFile {
     api_key_env: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u32>,
+    #[serde(default)]
+    forward_headers: Vec<String>,
+    #[serde(default)]
+    allow_background: bool,
 }
 
 /// How the provider's key is written into its header.
@@ -153,6 +158,10 @@ pub struct Provider {
     pub auth_header: String,
     /// The full header value, or `None` to send no credential (e.g. a local server).
     pub auth_value: Option<String>,
+    /// Client headers passed to this provider beyond the gateway's allow-list.
+    pub forward_headers: Vec<String>,
+    /// Responses `background: true` (usage never seen by the gateway) is allowed.
+    pub allow_background: bool,
 }
 
 /// A model the gateway serves.
@@ -361,12 +370,28 @@ fn provider(
             "must be between 1 and 3600000",
         ));
     }
+    for (j, h) in p.forward_headers.iter().enumerate() {
+        let name_ok = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok || headers::never_forwarded(h) || *h == auth_header {
+            return Err(field_error(
+                format!("providers[{i}].forward_headers[{j}]"),
+                format!(
+                    "`{h}` must be a lower-case header name that is not a credential, a cookie \
+                     or a header the gateway sets"
+                ),
+            ));
+        }
+    }
     Ok(Provider {
         name: p.name,
         kind,
         timeout_ms,
         auth_header,
         auth_value,
+        forward_headers: p.forward_headers,
+        allow_background: p.allow_background,
     })
 }
 
@@ -570,6 +595,14 @@ mod tests {
             (
                 "[[providers]]\nname=\"p\"\ntimeout_ms=0\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].timeout_ms",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\nforward_headers=[\"x-ok\", \"Cookie\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].forward_headers[1]",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\nforward_headers=[\"authorization\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].forward_headers[0]",
             ),
             (
                 "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\nupstream_model=\"\"",

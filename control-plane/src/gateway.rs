@@ -42,6 +42,8 @@ impl GatewayService {
             kind: provider.kind.name().to_owned(),
             upstream_model: model.upstream_model.clone().unwrap_or_default(),
             timeout_ms: provider.timeout_ms,
+            forward_headers: provider.forward_headers.clone(),
+            allow_background: provider.allow_background,
         })
     }
 

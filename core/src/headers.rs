@@ -1,0 +1,140 @@
+//! Which headers cross the gateway, in each direction: allow-lists, not deny-lists.
+//!
+//! A header a client sends can change who pays or what is billed (`OpenAI-Organization`,
+//! `OpenAI-Project`, `anthropic-beta`, cookies), and a header a provider answers with can
+//! name the operator's account (`openai-organization`, `set-cookie`). Anything not named
+//! here is dropped, so a provider feature that needs a header is switched on by the
+//! operator (`forward_headers` of a provider), never by a client.
+
+/// Request headers every provider receives as the client sent them.
+const REQUEST_ALLOWED: &[&str] = &[
+    "accept",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "user-agent",
+];
+
+/// Response headers every client receives as the provider sent them: the body's framing,
+/// and what OpenAI's SDKs read to back off and to report request ids.
+const RESPONSE_ALLOWED: &[&str] = &[
+    "cache-control",
+    "content-length",
+    "content-type",
+    "date",
+    "openai-processing-ms",
+    "openai-version",
+    "request-id",
+    "retry-after",
+    "retry-after-ms",
+    "transfer-encoding",
+    "x-request-id",
+    "x-should-retry",
+];
+
+/// Response header prefixes passed for the same reason (rate-limit state for back-off).
+const RESPONSE_ALLOWED_PREFIXES: &[&str] = &["x-ratelimit-", "anthropic-ratelimit-"];
+
+/// Whether a client's request header may reach the provider. `extra` is the operator's
+/// per-provider addition to the list. Pseudo-headers (`:path`, ...) are Envoy's and stay.
+pub fn request_header_allowed(name: &str, extra: &[String]) -> bool {
+    name.starts_with(':') || REQUEST_ALLOWED.contains(&name) || extra.iter().any(|e| e == name)
+}
+
+/// Whether a provider's response header may reach the client.
+pub fn response_header_allowed(name: &str) -> bool {
+    name.starts_with(':')
+        || RESPONSE_ALLOWED.contains(&name)
+        || RESPONSE_ALLOWED_PREFIXES
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// Headers an operator may never add to a provider's allow-list: credentials the gateway
+/// replaces, and headers the gateway itself sets.
+pub fn never_forwarded(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization" | "x-api-key" | "api-key" | "cookie" | "host" | "accept-encoding"
+    ) || name.starts_with(':')
+        || name.starts_with("x-tollgate-")
+        || name.starts_with("x-envoy-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_and_credential_headers_never_pass_by_default() {
+        for h in [
+            "openai-organization",
+            "openai-project",
+            "anthropic-beta",
+            "cookie",
+            "authorization",
+            "x-api-key",
+            "api-key",
+            "x-envoy-upstream-rq-timeout-ms",
+            "x-tollgate-provider",
+            "x-forwarded-for",
+        ] {
+            assert!(!request_header_allowed(h, &[]), "{h} passed");
+        }
+    }
+
+    #[test]
+    fn body_framing_and_pseudo_headers_pass() {
+        for h in [
+            ":path",
+            ":authority",
+            "content-type",
+            "content-length",
+            "accept",
+        ] {
+            assert!(request_header_allowed(h, &[]), "{h} dropped");
+        }
+    }
+
+    #[test]
+    fn operator_additions_pass_only_for_that_provider() {
+        let extra = vec!["anthropic-beta".to_owned()];
+        assert!(request_header_allowed("anthropic-beta", &extra));
+        assert!(!request_header_allowed("anthropic-beta", &[]));
+    }
+
+    #[test]
+    fn provider_account_headers_and_cookies_do_not_reach_clients() {
+        for h in [
+            "openai-organization",
+            "openai-project",
+            "set-cookie",
+            "anthropic-organization-id",
+            "cf-ray",
+        ] {
+            assert!(!response_header_allowed(h), "{h} passed");
+        }
+        for h in [
+            ":status",
+            "content-type",
+            "x-ratelimit-remaining-requests",
+            "retry-after",
+        ] {
+            assert!(response_header_allowed(h), "{h} dropped");
+        }
+    }
+
+    #[test]
+    fn credentials_cannot_be_allowed_by_an_operator() {
+        for h in [
+            "authorization",
+            "x-api-key",
+            "cookie",
+            ":path",
+            "x-tollgate-x",
+        ] {
+            assert!(never_forwarded(h), "{h}");
+        }
+        assert!(!never_forwarded("anthropic-beta"));
+    }
+}
