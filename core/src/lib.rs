@@ -7,6 +7,7 @@ pub mod access;
 pub mod anthropic;
 pub mod endpoints;
 pub mod errors;
+pub mod json_scan;
 pub mod keys;
 pub mod pricing;
 pub mod providers;
