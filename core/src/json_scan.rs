@@ -327,23 +327,23 @@ impl Utf8Carry {
             run = tail;
             used = take;
         }
-        match std::str::from_utf8(run) {
-            Ok(rest) => Decoded {
-                finished,
-                rest,
-                invalid_at: None,
-            },
-            Err(e) => {
-                let (valid, tail) = run.split_at(e.valid_up_to());
-                let rest = std::str::from_utf8(valid).unwrap_or_default();
-                // A character begun at the very end is finished by the next run.
-                let carried = e.error_len().is_none() && self.keep(tail);
+        // A character begun at the very end is set aside first, so that the run is
+        // checked once (most chunk boundaries inside text split a character).
+        let (body, tail) = run.split_at(run.len() - incomplete_tail(run));
+        match std::str::from_utf8(body) {
+            Ok(rest) => {
+                let carried = tail.is_empty() || is_char_start(tail) && self.keep(tail);
                 Decoded {
                     finished,
                     rest,
-                    invalid_at: (!carried).then_some((used + e.valid_up_to()) as isize),
+                    invalid_at: (!carried).then_some((used + body.len()) as isize),
                 }
             }
+            Err(e) => Decoded {
+                finished,
+                rest: std::str::from_utf8(&body[..e.valid_up_to()]).unwrap_or_default(),
+                invalid_at: Some((used + e.valid_up_to()) as isize),
+            },
         }
     }
 
@@ -356,6 +356,29 @@ impl Utf8Carry {
         self.len = tail.len();
         true
     }
+}
+
+/// Length of the character begun at the end of `run` and not finished there (0 to 3).
+fn incomplete_tail(run: &[u8]) -> usize {
+    for back in 1..=run.len().min(3) {
+        let b = run[run.len() - back];
+        // Continuation bytes are 0b10xx_xxxx; the first other byte leads the character.
+        if b & 0xC0 != 0x80 {
+            let width = match b {
+                0xC0..=0xDF => 2,
+                0xE0..=0xEF => 3,
+                0xF0..=0xF7 => 4,
+                _ => 1,
+            };
+            return if width > back { back } else { 0 };
+        }
+    }
+    0
+}
+
+/// `bytes` could begin a valid character (more bytes may finish it).
+fn is_char_start(bytes: &[u8]) -> bool {
+    matches!(std::str::from_utf8(bytes), Err(e) if e.error_len().is_none())
 }
 
 /// Bytes that end a plain run inside a string.

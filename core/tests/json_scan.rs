@@ -388,4 +388,29 @@ proptest! {
         body.extend_from_slice(&bytes);
         prop_assert_eq!(summary(&scan_split(&body, &cuts)), summary(&scan_split(&body, &[])));
     }
+
+    #[test]
+    fn any_bytes_in_a_text_string_are_judged_alike_in_any_chunking(
+        text in proptest::collection::vec(
+            prop_oneof![
+                any::<u8>(),
+                proptest::sample::select(vec![0xC3, 0xA9, 0xE4, 0xB8, 0xAD, 0xF0, 0x9F, 0x98, 0x80, 0xED, 0xA0, 0x80]),
+            ],
+            0..64,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..16),
+    ) {
+        let mut body = br#"{"content":""#.to_vec();
+        body.extend_from_slice(&text);
+        body.extend_from_slice(br#""}"#);
+        let whole = scan_split(&body, &[]);
+        prop_assert_eq!(summary(&scan_split(&body, &cuts)), summary(&whole));
+        let expected = std::str::from_utf8(&text).ok().filter(|t| !t.contains(['"', '\\']) && !t.contains(|c: char| c < ' '));
+        if let Some(t) = expected {
+            prop_assert_eq!(whole.verdict, Verdict::Json);
+            prop_assert_eq!(whole.text.kept(), t);
+        } else if std::str::from_utf8(&text).is_err() && !text.contains(&b'"') {
+            prop_assert_ne!(whole.verdict, Verdict::Json);
+        }
+    }
 }
