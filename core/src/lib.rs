@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod headers;
 pub mod inflight;
+pub mod json_scan;
 pub mod keys;
 pub mod pricing;
 pub mod providers;

@@ -108,6 +108,18 @@ def test_provider_errors_reach_the_client_in_openai_shape(stack, key, model, pro
     assert "Offline provider fault" in err["message"]
 
 
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-sonnet", "gemini-2.5-flash"])
+@pytest.mark.parametrize("status", [401, 403])
+def test_provider_auth_refusals_reach_the_client_as_the_gateways_message(stack, key, model, status):
+    # The provider's own words may quote the operator's key (OpenAI's "sk-...abcd").
+    code, _, data = chat(stack, key, model=model, headers={"x-offline-fault": f"status={status}"})
+    assert code == status
+    err = error_of(data)
+    assert err["code"] == "provider_auth_failed"
+    assert "Offline provider fault" not in err["message"]
+    assert "gateway's credential" in err["message"]
+
+
 def test_upstream_reset_mid_stream_records_partial_usage(stack, key):
     status, request_id, data = stream_until_cut(stack, key, "reset-after=6")
     assert status == 200
