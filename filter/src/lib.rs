@@ -58,6 +58,14 @@ impl RootContext for Plugin {
                 false
             }
             Ok(settings) => {
+                match ids::RequestIds::from_os_random() {
+                    Ok(ids) => self.ids = ids,
+                    Err(e) => {
+                        // Ids from a known seed could be guessed, and forged usage with them.
+                        log::error!("tollgate: no randomness to seed request ids: {e}");
+                        return false;
+                    }
+                }
                 self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
                 self.outbox = Rc::new(RefCell::new(usage::Outbox::new(&settings)));
                 self.unknown_keys = Rc::new(RefCell::new(UnknownKeys::new(
