@@ -1,8 +1,13 @@
 //! The gRPC API the Envoy filter calls: key lookups and usage reports.
+//!
+//! Only the filter may call it: every call must carry the token both share, checked before
+//! its message is read.
 
 use crate::config::Config;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tollgate_core::sidecar::SidecarToken;
 use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
@@ -10,6 +15,7 @@ use tollgate_proto::v1::{
     AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, Route, ServedModel,
     UsageAck, UsageBatch, UsageRecord,
 };
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
 
 /// Most records accepted in one report; the filter sends at most 1000.
@@ -21,9 +27,55 @@ pub struct GatewayService {
     store: Store,
 }
 
-/// The tonic server for [`GatewayService`].
-pub fn server(config: Arc<Config>, store: Store) -> GatewayServer<GatewayService> {
-    GatewayServer::new(GatewayService { config, store })
+/// The gRPC service as served: [`GatewayService`] behind the token check.
+pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>;
+
+/// The tonic server for [`GatewayService`], answering only calls that carry `token`.
+pub fn server(config: Arc<Config>, store: Store, token: SidecarToken) -> Server {
+    let service = GatewayServer::new(GatewayService { config, store });
+    InterceptedService::new(service, SidecarAuth::new(token))
+}
+
+/// Refuses, with UNAUTHENTICATED and before the message is decoded, any call whose
+/// `authorization` metadata does not carry the filter's token.
+#[derive(Clone)]
+pub struct SidecarAuth {
+    token: Arc<SidecarToken>,
+    refused: Arc<AtomicU64>,
+}
+
+impl SidecarAuth {
+    fn new(token: SidecarToken) -> Self {
+        Self {
+            token: Arc::new(token),
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Interceptor for SidecarAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request.metadata().get("authorization");
+        if presented.is_some_and(|v| self.token.accepts(v.as_bytes())) {
+            return Ok(request);
+        }
+        // Counted, and logged at powers of two: a caller hammering the port cannot flood the log.
+        let refused = self
+            .refused
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                remote = ?request.remote_addr(),
+                token_sent = presented.is_some(),
+                refused,
+                "gRPC call without the filter's token refused (check the filter's control_plane_token)"
+            );
+        }
+        Err(Status::unauthenticated(
+            "this API answers only the gateway's filter",
+        ))
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {

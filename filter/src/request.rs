@@ -22,7 +22,6 @@ use proxy_wasm::types::Action;
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 use tollgate_core::access::{self, KeyState, UnknownKeys};
 use tollgate_core::anthropic;
 use tollgate_core::endpoints::Endpoint;
@@ -292,13 +291,11 @@ impl Request {
             model: self.model.clone(),
         }
         .encode_to_vec();
-        self.dispatch_grpc_call(
-            &self.settings.control_plane_cluster,
-            tollgate_proto::GATEWAY_SERVICE,
+        crate::call_control_plane(
+            self,
+            &self.settings,
             tollgate_proto::AUTHORIZE_METHOD,
-            Vec::new(),
-            Some(&message),
-            Duration::from_millis(self.settings.control_plane_timeout_ms),
+            &message,
         )
         .map(|_token| ())
         .map_err(|status| {
