@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tollgate_core::access::{self, KeyState};
 use tollgate_core::sidecar::SidecarToken;
 use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
@@ -188,33 +189,44 @@ impl Gateway for GatewayService {
             .key_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
-        let grant = match key {
-            None => KeyGrant::default(),
-            Some(k) => KeyGrant {
-                status: if k.revoked_at_ms.is_some() {
-                    KeyStatus::Revoked
+        let (state, grant) = match key {
+            None => (KeyState::Unknown, KeyGrant::default()),
+            Some(k) => {
+                let (state, status) = if k.revoked_at_ms.is_some() {
+                    (KeyState::Revoked, KeyStatus::Revoked)
                 } else {
-                    KeyStatus::Active
-                } as i32,
-                key_id: k.id,
-                allowed_models: k.models,
-            },
+                    (KeyState::Active, KeyStatus::Active)
+                };
+                let grant = KeyGrant {
+                    status: status as i32,
+                    key_id: k.id,
+                    allowed_models: k.models,
+                };
+                (state, grant)
+            }
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
         let listing = req.model.is_empty();
+        let route = if listing {
+            None
+        } else {
+            self.route(&req.model)
+        };
+        let model_served = route.is_some();
+        // The provider's credential goes only with a call the filter will admit, by the
+        // same decision the filter makes.
+        let admitted =
+            access::decide(state, &grant.allowed_models, &req.model, model_served).is_ok();
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
-            route: if listing {
-                None
-            } else {
-                self.route(&req.model)
-            },
+            route: route.filter(|_| admitted),
             cache_ttl_ms: self.config.key_cache_ttl_ms,
             served_models: if listing {
                 self.served_models()
             } else {
                 Vec::new()
             },
+            model_served,
         }))
     }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate_proto::v1::gateway_client::GatewayClient;
-use tollgate_proto::v1::{AuthorizeRequest, UsageBatch, UsageRecord};
+use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, UsageBatch, UsageRecord};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -126,6 +126,11 @@ fn authorize(key_hash: &str, model: &str) -> AuthorizeRequest {
     }
 }
 
+/// Whether the provider's secret appears anywhere in the answer.
+fn carries_secret(answer: &AuthorizeResponse) -> bool {
+    format!("{answer:?}").contains(PROVIDER_SECRET)
+}
+
 fn key_hash_of(secret: &str) -> String {
     tollgate_core::keys::hash_key(secret.trim().as_bytes())
 }
@@ -163,6 +168,46 @@ async fn calls_without_the_sidecar_token_are_unauthenticated() {
         answer.route.map(|r| r.auth_value),
         Some(format!("Bearer {PROVIDER_SECRET}"))
     );
+}
+
+#[tokio::test]
+async fn only_an_active_key_allowed_the_model_gets_the_credential() {
+    let cp = ControlPlane::new();
+    let key_hash = setup_key(&cp);
+    let (cp, mut client) = cp.serve().await;
+    let mut ask = async |hash: &str, model: &str| {
+        client
+            .authorize(with_token(authorize(hash, model), Some(TOKEN)))
+            .await
+            .expect("answered")
+            .into_inner()
+    };
+
+    let made_up = ask(&"ab".repeat(32), "allowed").await;
+    assert!(!carries_secret(&made_up), "{made_up:?}");
+    assert_eq!(made_up.route, None);
+
+    let not_allowed = ask(&key_hash, "other").await;
+    assert!(!carries_secret(&not_allowed), "{not_allowed:?}");
+    assert!(not_allowed.model_served, "403, not 404: the model exists");
+
+    let unserved = ask(&key_hash, "no-such-model").await;
+    assert!(!unserved.model_served && unserved.route.is_none());
+
+    let allowed = ask(&key_hash, "allowed").await;
+    assert!(carries_secret(&allowed) && allowed.model_served);
+
+    let key_id = cp
+        .cli(&["keys", "list", "--json"])
+        .lines()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["id"].as_str().map(str::to_owned)
+        })
+        .expect("the key is listed");
+    cp.cli(&["keys", "revoke", &key_id]);
+    let revoked = ask(&key_hash, "allowed").await;
+    assert!(!carries_secret(&revoked), "{revoked:?}");
 }
 
 #[tokio::test]
