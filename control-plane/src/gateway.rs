@@ -1,12 +1,14 @@
 //! The gRPC API the Envoy filter calls: key lookups and usage reports.
 //!
 //! Only the filter may call it: every call must carry the token both share, checked before
-//! its message is read.
+//! its message is read. A key lookup never waits behind usage reports: reports hold at
+//! most half the database connections.
 
 use crate::config::Config;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
 use tollgate_core::access::{self, KeyState};
 use tollgate_core::sidecar::SidecarToken;
 use tollgate_core::tokens;
@@ -26,6 +28,8 @@ const MAX_BATCH: usize = 10_000;
 pub struct GatewayService {
     config: Arc<Config>,
     store: Store,
+    /// Usage reports handled at once; the rest wait here, not for a database connection.
+    report_permits: Semaphore,
 }
 
 /// The gRPC service as served: [`GatewayService`] behind the token check.
@@ -33,7 +37,14 @@ pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>
 
 /// The tonic server for [`GatewayService`], answering only calls that carry `token`.
 pub fn server(config: Arc<Config>, store: Store, token: SidecarToken) -> Server {
-    let service = GatewayServer::new(GatewayService { config, store });
+    let report_permits = Semaphore::new(store.usage_writers());
+    let service = GatewayServer::new(GatewayService {
+        config,
+        store,
+        report_permits,
+    })
+    // Set here rather than left to tonic's default: the filter sizes its batches from it.
+    .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
     InterceptedService::new(service, SidecarAuth::new(token))
 }
 
@@ -234,6 +245,11 @@ impl Gateway for GatewayService {
         &self,
         request: Request<UsageBatch>,
     ) -> Result<Response<UsageAck>, Status> {
+        let _permit = self
+            .report_permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the control plane is shutting down"))?;
         let records = request.into_inner().records;
         if records.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
