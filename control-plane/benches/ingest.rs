@@ -14,6 +14,8 @@ use tollgate_proto::v1::gateway_client::GatewayClient;
 use tollgate_proto::v1::{UsageBatch, UsageRecord};
 
 const BATCH: usize = 1_000;
+/// The token the bench's server demands and its clients send, as the filter does.
+const TOKEN: &str = "bench-token-bench-token-bench-token";
 
 fn record(run: &str, i: usize) -> UsageRecord {
     UsageRecord {
@@ -72,14 +74,20 @@ async fn via_grpc(url: String, run: &str, records: usize, senders: usize) -> f64
             let run = format!("{run}-s{s}");
             tokio::spawn(async move {
                 let mut client = GatewayClient::connect(url).await.expect("connect");
+                let bearer: tonic::metadata::MetadataValue<_> =
+                    format!("Bearer {TOKEN}").parse().expect("header value");
                 for start in (0..per).step_by(BATCH) {
                     let batch = UsageBatch {
                         records: (start..(start + BATCH).min(per))
                             .map(|i| record(&run, i))
                             .collect(),
                     };
+                    let mut request = tonic::Request::new(batch);
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer.clone());
                     let ack = client
-                        .report_usage(batch)
+                        .report_usage(request)
                         .await
                         .expect("report")
                         .into_inner();
@@ -99,7 +107,13 @@ async fn bench(label: &str, database_url: &str, records: usize) {
         "[storage]\ndatabase_url = \"{database_url}\"\n[[providers]]\nname = \"offline\"\n\
          [[models]]\nname = \"gpt-4o-mini\"\nprovider = \"offline\"\ninput = 0.15\noutput = 0.6\ncache_read = 0.075\n"
     );
-    let config = Arc::new(Config::parse(&toml, Path::new("."), |_| None).expect("config"));
+    let config = Arc::new(
+        Config::parse(&toml, Path::new("."), |var| {
+            (var == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+        })
+        .expect("config"),
+    );
+    let token = config.filter_token().expect("token").clone();
     let store = Store::open(&config.database_url).await.expect("store");
     let run = format!("bench-{}", std::process::id());
 
@@ -108,7 +122,7 @@ async fn bench(label: &str, database_url: &str, records: usize) {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tonic::transport::Server::builder()
-        .add_service(gateway::server(Arc::clone(&config), store.clone()))
+        .add_service(gateway::server(Arc::clone(&config), store.clone(), token))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     tokio::spawn(server);
 

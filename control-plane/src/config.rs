@@ -11,6 +11,7 @@ use thiserror::Error;
 use tollgate_core::headers;
 use tollgate_core::pricing::{self, Price};
 use tollgate_core::providers::{AuthStyle, ProviderKind};
+use tollgate_core::sidecar::SidecarToken;
 
 /// Why the configuration was refused.
 #[derive(Debug, Error)]
@@ -69,6 +70,7 @@ struct File {
 struct ServerFile {
     grpc_listen: String,
     http_listen: String,
+    filter_token_env: String,
 }
 
 impl Default for ServerFile {
@@ -76,6 +78,7 @@ impl Default for ServerFile {
         Self {
             grpc_listen: "127.0.0.1:50051".into(),
             http_listen: "127.0.0.1:8080".into(),
+            filter_token_env: "TOLLGATE_FILTER_TOKEN".into(),
         }
     }
 }
@@ -184,6 +187,11 @@ pub struct Config {
     pub grpc_listen: SocketAddr,
     /// Where the HTTP API (health, later the dashboard) listens.
     pub http_listen: SocketAddr,
+    /// The environment variable holding the filter's token (`server.filter_token_env`).
+    pub filter_token_env: String,
+    /// The token every gRPC call from the filter must carry, if its variable is set;
+    /// only `serve` needs it (see [`Config::filter_token`]).
+    pub filter_token: Option<SidecarToken>,
     /// sqlx URL: `sqlite://…` (default, under the data dir) or `postgres://…`.
     pub database_url: String,
     /// How long the filter may cache a key's grant and a model's route.
@@ -234,6 +242,15 @@ impl Config {
                 "must be an address like 127.0.0.1:8080",
             )
         })?;
+
+        let filter_token_env = file.server.filter_token_env;
+        let filter_token = env(&filter_token_env).map(SidecarToken::from);
+        if let Some(problem) = filter_token.as_ref().and_then(SidecarToken::problem) {
+            return Err(field_error(
+                "server.filter_token_env",
+                format!("names `{filter_token_env}`, whose value {problem}"),
+            ));
+        }
 
         let database_url = match (file.storage.database_url, file.storage.data_dir) {
             (Some(_), Some(_)) => {
@@ -297,10 +314,28 @@ impl Config {
         Ok(Config {
             grpc_listen,
             http_listen,
+            filter_token_env,
+            filter_token,
             database_url,
             key_cache_ttl_ms: file.gateway.key_cache_ttl_ms,
             providers,
             models,
+        })
+    }
+}
+
+impl Config {
+    /// The token the filter must send; serving without one would leave the gRPC API open.
+    pub fn filter_token(&self) -> Result<&SidecarToken, ConfigError> {
+        self.filter_token.as_ref().ok_or_else(|| {
+            field_error(
+                "server.filter_token_env",
+                format!(
+                    "names the environment variable `{}`, which is not set: it must hold the \
+                     token the filter sends (its `control_plane_token`)",
+                    self.filter_token_env
+                ),
+            )
         })
     }
 }
@@ -493,8 +528,11 @@ mod tests {
         free = true
     "#;
 
+    const FILTER_TOKEN: &str = "filter-token-filter-token-filter-token";
+
     fn env(name: &str) -> Option<String> {
         match name {
+            "TOLLGATE_FILTER_TOKEN" => Some(FILTER_TOKEN.into()),
             "OPENAI_API_KEY" => Some("sk-openai".into()),
             "ANTHROPIC_API_KEY" => Some("sk-ant".into()),
             _ => None,
@@ -514,6 +552,11 @@ mod tests {
         let c = parse(GOOD).unwrap();
         assert_eq!(c.database_url, "sqlite:///srv/.tollgate/tollgate.db");
         assert_eq!(c.key_cache_ttl_ms, 1000);
+        assert!(
+            c.filter_token()
+                .unwrap()
+                .accepts(format!("Bearer {FILTER_TOKEN}").as_bytes())
+        );
         assert_eq!(
             c.providers["openai"].auth_value.as_deref(),
             Some("Bearer sk-openai")
@@ -621,6 +664,43 @@ mod tests {
             let e = err(text);
             assert!(e.contains(field), "expected `{field}` in: {e}");
         }
+    }
+
+    #[test]
+    fn filter_token_is_checked_and_named() {
+        let models =
+            "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\n";
+        let elsewhere = format!("[server]\nfilter_token_env = \"MY_TOKEN\"\n{models}");
+        let short = Config::parse(&elsewhere, Path::new("/"), |v| {
+            (v == "MY_TOKEN").then(|| "tiny-secret".to_owned())
+        })
+        .expect_err("a short token is refused")
+        .to_string();
+        assert!(
+            short.contains("server.filter_token_env") && short.contains("32 bytes"),
+            "{short}"
+        );
+        assert!(
+            !short.contains("tiny-secret"),
+            "the value is not shown: {short}"
+        );
+
+        let unset = Config::parse(&elsewhere, Path::new("/"), |_| None).unwrap();
+        let e = unset.filter_token().unwrap_err().to_string();
+        assert!(
+            e.contains("server.filter_token_env") && e.contains("MY_TOKEN"),
+            "{e}"
+        );
+
+        let set = Config::parse(&elsewhere, Path::new("/"), |v| {
+            (v == "MY_TOKEN").then(|| "t".repeat(32))
+        })
+        .unwrap();
+        assert!(set.filter_token().is_ok());
+        assert!(
+            !format!("{set:?}").contains(&"t".repeat(32)),
+            "Debug shows the token"
+        );
     }
 
     #[test]

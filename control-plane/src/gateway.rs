@@ -1,8 +1,16 @@
 //! The gRPC API the Envoy filter calls: key lookups and usage reports.
+//!
+//! Only the filter may call it: every call must carry the token both share, checked before
+//! its message is read. A key lookup never waits behind usage reports: reports hold at
+//! most half the database connections.
 
 use crate::config::Config;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::Semaphore;
+use tollgate_core::access::{self, KeyState};
+use tollgate_core::sidecar::SidecarToken;
 use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
@@ -10,6 +18,7 @@ use tollgate_proto::v1::{
     AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, Route, ServedModel,
     UsageAck, UsageBatch, UsageRecord,
 };
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
 
 /// Most records accepted in one report; the filter sends at most 1000.
@@ -19,11 +28,66 @@ const MAX_BATCH: usize = 10_000;
 pub struct GatewayService {
     config: Arc<Config>,
     store: Store,
+    /// Usage reports handled at once; the rest wait here, not for a database connection.
+    report_permits: Semaphore,
 }
 
-/// The tonic server for [`GatewayService`].
-pub fn server(config: Arc<Config>, store: Store) -> GatewayServer<GatewayService> {
-    GatewayServer::new(GatewayService { config, store })
+/// The gRPC service as served: [`GatewayService`] behind the token check.
+pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>;
+
+/// The tonic server for [`GatewayService`], answering only calls that carry `token`.
+pub fn server(config: Arc<Config>, store: Store, token: SidecarToken) -> Server {
+    let report_permits = Semaphore::new(store.usage_writers());
+    let service = GatewayServer::new(GatewayService {
+        config,
+        store,
+        report_permits,
+    })
+    // Set here rather than left to tonic's default: the filter sizes its batches from it.
+    .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
+    InterceptedService::new(service, SidecarAuth::new(token))
+}
+
+/// Refuses, with UNAUTHENTICATED and before the message is decoded, any call whose
+/// `authorization` metadata does not carry the filter's token.
+#[derive(Clone)]
+pub struct SidecarAuth {
+    token: Arc<SidecarToken>,
+    refused: Arc<AtomicU64>,
+}
+
+impl SidecarAuth {
+    fn new(token: SidecarToken) -> Self {
+        Self {
+            token: Arc::new(token),
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Interceptor for SidecarAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request.metadata().get("authorization");
+        if presented.is_some_and(|v| self.token.accepts(v.as_bytes())) {
+            return Ok(request);
+        }
+        // Counted, and logged at powers of two: a caller hammering the port cannot flood the log.
+        let refused = self
+            .refused
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if refused.is_power_of_two() {
+            tracing::warn!(
+                remote = ?request.remote_addr(),
+                token_sent = presented.is_some(),
+                refused,
+                "gRPC call without the filter's token refused (check the filter's control_plane_token)"
+            );
+        }
+        Err(Status::unauthenticated(
+            "this API answers only the gateway's filter",
+        ))
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> Status {
@@ -138,33 +202,44 @@ impl Gateway for GatewayService {
             .key_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
-        let grant = match key {
-            None => KeyGrant::default(),
-            Some(k) => KeyGrant {
-                status: if k.revoked_at_ms.is_some() {
-                    KeyStatus::Revoked
+        let (state, grant) = match key {
+            None => (KeyState::Unknown, KeyGrant::default()),
+            Some(k) => {
+                let (state, status) = if k.revoked_at_ms.is_some() {
+                    (KeyState::Revoked, KeyStatus::Revoked)
                 } else {
-                    KeyStatus::Active
-                } as i32,
-                key_id: k.id,
-                allowed_models: k.models,
-            },
+                    (KeyState::Active, KeyStatus::Active)
+                };
+                let grant = KeyGrant {
+                    status: status as i32,
+                    key_id: k.id,
+                    allowed_models: k.models,
+                };
+                (state, grant)
+            }
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
         let listing = req.model.is_empty();
+        let route = if listing {
+            None
+        } else {
+            self.route(&req.model)
+        };
+        let model_served = route.is_some();
+        // The provider's credential goes only with a call the filter will admit, by the
+        // same decision the filter makes.
+        let admitted =
+            access::decide(state, &grant.allowed_models, &req.model, model_served).is_ok();
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
-            route: if listing {
-                None
-            } else {
-                self.route(&req.model)
-            },
+            route: route.filter(|_| admitted),
             cache_ttl_ms: self.config.key_cache_ttl_ms,
             served_models: if listing {
                 self.served_models()
             } else {
                 Vec::new()
             },
+            model_served,
         }))
     }
 
@@ -172,6 +247,11 @@ impl Gateway for GatewayService {
         &self,
         request: Request<UsageBatch>,
     ) -> Result<Response<UsageAck>, Status> {
+        let _permit = self
+            .report_permits
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the control plane is shutting down"))?;
         let records = request.into_inner().records;
         if records.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(

@@ -105,6 +105,7 @@ async fn main() -> Result<()> {
 
     match cli.command {
         Command::CheckConfig => {
+            config.filter_token()?;
             println!(
                 "{}: ok ({} providers, {} models, database {})",
                 cli.config.display(),
@@ -204,6 +205,7 @@ async fn keys_command(cmd: KeysCommand, store: &Store, config: &Config) -> Resul
 }
 
 async fn serve(config: Config) -> Result<()> {
+    let token = config.filter_token()?.clone();
     let store = Store::open(&config.database_url)
         .await
         .with_context(|| format!("opening database {}", redact(&config.database_url)))?;
@@ -227,7 +229,7 @@ async fn serve(config: Config) -> Result<()> {
     let grpc = {
         let mut stop = stop_rx.clone();
         tonic::transport::Server::builder()
-            .add_service(gateway::server(Arc::clone(&config), store.clone()))
+            .add_service(gateway::server(Arc::clone(&config), store.clone(), token))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(grpc_listener),
                 async move {

@@ -104,6 +104,8 @@ const INSERT_CHUNK: usize = 10;
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Usage writes allowed at once; see [`Store::usage_writers`].
+    usage_writers: usize,
     /// SQLite resolves `$N` placeholders by name, linearly per parameter; numbered `?N`
     /// are direct. Many-row inserts use the form each backend binds fastest.
     numbered_placeholders: bool,
@@ -119,9 +121,12 @@ impl Store {
         } else {
             url.to_owned()
         };
-        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let connections = if sqlite { 4 } else { 16 };
+        let mut options = AnyPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(10))
+            .max_connections(connections);
         if sqlite {
-            options = options.max_connections(4).after_connect(|conn, _meta| {
+            options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets CLI commands and the server use the file at once.
                     sqlx::query("PRAGMA journal_mode = WAL")
@@ -136,15 +141,22 @@ impl Store {
                     Ok(())
                 })
             });
-        } else {
-            options = options.max_connections(16);
         }
         let pool = options.connect(&url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self {
             pool,
+            // SQLite writers take turns on the file anyway: a second would only hold a
+            // connection while it waits.
+            usage_writers: if sqlite { 1 } else { connections as usize / 2 },
             numbered_placeholders: sqlite,
         })
+    }
+
+    /// How many usage writes may run at once: at most half the connections, so key
+    /// lookups always find one free.
+    pub fn usage_writers(&self) -> usize {
+        self.usage_writers
     }
 
     /// Succeeds when the database answers.

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod pricing;
 pub mod providers;
 pub mod settings;
+pub mod sidecar;
 pub mod sse;
 pub mod stream;
 pub mod tokens;

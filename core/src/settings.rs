@@ -3,6 +3,7 @@
 //! Parsed and checked once when the plugin starts; a bad field fails plugin start with
 //! an error naming it, so a typo shows up at deploy time rather than as odd traffic.
 
+use crate::sidecar::SidecarToken;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -12,6 +13,9 @@ use thiserror::Error;
 pub struct FilterSettings {
     /// Envoy cluster (HTTP/2) that reaches the control plane's gRPC port.
     pub control_plane_cluster: String,
+    /// The secret sent with every call to the control plane (`authorization: Bearer …`);
+    /// the control plane refuses calls without it. Required, at least 32 bytes.
+    pub control_plane_token: SidecarToken,
     /// Deadline for a call to the control plane.
     pub control_plane_timeout_ms: u64,
     /// Dynamic-metadata namespace where `json_to_metadata` writes `model` and `stream`.
@@ -29,6 +33,9 @@ pub struct FilterSettings {
     pub usage_flush_interval_ms: u64,
     /// Records kept per worker while the control plane is unreachable; the oldest go first.
     pub usage_buffer_limit: usize,
+    /// Bytes of records kept per worker (estimates carry text, up to hundreds of KiB each);
+    /// the oldest go first. The batch in flight comes on top.
+    pub usage_buffer_bytes: usize,
     /// Count every prompt with the model's tokenizer before admission (exact, but it loads
     /// the tokenizer, ~40 MiB per worker, and costs CPU per request). Off: prompts are only
     /// counted when a provider reports no usage.
@@ -39,6 +46,7 @@ impl Default for FilterSettings {
     fn default() -> Self {
         Self {
             control_plane_cluster: "tollgate_control_plane".into(),
+            control_plane_token: SidecarToken::default(),
             control_plane_timeout_ms: 2_000,
             metadata_namespace: "tollgate".into(),
             route_header: "x-tollgate-provider".into(),
@@ -47,6 +55,7 @@ impl Default for FilterSettings {
             unknown_key_cache_ms: 1_000,
             usage_flush_interval_ms: 250,
             usage_buffer_limit: 10_000,
+            usage_buffer_bytes: 32 << 20,
             count_prompt_tokens: false,
         }
     }
@@ -85,6 +94,9 @@ impl FilterSettings {
         if self.control_plane_cluster.is_empty() {
             return field("control_plane_cluster", "must not be empty");
         }
+        if let Some(problem) = self.control_plane_token.problem() {
+            return field("control_plane_token", problem);
+        }
         if !(1..=60_000).contains(&self.control_plane_timeout_ms) {
             return field("control_plane_timeout_ms", "must be between 1 and 60000");
         }
@@ -114,6 +126,13 @@ impl FilterSettings {
         if self.usage_buffer_limit == 0 {
             return field("usage_buffer_limit", "must be greater than 0");
         }
+        // At least one full batch; at most half of what a V8 VM may ever hold (1 GiB).
+        if !((1 << 20)..=(512 << 20)).contains(&self.usage_buffer_bytes) {
+            return field(
+                "usage_buffer_bytes",
+                "must be between 1048576 (1 MiB) and 536870912 (512 MiB)",
+            );
+        }
         Ok(())
     }
 }
@@ -122,31 +141,59 @@ impl FilterSettings {
 mod tests {
     use super::*;
 
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn with_token(json: &str) -> Vec<u8> {
+        let fields = json
+            .trim()
+            .trim_start_matches('{')
+            .trim_end_matches('}')
+            .trim();
+        let sep = if fields.is_empty() { "" } else { ", " };
+        format!(r#"{{"control_plane_token": "{TOKEN}"{sep}{fields}}}"#).into_bytes()
+    }
+
     #[test]
-    fn empty_means_defaults() {
+    fn only_the_token_is_required() {
+        let s = FilterSettings::from_json(&with_token("{}")).unwrap();
         assert_eq!(
-            FilterSettings::from_json(b"").unwrap(),
-            FilterSettings::default()
+            s,
+            FilterSettings {
+                control_plane_token: SidecarToken::from(TOKEN.to_owned()),
+                ..FilterSettings::default()
+            }
         );
-        assert_eq!(
-            FilterSettings::from_json(b" {} ").unwrap(),
-            FilterSettings::default()
-        );
+        assert_eq!(s.control_plane_token.bearer(), format!("Bearer {TOKEN}"));
+        for empty in [&b""[..], b" {} "] {
+            let e = FilterSettings::from_json(empty).unwrap_err();
+            assert!(e.to_string().contains("control_plane_token"), "{e}");
+        }
     }
 
     #[test]
     fn fields_override() {
-        let s = FilterSettings::from_json(br#"{"max_key_cache_ms": 500, "route_header": "x-p"}"#)
-            .unwrap();
+        let s = FilterSettings::from_json(&with_token(
+            r#"{"max_key_cache_ms": 500, "route_header": "x-p"}"#,
+        ))
+        .unwrap();
         assert_eq!(s.max_key_cache_ms, 500);
         assert_eq!(s.route_header, "x-p");
     }
 
     #[test]
     fn bad_fields_are_named() {
-        let e = FilterSettings::from_json(br#"{"max_body_bytes": 0}"#).unwrap_err();
+        let short = br#"{"control_plane_token": "too-short"}"#;
+        let e = FilterSettings::from_json(short).unwrap_err();
+        assert!(e.to_string().contains("control_plane_token"), "{e}");
+        assert!(!e.to_string().contains("too-short"), "{e}");
+        for bytes in ["0", "1048575", "536870913"] {
+            let json = format!(r#"{{"usage_buffer_bytes": {bytes}}}"#);
+            let e = FilterSettings::from_json(&with_token(&json)).unwrap_err();
+            assert!(e.to_string().contains("usage_buffer_bytes"), "{e}");
+        }
+        let e = FilterSettings::from_json(&with_token(r#"{"max_body_bytes": 0}"#)).unwrap_err();
         assert!(e.to_string().contains("max_body_bytes"), "{e}");
-        let e = FilterSettings::from_json(br#"{"route_header": "X-Bad"}"#).unwrap_err();
+        let e = FilterSettings::from_json(&with_token(r#"{"route_header": "X-Bad"}"#)).unwrap_err();
         assert!(e.to_string().contains("route_header"), "{e}");
         let e = FilterSettings::from_json(br#"{"max_body_bytez": 1}"#).unwrap_err();
         assert!(e.to_string().contains("max_body_bytez"), "{e}");

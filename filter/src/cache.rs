@@ -3,7 +3,9 @@
 //! Two kinds of entry, each an 8-byte big-endian expiry (Unix ms) followed by a protobuf:
 //! `tg:key:<sha256 hex>` holds a [`KeyGrant`], `tg:route:<model>` holds a [`Route`].
 //! Only keys that exist and models that are served are stored, so the shared data stays
-//! bounded by what the control plane knows, not by what clients send.
+//! bounded by what the control plane knows, not by what clients send. A route carries the
+//! provider's credential and is read for every key: it is stored only from an answer that
+//! admitted a call, the only kind the control plane sends a route with.
 
 use prost::Message;
 use proxy_wasm::hostcalls;
@@ -65,7 +67,8 @@ pub fn store_served_models(models: &[ServedModel], expires_at_ms: u64) {
     write(MODELS_ENTRY, &message, expires_at_ms);
 }
 
-/// Stores what the control plane answered, for entries worth keeping.
+/// Stores what the control plane answered, for entries worth keeping; `route` only when
+/// the answer admitted the call.
 pub fn store(
     key_hash: &str,
     model: &str,

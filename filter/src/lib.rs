@@ -11,7 +11,7 @@ mod request;
 mod usage;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel};
+use proxy_wasm::types::{ContextType, LogLevel, Status};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -34,6 +34,25 @@ struct Plugin {
 
 /// Unknown keys remembered per worker VM.
 const UNKNOWN_KEYS_KEPT: usize = 4096;
+
+/// Dispatches one call to the control plane's `Gateway` service, with the token that
+/// proves it comes from this filter; returns the call's token for its answer.
+fn call_control_plane(
+    context: &impl Context,
+    settings: &FilterSettings,
+    method: &str,
+    message: &[u8],
+) -> Result<u32, Status> {
+    let bearer = settings.control_plane_token.bearer();
+    context.dispatch_grpc_call(
+        &settings.control_plane_cluster,
+        tollgate_proto::GATEWAY_SERVICE,
+        method,
+        vec![("authorization", bearer.as_bytes())],
+        Some(message),
+        Duration::from_millis(settings.control_plane_timeout_ms),
+    )
+}
 
 impl Context for Plugin {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
@@ -58,6 +77,14 @@ impl RootContext for Plugin {
                 false
             }
             Ok(settings) => {
+                match ids::RequestIds::from_os_random() {
+                    Ok(ids) => self.ids = ids,
+                    Err(e) => {
+                        // Ids from a known seed could be guessed, and forged usage with them.
+                        log::error!("tollgate: no randomness to seed request ids: {e}");
+                        return false;
+                    }
+                }
                 self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
                 self.outbox = Rc::new(RefCell::new(usage::Outbox::new(&settings)));
                 self.unknown_keys = Rc::new(RefCell::new(UnknownKeys::new(
@@ -78,13 +105,11 @@ impl RootContext for Plugin {
         let Some(batch) = self.outbox.borrow_mut().next_batch() else {
             return;
         };
-        let sent = self.dispatch_grpc_call(
-            &self.settings.control_plane_cluster,
-            tollgate_proto::GATEWAY_SERVICE,
+        let sent = call_control_plane(
+            self,
+            &self.settings,
             tollgate_proto::REPORT_USAGE_METHOD,
-            Vec::new(),
-            Some(&batch),
-            Duration::from_millis(self.settings.control_plane_timeout_ms),
+            &batch,
         );
         match sent {
             Ok(token) => self.outbox.borrow_mut().sent(token),

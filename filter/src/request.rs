@@ -22,7 +22,6 @@ use proxy_wasm::types::Action;
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 use tollgate_core::access::{self, KeyState, UnknownKeys};
 use tollgate_core::anthropic;
 use tollgate_core::endpoints::Endpoint;
@@ -283,7 +282,8 @@ impl Request {
             // Maybe a model added since; unserved models are never cached, so ask.
             return None;
         }
-        Some(decide(&grant, &self.model, route).map(|r| (r, grant.key_id)))
+        let served = route.is_some();
+        Some(decide(&grant, &self.model, served, route).map(|r| (r, grant.key_id)))
     }
 
     fn ask_control_plane(&mut self) -> Result<(), ApiError> {
@@ -292,13 +292,11 @@ impl Request {
             model: self.model.clone(),
         }
         .encode_to_vec();
-        self.dispatch_grpc_call(
-            &self.settings.control_plane_cluster,
-            tollgate_proto::GATEWAY_SERVICE,
+        crate::call_control_plane(
+            self,
+            &self.settings,
             tollgate_proto::AUTHORIZE_METHOD,
-            Vec::new(),
-            Some(&message),
-            Duration::from_millis(self.settings.control_plane_timeout_ms),
+            &message,
         )
         .map(|_token| ())
         .map_err(|status| {
@@ -385,17 +383,19 @@ impl Request {
             }
             return self.models_answer(&grant, &answer.served_models).map(Some);
         }
+        let decision = decide(&grant, &self.model, answer.model_served, answer.route);
         if ttl > 0 {
+            // The route carries the provider's credential and serves every key from the
+            // cache: it is kept only from an answer that admits this call.
             cache::store(
                 &self.key_hash,
                 &self.model,
                 &grant,
-                answer.route.as_ref(),
+                decision.as_ref().ok(),
                 expires,
             );
         }
-        let route = decide(&grant, &self.model, answer.route)?;
-        self.admit(route, grant.key_id)?;
+        self.admit(decision?, grant.key_id)?;
         Ok(None)
     }
 
@@ -476,14 +476,25 @@ fn key_state(grant: &KeyGrant) -> KeyState {
     }
 }
 
-fn decide(grant: &KeyGrant, model: &str, route: Option<Route>) -> Result<Route, ApiError> {
+/// The route of an admitted call, or why it is refused. The control plane sends a route
+/// only to a call it admits; `model_served` tells a model the key may not use (403) from
+/// one nobody serves (404) without one.
+fn decide(
+    grant: &KeyGrant,
+    model: &str,
+    model_served: bool,
+    route: Option<Route>,
+) -> Result<Route, ApiError> {
     access::decide(
         key_state(grant),
         &grant.allowed_models,
         model,
-        route.is_some(),
+        model_served || route.is_some(),
     )?;
-    route.ok_or_else(|| ApiError::model_not_found(model))
+    route.ok_or_else(|| {
+        log::error!("tollgate: the control plane admitted a call to `{model}` but sent no route");
+        control_plane_unavailable()
+    })
 }
 
 fn control_plane_unavailable() -> ApiError {

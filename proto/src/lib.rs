@@ -15,3 +15,12 @@ pub const GATEWAY_SERVICE: &str = "tollgate.v1.Gateway";
 pub const AUTHORIZE_METHOD: &str = "Authorize";
 /// Method name of `Gateway.ReportUsage`.
 pub const REPORT_USAGE_METHOD: &str = "ReportUsage";
+
+/// Largest message the control plane's gRPC server decodes (its `max_decoding_message_size`);
+/// a larger one is refused with OUT_OF_RANGE.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Most bytes of records the filter puts in one `ReportUsage` batch: a quarter of
+/// [`MAX_MESSAGE_BYTES`]. A record larger than this goes alone, so a batch of several
+/// records always fits, and so does any single record the filter makes (estimate texts
+/// are cut to a few hundred KiB), with room to spare.
+pub const USAGE_BATCH_BYTES: usize = MAX_MESSAGE_BYTES / 4;

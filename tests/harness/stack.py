@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -69,6 +70,9 @@ def request(method: str, url: str, body: bytes | dict | None = None,
         conn.close()
 
 
+# Where the control plane reads the token the filter sends.
+FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
+
 # The offline provider's dialect for each provider kind of the control plane's config.
 DIALECT_OF_KIND = {"openai": "openai", "openai_compatible": "openai", "deepseek": "deepseek",
                    "gemini": "gemini", "anthropic": "anthropic"}
@@ -125,6 +129,9 @@ class Stack:
     envoy_cpus: str | None = None
     helper_cpus: str | None = None
     procs: list[Proc] = field(default_factory=list)
+    # The secret the filter and the control plane share, new for every stack: the filter
+    # gets it in its settings, the control plane from FILTER_TOKEN_ENV.
+    sidecar_token: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # -- URLs -------------------------------------------------------------------------
 
@@ -256,6 +263,7 @@ class Stack:
     def _env(self) -> dict:
         env = os.environ.copy()
         env.setdefault("TOLLGATE_LOG", "info")
+        env[FILTER_TOKEN_ENV] = self.sidecar_token
         for p in self.providers:
             if p.api_key:
                 env[_key_env(p.name)] = p.api_key
@@ -293,6 +301,7 @@ class Stack:
             "[server]",
             f'grpc_listen = "127.0.0.1:{self.grpc_port}"',
             f'http_listen = "127.0.0.1:{self.http_port}"',
+            f'filter_token_env = "{FILTER_TOKEN_ENV}"',
             "[storage]",
             'data_dir = "data"',
             "[gateway]",
@@ -325,7 +334,8 @@ class Stack:
                 elif not skipping:
                     kept.append(line)
             text = "".join(kept)
-        settings = {"control_plane_cluster": "tollgate_control_plane", **self.filter_settings}
+        settings = {"control_plane_cluster": "tollgate_control_plane",
+                    "control_plane_token": self.sidecar_token, **self.filter_settings}
         values = {
             "ADMIN_PORT": str(self.admin_port),
             "LISTEN_ADDRESS": "127.0.0.1",
