@@ -10,6 +10,7 @@ pub mod errors;
 pub mod keys;
 pub mod pricing;
 pub mod providers;
+pub mod sample;
 pub mod settings;
 pub mod sse;
 pub mod stream;
