@@ -101,10 +101,11 @@ impl TextSample {
         let slices = (bound / SLICE_BYTES).max(1) as u64;
         let slice = SLICE_BYTES as u64;
         let mut rng = Rng(seed);
-        let mut ranges = Vec::with_capacity(slices as usize + 1);
+        // Where stratum `k` starts; at most `total`, so the narrowing is exact.
+        let stratum = |k: u64| (u128::from(total) * u128::from(k) / u128::from(slices)) as u64;
+        let mut ranges = Vec::with_capacity(slices as usize * 2);
         for j in 0..slices {
-            let at = |k: u64| (u128::from(total) * u128::from(k) / u128::from(slices)) as u64;
-            let (lo, hi) = (at(j), at(j + 1));
+            let (lo, hi) = (stratum(j), stratum(j + 1));
             let len = hi - lo;
             if len <= slice {
                 ranges.push((lo, hi));
@@ -268,11 +269,6 @@ impl TextReservoir {
         if let Some(slot) = usize::try_from(j).ok().and_then(|j| self.kept.get_mut(j)) {
             *slot = block;
         }
-    }
-
-    /// Bytes of all the text seen.
-    pub fn total_bytes(&self) -> u64 {
-        self.total_bytes
     }
 
     /// Nothing was seen.

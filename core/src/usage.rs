@@ -230,11 +230,6 @@ impl OutputText {
         self.0.sample()
     }
 
-    /// Bytes of all the text seen, kept or not.
-    pub fn total_bytes(&self) -> u64 {
-        self.0.total_bytes()
-    }
-
     /// Nothing was generated.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
