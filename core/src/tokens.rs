@@ -179,7 +179,10 @@ impl<'a> PromptParts<'a> {
                 for part in parts {
                     let piece = match part {
                         Value::String(s) => Some(s.as_str()),
-                        other => other.get("text").and_then(Value::as_str),
+                        other => other
+                            .get("text")
+                            .or_else(|| other.get("refusal"))
+                            .and_then(Value::as_str),
                     };
                     if let Some(piece) = piece {
                         match &mut text {
@@ -383,11 +386,12 @@ mod tests {
     fn chat_parts_and_framing() {
         let b = body(json!({"messages": [
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "name": "ann", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]}
+            {"role": "user", "name": "ann", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}
         ]}));
         let p = prompt_parts(&Endpoint::ChatCompletions, "gpt-4o", &b);
-        assert_eq!(p.texts, ["Be brief.", "ann", "Hi there"]);
-        assert_eq!(p.overhead, 3 + 2 * (3 + 1) + 1);
+        assert_eq!(p.texts, ["Be brief.", "ann", "Hi there", "No."]);
+        assert_eq!(p.overhead, 3 + 3 * (3 + 1) + 1);
     }
 
     #[test]
