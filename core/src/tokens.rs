@@ -1,63 +1,261 @@
 //! Token counting with OpenAI's encodings, for estimates and exact prompt counts.
 //!
 //! Splitting a prompt into the texts that get tokenized ([`prompt_parts`]) needs no
-//! tokenizer, so the filter can hand those texts to the control plane, which counts them.
+//! tokenizer, so the filter can keep a bounded sample of them ([`prompt_sample`]) for the
+//! control plane to count when a provider reports no usage.
 //! Counting itself ([`count`], [`prompt`]) needs the `tokenizer` feature: the encodings
 //! add ~6 MB of code and tables, which V8 compiles at Envoy start and keeps in every VM,
 //! so only the builds that must count before admission include it.
 
 use crate::endpoints::Endpoint;
+use crate::sample::{TextSample, unpredictable_seed};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Tokens a chat prompt spends on framing: 3 per message, 1 more for a `name`, and 3 to
 /// prime the reply. Role names are single tokens in both encodings (tested).
 const PER_MESSAGE: u64 = 3;
 const REPLY_PRIMER: u64 = 3;
 
-/// The texts a prompt is tokenized from, and the tokens its framing adds.
+/// Most bytes of prompt text kept for an estimate. 32 KiB holds ~7,000 tokens of prose,
+/// so most prompts are counted exactly; longer ones keep 64 slices of [`SLICE_BYTES`],
+/// whose scaled count is within a few percent for natural text (tested). With the answer's
+/// [`crate::usage::MAX_OUTPUT_SAMPLE`], a stream holds under 50 KiB for its life: 700
+/// concurrent streams in one VM keep ~34 MiB, 3% of V8's 1 GiB, and an estimated usage
+/// record stays far below a gRPC message's 4 MiB.
+///
+/// [`SLICE_BYTES`]: crate::sample::SLICE_BYTES
+pub const MAX_PROMPT_SAMPLE: usize = 32 * 1024;
+
+/// The texts a prompt is tokenized from, and the tokens its framing and media add.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PromptParts {
+pub struct PromptParts<'a> {
     /// Each text tokenized on its own (tokens do not span parts).
-    pub texts: Vec<String>,
-    /// Tokens added by the format, beyond the texts.
+    pub texts: Vec<Cow<'a, str>>,
+    /// Tokens added beyond the texts: the format's framing, and images, audio, files and
+    /// token ids counted without a tokenizer (see [`Media`]).
     pub overhead: u64,
 }
 
-fn push_content(content: &Value, out: &mut Vec<String>) {
-    match content {
-        Value::String(s) => out.push(s.clone()),
-        Value::Array(parts) => {
-            let text: String = parts
-                .iter()
-                .filter_map(|p| match p {
-                    Value::String(s) => Some(s.as_str()),
-                    other => other.get("text").and_then(Value::as_str),
-                })
-                .collect();
-            out.push(text);
+/// What an estimate of a prompt needs, bounded in size whatever the prompt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PromptSample {
+    /// The prompt's texts, whole or sampled.
+    pub texts: TextSample,
+    /// Tokens beyond the texts, counted in full.
+    pub overhead: u64,
+}
+
+/// Token counts for the parts of a prompt that are not text, for a model family, taken at
+/// the most a part of that kind can cost, since the gateway does not decode media.
+///
+/// Sources: OpenAI's vision guide ("Calculating costs"): a tile model charges `base` for
+/// `detail: low` and `base + tile × tiles` otherwise, with at most 8 tiles of 512 px (the
+/// image fits 2048 px, then its short side 768 px: 4 × 2 tiles); patch models charge at most
+/// 1,536 patches times a multiplier. Anthropic's vision guide: larger images are scaled
+/// down to about 1,600 tokens. Audio: OpenAI counts user audio at 1 token per 100 ms
+/// (Realtime guide), Gemini at 32 tokens a second; the duration is bounded from the bytes
+/// by the lowest common bitrates (8 kHz 8-bit mono PCM for `wav`, 8 kbit/s otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Media {
+    /// An image with `detail: low`.
+    pub image_low: u64,
+    /// An image at any other detail, of unknown size.
+    pub image: u64,
+    /// Audio tokens per second.
+    pub audio_per_second: u64,
+}
+
+/// Largest number of 512 px tiles a `detail: high` image is cut into.
+const MAX_TILES: u64 = 8;
+/// Largest number of 32 px patches a patch model reads from one image.
+const MAX_PATCHES: u64 = 1536;
+/// Bytes of audio per second at the lowest bitrates assumed: 8 kHz 8-bit mono PCM for
+/// `wav`, MP3's lowest standard 8 kbit/s for anything else.
+const WAV_BYTES_PER_SECOND: u64 = 8000;
+const COMPRESSED_AUDIO_BYTES_PER_SECOND: u64 = 1000;
+/// A file the gateway cannot see into (by id or URL) counts as one PDF page: up to 3,000
+/// tokens of text (Anthropic's PDF guide) and the page's image (1,600).
+pub const FILE_WITHOUT_DATA: u64 = 4_600;
+/// A file sent inline counts one token per byte of it (and at least as one page):
+/// compressed PDF text expands 3-4x and prose is ~4.5 bytes a token, so a text PDF costs
+/// under that; scanned pages cost far less and are overcounted.
+const FILE_TOKENS_PER_BYTE: u64 = 1;
+
+impl Media {
+    const fn tiles(base: u64, tile: u64) -> Self {
+        Self {
+            image_low: base,
+            image: base + tile * MAX_TILES,
+            audio_per_second: 10,
         }
-        _ => {}
+    }
+
+    /// `multiplier` in hundredths.
+    const fn patches(multiplier: u64) -> Self {
+        let most = (MAX_PATCHES * multiplier).div_ceil(100);
+        Self {
+            image_low: most,
+            image: most,
+            audio_per_second: 10,
+        }
+    }
+
+    /// The rules for `model`, by family; a model of no known family gets the largest of
+    /// the full-priced rules.
+    pub fn of_model(model: &str) -> Self {
+        let m = model.to_ascii_lowercase();
+        let family = |p: &str| m.starts_with(p);
+        if family("gpt-4o-mini") {
+            Self::tiles(2833, 5667)
+        } else if family("gpt-4.1-mini") || family("gpt-5-mini") {
+            Self::patches(162)
+        } else if family("gpt-4.1-nano") || family("gpt-5-nano") {
+            Self::patches(246)
+        } else if family("o4-mini") {
+            Self::patches(172)
+        } else if family("o1") || family("o3") {
+            Self::tiles(75, 150)
+        } else if family("gpt-5") {
+            Self::tiles(70, 140)
+        } else if family("gpt-") || family("chatgpt-") {
+            Self::tiles(85, 170)
+        } else {
+            Self {
+                image_low: 1600,
+                image: 1600,
+                audio_per_second: 32,
+            }
+        }
+    }
+
+    /// Tokens of an image part, by its `detail`.
+    fn image_tokens(&self, detail: Option<&str>) -> u64 {
+        if detail == Some("low") {
+            self.image_low
+        } else {
+            self.image
+        }
+    }
+
+    /// Tokens of base64 audio `data` in `format`.
+    fn audio_tokens(&self, data: &str, format: Option<&str>) -> u64 {
+        let bytes_per_second = if format == Some("wav") {
+            WAV_BYTES_PER_SECOND
+        } else {
+            COMPRESSED_AUDIO_BYTES_PER_SECOND
+        };
+        let per_second = decoded_len(data).saturating_mul(self.audio_per_second);
+        per_second.div_ceil(bytes_per_second).max(1)
     }
 }
 
-/// Splits a request body into the texts its prompt tokens come from, for any endpoint.
-pub fn prompt_parts(endpoint: &Endpoint, body: &Map<String, Value>) -> PromptParts {
-    let mut parts = PromptParts::default();
-    let list = |key: &str, parts: &mut PromptParts| match body.get(key) {
-        Some(Value::String(s)) => parts.texts.push(s.clone()),
-        Some(Value::Array(items)) => {
-            for item in items {
-                match item {
-                    Value::String(s) => parts.texts.push(s.clone()),
-                    // Pre-tokenized input: one token per id.
-                    Value::Array(ids) => parts.overhead += ids.len() as u64,
-                    Value::Number(_) => parts.overhead += 1,
-                    _ => {}
+/// Bytes that base64 `data` (or a `data:` URL) decodes to, at most.
+fn decoded_len(data: &str) -> u64 {
+    let payload = match data.strip_prefix("data:") {
+        Some(rest) => rest.split_once(',').map_or(rest, |(_, b64)| b64),
+        None => data,
+    };
+    (payload.len() as u64).div_ceil(4) * 3
+}
+
+/// Tokens of a file part: `file_data` inline, else a file the gateway cannot see.
+fn file_tokens(file: &Value) -> u64 {
+    match file.get("file_data").and_then(Value::as_str) {
+        Some(data) => decoded_len(data)
+            .saturating_mul(FILE_TOKENS_PER_BYTE)
+            .max(FILE_WITHOUT_DATA),
+        None => FILE_WITHOUT_DATA,
+    }
+}
+
+impl<'a> PromptParts<'a> {
+    /// Adds a message's or an input item's `content`: a string, or an array of parts.
+    fn push_content(&mut self, content: &'a Value, media: &Media) {
+        match content {
+            Value::String(s) => self.texts.push(Cow::Borrowed(s)),
+            Value::Array(parts) => {
+                let mut text: Option<Cow<'a, str>> = None;
+                for part in parts {
+                    let piece = match part {
+                        Value::String(s) => Some(s.as_str()),
+                        other => other
+                            .get("text")
+                            .or_else(|| other.get("refusal"))
+                            .and_then(Value::as_str),
+                    };
+                    if let Some(piece) = piece {
+                        match &mut text {
+                            None => text = Some(Cow::Borrowed(piece)),
+                            Some(t) => t.to_mut().push_str(piece),
+                        }
+                        continue;
+                    }
+                    self.overhead = self.overhead.saturating_add(part_tokens(part, media));
+                }
+                self.texts.extend(text);
+            }
+            _ => {}
+        }
+    }
+
+    fn push_list(&mut self, value: Option<&'a Value>) {
+        match value {
+            Some(Value::String(s)) => self.texts.push(Cow::Borrowed(s)),
+            Some(Value::Array(items)) => {
+                for item in items {
+                    match item {
+                        Value::String(s) => self.texts.push(Cow::Borrowed(s)),
+                        // Pre-tokenized input: one token per id.
+                        Value::Array(ids) => {
+                            self.overhead = self.overhead.saturating_add(ids.len() as u64)
+                        }
+                        Value::Number(_) => self.overhead = self.overhead.saturating_add(1),
+                        _ => {}
+                    }
                 }
             }
+            _ => {}
         }
-        _ => {}
-    };
+    }
+
+    fn push_json(&mut self, value: Option<&Value>) {
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            self.texts.push(Cow::Owned(v.to_string()));
+        }
+    }
+}
+
+/// Tokens of one non-text content part (Chat's `image_url`, `input_audio`, `file`;
+/// Responses' `input_image`, `input_file`); other parts count nothing.
+fn part_tokens(part: &Value, media: &Media) -> u64 {
+    let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "image_url" => {
+            media.image_tokens(part.pointer("/image_url/detail").and_then(Value::as_str))
+        }
+        "input_image" => media.image_tokens(part.get("detail").and_then(Value::as_str)),
+        "input_audio" => {
+            let audio = part.get("input_audio");
+            let data = audio.and_then(|a| a.get("data")).and_then(Value::as_str);
+            let format = audio.and_then(|a| a.get("format")).and_then(Value::as_str);
+            media.audio_tokens(data.unwrap_or(""), format)
+        }
+        "file" => part.get("file").map_or(FILE_WITHOUT_DATA, file_tokens),
+        "input_file" => file_tokens(part),
+        _ => 0,
+    }
+}
+
+/// Splits a request body into the texts its prompt tokens come from, for any endpoint,
+/// with the tokens of its framing and non-text parts counted for `model`.
+pub fn prompt_parts<'a>(
+    endpoint: &Endpoint,
+    model: &str,
+    body: &'a Map<String, Value>,
+) -> PromptParts<'a> {
+    let media = Media::of_model(model);
+    let mut parts = PromptParts::default();
     match endpoint {
         Endpoint::ChatCompletions => {
             parts.overhead = REPLY_PRIMER;
@@ -67,13 +265,17 @@ pub fn prompt_parts(endpoint: &Endpoint, body: &Map<String, Value>) -> PromptPar
                 .into_iter()
                 .flatten()
             {
-                parts.overhead += PER_MESSAGE + 1; // the role
+                parts.overhead = parts.overhead.saturating_add(PER_MESSAGE + 1); // the role
                 if let Some(name) = m.get("name").and_then(Value::as_str) {
-                    parts.texts.push(name.to_owned());
-                    parts.overhead += 1;
+                    parts.texts.push(Cow::Borrowed(name));
+                    parts.overhead = parts.overhead.saturating_add(1);
                 }
                 if let Some(c) = m.get("content") {
-                    push_content(c, &mut parts.texts);
+                    parts.push_content(c, &media);
+                }
+                if m.get("audio").is_some_and(|a| !a.is_null()) {
+                    // An earlier spoken answer, referred to by id: unseen, like a file.
+                    parts.overhead = parts.overhead.saturating_add(FILE_WITHOUT_DATA);
                 }
                 for call in m
                     .get("tool_calls")
@@ -81,30 +283,36 @@ pub fn prompt_parts(endpoint: &Endpoint, body: &Map<String, Value>) -> PromptPar
                     .into_iter()
                     .flatten()
                 {
-                    parts.texts.push(call.to_string());
+                    parts.push_json(Some(call));
                 }
             }
-            if let Some(tools) = body.get("tools") {
-                parts.texts.push(tools.to_string());
-            }
+            parts.push_json(body.get("tools"));
+            parts.push_json(body.get("response_format"));
         }
-        Endpoint::Completions => list("prompt", &mut parts),
-        Endpoint::Embeddings => list("input", &mut parts),
+        Endpoint::Completions => parts.push_list(body.get("prompt")),
+        Endpoint::Embeddings => parts.push_list(body.get("input")),
         Endpoint::Responses => {
             if let Some(s) = body.get("instructions").and_then(Value::as_str) {
-                parts.texts.push(s.to_owned());
+                parts.texts.push(Cow::Borrowed(s));
             }
             match body.get("input") {
-                Some(Value::String(s)) => parts.texts.push(s.clone()),
+                Some(Value::String(s)) => parts.texts.push(Cow::Borrowed(s)),
                 Some(Value::Array(items)) => {
                     for item in items {
                         if let Some(c) = item.get("content") {
-                            push_content(c, &mut parts.texts);
+                            parts.push_content(c, &media);
+                        }
+                        for key in ["arguments", "output"] {
+                            if let Some(s) = item.get(key).and_then(Value::as_str) {
+                                parts.texts.push(Cow::Borrowed(s));
+                            }
                         }
                     }
                 }
                 _ => {}
             }
+            parts.push_json(body.get("tools"));
+            parts.push_json(body.get("text").and_then(|t| t.get("format")));
         }
         Endpoint::ListModels | Endpoint::GetModel(_) => {}
     }
@@ -112,13 +320,14 @@ pub fn prompt_parts(endpoint: &Endpoint, body: &Map<String, Value>) -> PromptPar
     parts
 }
 
-/// Scales a token count of the first `kept_bytes` of a text to all `total_bytes` of it,
-/// for texts cut to a bound before counting.
-pub fn scale(kept_tokens: u64, kept_bytes: u64, total_bytes: u64) -> u64 {
-    if kept_bytes == 0 || kept_bytes >= total_bytes {
-        kept_tokens
-    } else {
-        kept_tokens.saturating_mul(total_bytes).div_ceil(kept_bytes)
+/// What the gateway keeps of a request's prompt for an estimate: every text whole up to
+/// [`MAX_PROMPT_SAMPLE`] bytes, else slices at positions drawn from a seed no client can
+/// predict; framing and media tokens are counted in full.
+pub fn prompt_sample(endpoint: &Endpoint, model: &str, body: &Map<String, Value>) -> PromptSample {
+    let parts = prompt_parts(endpoint, model, body);
+    PromptSample {
+        texts: TextSample::of_texts(&parts.texts, MAX_PROMPT_SAMPLE, unpredictable_seed()),
+        overhead: parts.overhead,
     }
 }
 
@@ -153,10 +362,14 @@ mod counting {
     }
 
     /// Prompt tokens of a request body, as the provider counts them for OpenAI models
-    /// (tool definitions are counted as their JSON text, an approximation).
+    /// (tool definitions are counted as their JSON text, an approximation; media at the
+    /// most they can cost).
     pub fn prompt(endpoint: &Endpoint, model: &str, body: &Map<String, Value>) -> u64 {
-        let PromptParts { texts, overhead } = prompt_parts(endpoint, body);
-        overhead + texts.iter().map(|t| count(model, t)).sum::<u64>()
+        let PromptParts { texts, overhead } = prompt_parts(endpoint, model, body);
+        texts
+            .iter()
+            .map(|t| count(model, t))
+            .fold(overhead, u64::saturating_add)
     }
 }
 
@@ -171,31 +384,111 @@ mod tests {
 
     #[test]
     fn chat_parts_and_framing() {
-        let p = prompt_parts(
-            &Endpoint::ChatCompletions,
-            &body(json!({"messages": [
-                {"role": "system", "content": "Be brief."},
-                {"role": "user", "name": "ann", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]}
-            ]})),
-        );
-        assert_eq!(p.texts, ["Be brief.", "ann", "Hi there"]);
-        assert_eq!(p.overhead, 3 + 2 * (3 + 1) + 1);
+        let b = body(json!({"messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "name": "ann", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]}
+        ]}));
+        let p = prompt_parts(&Endpoint::ChatCompletions, "gpt-4o", &b);
+        assert_eq!(p.texts, ["Be brief.", "ann", "Hi there", "No."]);
+        assert_eq!(p.overhead, 3 + 3 * (3 + 1) + 1);
     }
 
     #[test]
     fn other_endpoint_parts() {
-        let p = prompt_parts(
-            &Endpoint::Completions,
-            &body(json!({"prompt": [[1, 2, 3], [4]]})),
-        );
+        let b = body(json!({"prompt": [[1, 2, 3], [4]]}));
+        let p = prompt_parts(&Endpoint::Completions, "m", &b);
         assert_eq!((p.texts.len(), p.overhead), (0, 4));
-        let p = prompt_parts(&Endpoint::Embeddings, &body(json!({"input": ["a", "b"]})));
+        let b = body(json!({"input": ["a", "b"]}));
+        let p = prompt_parts(&Endpoint::Embeddings, "m", &b);
         assert_eq!(p.texts, ["a", "b"]);
-        let p = prompt_parts(
-            &Endpoint::Responses,
-            &body(json!({"instructions": "x", "input": "y"})),
+        let b = body(json!({"instructions": "x", "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "y"}]},
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{\"a\":1}"},
+            {"type": "function_call_output", "call_id": "c", "output": "done"}
+        ]}));
+        let p = prompt_parts(&Endpoint::Responses, "m", &b);
+        assert_eq!(p.texts, ["x", "y", "{\"a\":1}", "done"]);
+    }
+
+    #[test]
+    fn schemas_and_tool_calls_are_counted_as_json() {
+        let b = body(json!({"messages": [
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+        ], "tools": [{"type": "function"}], "response_format": {"type": "json_object"}}));
+        let p = prompt_parts(&Endpoint::ChatCompletions, "gpt-4o", &b);
+        assert_eq!(p.texts.len(), 3);
+        assert!(p.texts[0].contains("\"arguments\":\"{}\""));
+        assert_eq!(p.texts[2], r#"{"type":"json_object"}"#);
+    }
+
+    fn media_overhead(model: &str, parts: Value) -> u64 {
+        let b = body(json!({"messages": [{"role": "user", "content": parts}]}));
+        let p = prompt_parts(&Endpoint::ChatCompletions, model, &b);
+        p.overhead - (3 + 3 + 1)
+    }
+
+    #[test]
+    fn images_count_at_the_most_their_detail_costs() {
+        let image = |detail: &str| json!([{"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": detail}}]);
+        // OpenAI's tile rules: 85 + 170 per tile for gpt-4o, at most 8 tiles.
+        assert_eq!(media_overhead("gpt-4o", image("low")), 85);
+        assert_eq!(media_overhead("gpt-4o", image("high")), 85 + 170 * 8);
+        assert_eq!(media_overhead("gpt-4o", image("auto")), 1445);
+        // gpt-4o-mini counts images at ~33x the tokens, to price them like gpt-4o.
+        assert_eq!(media_overhead("gpt-4o-mini", image("low")), 2833);
+        assert_eq!(
+            media_overhead("gpt-4o-mini", image("high")),
+            2833 + 5667 * 8
         );
-        assert_eq!(p.texts, ["x", "y"]);
+        // Patch models: at most 1,536 patches times the model's multiplier.
+        assert_eq!(media_overhead("gpt-4.1-nano", image("high")), 3779);
+        assert_eq!(media_overhead("o3", image("high")), 75 + 150 * 8);
+        assert_eq!(media_overhead("claude-sonnet-4", image("low")), 1600);
+        let responses = body(json!({"input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"}]}]}));
+        let p = prompt_parts(&Endpoint::Responses, "gpt-4o", &responses);
+        assert_eq!((p.texts.len(), p.overhead), (0, 85));
+    }
+
+    #[test]
+    fn audio_and_files_count_from_their_bytes() {
+        // 4,000 base64 chars = 3,000 bytes: 3 s of 8 kbit/s MP3 at 10 tokens a second.
+        let mp3 = json!([{"type": "input_audio", "input_audio": {"data": "A".repeat(4000), "format": "mp3"}}]);
+        assert_eq!(media_overhead("gpt-4o-audio-preview", mp3.clone()), 30);
+        assert_eq!(media_overhead("gemini-2.5-flash", mp3), 96);
+        let wav = json!([{"type": "input_audio", "input_audio": {"data": "A".repeat(32_000), "format": "wav"}}]);
+        assert_eq!(media_overhead("gpt-4o-audio-preview", wav), 30);
+        let file = |f: Value| json!([{"type": "file", "file": f}]);
+        assert_eq!(
+            media_overhead("gpt-4o", file(json!({"file_id": "file-1"}))),
+            FILE_WITHOUT_DATA
+        );
+        let data = format!("data:application/pdf;base64,{}", "A".repeat(40_000));
+        assert_eq!(
+            media_overhead("gpt-4o", file(json!({"file_data": data}))),
+            30_000
+        );
+        assert_eq!(
+            media_overhead("gpt-4o", file(json!({"file_data": "AAAA"}))),
+            FILE_WITHOUT_DATA,
+            "a tiny file still counts as a page"
+        );
+    }
+
+    #[test]
+    fn prompt_sample_keeps_small_prompts_whole_and_bounds_large_ones() {
+        let b = body(json!({"messages": [{"role": "user", "content": "Hello"}]}));
+        let s = prompt_sample(&Endpoint::ChatCompletions, "gpt-4o", &b);
+        assert_eq!(s.texts.pieces, ["Hello"]);
+        assert!(s.texts.is_whole());
+        assert_eq!(s.overhead, 7);
+        let big = "word ".repeat(200_000);
+        let b = body(json!({"messages": [{"role": "user", "content": big}]}));
+        let s = prompt_sample(&Endpoint::ChatCompletions, "gpt-4o", &b);
+        assert_eq!(s.texts.total_bytes, 1_000_000);
+        assert!(s.texts.kept_bytes() <= MAX_PROMPT_SAMPLE as u64);
+        assert!(s.texts.kept_bytes() >= MAX_PROMPT_SAMPLE as u64 / 2);
     }
 
     #[cfg(feature = "tokenizer")]

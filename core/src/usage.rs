@@ -6,6 +6,7 @@
 //! field without double counting. How each provider's fields map here (which counts
 //! already include cached or reasoning tokens) is in `tests/fixtures/README.md`.
 
+use crate::sample::{TextReservoir, TextSample, unpredictable_seed};
 use crate::sse::Event;
 use serde_json::Value;
 
@@ -192,43 +193,99 @@ pub fn from_body(format: Format, body: &[u8]) -> Option<Usage> {
     )
 }
 
-/// Most generated text kept per stream for estimating; beyond it only the length is counted.
-const MAX_KEPT_TEXT: usize = 256 * 1024;
+/// Most bytes of generated text kept per call for an estimate: 32 blocks of
+/// [`crate::sample::SLICE_BYTES`], so answers up to ~3,500 tokens are counted exactly and
+/// longer ones from a uniform sample (see [`crate::tokens::MAX_PROMPT_SAMPLE`] for the
+/// memory this allows).
+pub const MAX_OUTPUT_SAMPLE: usize = 16 * 1024;
 
-/// Collects generated text, bounded, for a token estimate when no usage is reported.
-#[derive(Debug, Default, Clone)]
-pub struct OutputText {
-    kept: String,
-    total_bytes: u64,
+/// Collects generated text, bounded, for a token estimate when no usage is reported or a
+/// stream is cut before its final count.
+#[derive(Debug, Clone)]
+pub struct OutputText(TextReservoir);
+
+impl Default for OutputText {
+    /// Sampling positions follow a seed no client can predict.
+    fn default() -> Self {
+        Self::with_seed(unpredictable_seed())
+    }
 }
 
 impl OutputText {
+    /// Collects with sampling choices drawn from `seed`.
+    pub fn with_seed(seed: u64) -> Self {
+        Self(TextReservoir::new(
+            MAX_OUTPUT_SAMPLE / crate::sample::SLICE_BYTES,
+            seed,
+        ))
+    }
+
     /// Appends generated text.
     pub fn push(&mut self, text: &str) {
-        self.total_bytes += text.len() as u64;
-        let room = MAX_KEPT_TEXT.saturating_sub(self.kept.len());
-        if room > 0 {
-            let mut end = text.len().min(room);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.kept.push_str(&text[..end]);
-        }
+        self.0.push(text);
     }
 
-    /// The text kept (at most 256 KiB).
-    pub fn kept(&self) -> &str {
-        &self.kept
-    }
-
-    /// Bytes of all the text seen, kept or not.
-    pub fn total_bytes(&self) -> u64 {
-        self.total_bytes
+    /// What is kept: all of the text when it fits, else a uniform sample of it.
+    pub fn sample(&self) -> TextSample {
+        self.0.sample()
     }
 
     /// Nothing was generated.
     pub fn is_empty(&self) -> bool {
-        self.total_bytes == 0
+        self.0.is_empty()
+    }
+}
+
+/// What the gateway must count itself for a call's usage record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Estimation {
+    /// The provider's report stands as it is.
+    Reported,
+    /// Nothing to record: a refused call that generated nothing costs nothing.
+    Free,
+    /// The prompt as reported; the output is the larger of the reported count and the
+    /// count of the text the client received (a stream cut before its final count).
+    Output,
+    /// Nothing reported: prompt and output are both counted by the gateway.
+    Whole,
+}
+
+/// Decides what to count for a call: `reported` usage, whether the answer `ended` on its
+/// own end marker (a whole JSON body always does), its HTTP `status`, and whether any
+/// generated text was seen.
+pub fn estimation(
+    reported: Option<&Usage>,
+    ended: bool,
+    status: u32,
+    output_seen: bool,
+) -> Estimation {
+    match reported {
+        // A cut stream's report can lag what was sent (Anthropic's `message_start` says
+        // `output_tokens: 1` until `message_delta`; others report only at the end).
+        Some(_) if !ended && output_seen => Estimation::Output,
+        Some(_) => Estimation::Reported,
+        None if status >= 400 && !output_seen => Estimation::Free,
+        None => Estimation::Whole,
+    }
+}
+
+impl Usage {
+    /// This usage with the gateway's own counts applied: `prompt` replaces the prompt
+    /// fields (all uncached), `output` raises the output to it; `estimated` is set when
+    /// either changed a field.
+    pub fn with_counts(self, prompt: Option<u64>, output: Option<u64>) -> Usage {
+        let mut u = self;
+        if let Some(p) = prompt {
+            u.input_uncached = p;
+            u.cache_read = 0;
+            u.cache_write = 0;
+            u.estimated = true;
+        }
+        if let Some(o) = output.filter(|o| *o > u.output) {
+            u.output = o;
+            u.estimated = true;
+        }
+        u
     }
 }
 
@@ -556,7 +613,7 @@ mod tests {
             m.usage().map(|u| (u.input_uncached, u.output)),
             Some((3, 1))
         );
-        assert_eq!(m.text().kept(), "Hi");
+        assert_eq!(m.text().sample().pieces, ["Hi"]);
         assert!(m.ended());
     }
 
@@ -569,19 +626,74 @@ mod tests {
     }
 
     #[test]
-    fn output_text_is_bounded_and_scaled() {
-        let mut t = OutputText::default();
+    fn output_text_is_whole_while_it_fits_then_bounded() {
+        let mut t = OutputText::with_seed(7);
+        t.push("Hello ");
+        t.push("world");
+        assert_eq!(t.sample().pieces, ["Hello world"]);
         let chunk = "é".repeat(1000); // 2 bytes each
         for _ in 0..200 {
             t.push(&chunk);
         }
-        assert!(t.kept().len() <= MAX_KEPT_TEXT);
-        assert_eq!(t.total_bytes(), 400_000);
-        let kept = t.kept().len() as u64;
+        let sample = t.sample();
+        assert_eq!(sample.total_bytes, 400_011);
+        assert!(!sample.is_whole());
+        assert!(sample.kept_bytes() <= (MAX_OUTPUT_SAMPLE + 4 * 32) as u64);
+        assert!(sample.pieces.iter().all(|p| p.chars().all(|c| c == 'é')));
+    }
+
+    #[test]
+    fn estimation_follows_what_was_reported_and_seen() {
+        let u = Usage::default();
+        assert_eq!(estimation(Some(&u), true, 200, true), Estimation::Reported);
         assert_eq!(
-            crate::tokens::scale(100, kept, t.total_bytes()),
-            (100u64 * 400_000).div_ceil(kept)
+            estimation(Some(&u), false, 200, false),
+            Estimation::Reported
         );
-        assert_eq!(crate::tokens::scale(100, 10, 10), 100);
+        assert_eq!(estimation(Some(&u), false, 200, true), Estimation::Output);
+        assert_eq!(estimation(None, true, 200, false), Estimation::Whole);
+        assert_eq!(estimation(None, false, 200, true), Estimation::Whole);
+        assert_eq!(estimation(None, true, 429, false), Estimation::Free);
+        assert_eq!(estimation(None, true, 500, true), Estimation::Whole);
+    }
+
+    #[test]
+    fn counts_raise_output_and_replace_prompt() {
+        let reported = Usage {
+            input_uncached: 10,
+            cache_read: 5,
+            output: 1,
+            ..Usage::default()
+        };
+        let u = reported.with_counts(None, Some(40));
+        assert_eq!((u.input_uncached, u.cache_read, u.output), (10, 5, 40));
+        assert!(u.estimated);
+        let u = reported.with_counts(None, Some(1));
+        assert_eq!(
+            u, reported,
+            "a count at or below the report changes nothing"
+        );
+        let u = reported.with_counts(Some(99), None);
+        assert_eq!((u.input_total(), u.output, u.estimated), (99, 1, true));
+    }
+
+    #[test]
+    fn cut_anthropic_stream_keeps_the_text_sent() {
+        let mut m = StreamMeter::new(Format::Anthropic);
+        let events = decode_all(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n\
+              event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello there\"}}\n\n",
+        );
+        for e in &events {
+            m.on_event(e);
+        }
+        let reported = m.usage();
+        assert_eq!(reported.map(|u| u.output), Some(1), "the placeholder");
+        assert!(!m.ended());
+        assert_eq!(
+            estimation(reported.as_ref(), m.ended(), 200, !m.text().is_empty()),
+            Estimation::Output
+        );
+        assert_eq!(m.text().sample().pieces, ["Hello there"]);
     }
 }

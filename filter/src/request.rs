@@ -28,6 +28,7 @@ use tollgate_core::endpoints::Endpoint;
 use tollgate_core::errors::ApiError;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::settings::FilterSettings;
+use tollgate_core::tokens::{self, PromptSample};
 use tollgate_core::usage::Usage;
 use tollgate_core::{keys, validation};
 use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route};
@@ -94,8 +95,9 @@ pub struct Request {
     admitted: Option<Admitted>,
     /// The stream was answered by the gateway itself.
     refused: bool,
-    /// The request body, kept only to estimate prompt tokens if the provider reports none.
-    body: Option<Vec<u8>>,
+    /// A bounded sample of the prompt, kept to estimate its tokens if the provider reports
+    /// none; the body itself is dropped once forwarded.
+    prompt: Option<PromptSample>,
     /// The client asked for `stream_options.include_usage`.
     client_include_usage: bool,
     /// The gateway added `include_usage`; the client must not see the extra chunk.
@@ -136,7 +138,7 @@ impl Request {
             body_rewritable: false,
             admitted: None,
             refused: false,
-            body: None,
+            prompt: None,
             client_include_usage: false,
             injected_usage: false,
             counted_prompt: None,
@@ -418,6 +420,11 @@ impl Request {
             "" => self.model.clone(),
             m => m.to_owned(),
         };
+        self.prompt = Some(tokens::prompt_sample(
+            &endpoint,
+            &upstream_model,
+            &valid.body,
+        ));
         self.client_include_usage = valid.info.include_usage;
         #[cfg(feature = "exact-count")]
         if self.settings.count_prompt_tokens {
@@ -463,7 +470,6 @@ impl Request {
             let bytes = serde_json::to_vec(&new_body).unwrap_or_default();
             self.set_http_request_body(0, body.len(), &bytes);
         }
-        self.body = Some(body);
         Ok(())
     }
 }

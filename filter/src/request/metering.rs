@@ -4,17 +4,14 @@
 use super::{Admitted, Request};
 use crate::clock;
 use proxy_wasm::traits::HttpContext;
-use serde_json::Value;
 use tollgate_core::anthropic::{self, StreamTranslator};
 use tollgate_core::endpoints::Endpoint;
 use tollgate_core::errors;
+use tollgate_core::sample;
 use tollgate_core::stream::{Rewrite, StreamRewriter};
-use tollgate_core::usage::{self, Format, OutputText, Usage};
-use tollgate_core::{tokens, validation};
-use tollgate_proto::v1::{Estimate, UsageRecord};
-
-/// Most prompt text sent for an estimate; counts of a cut prompt are scaled by bytes.
-const MAX_ESTIMATE_PROMPT: usize = 256 * 1024;
+use tollgate_core::usage::{self, Estimation, Format, OutputText, Usage};
+use tollgate_core::validation;
+use tollgate_proto::v1::{Estimate, TextSample, UsageRecord};
 
 /// How the response body is handled.
 pub(super) enum ResponseMode {
@@ -101,54 +98,49 @@ impl Request {
         }
     }
 
-    /// The usage to record: reported, or else what the control plane needs to count it.
+    /// The usage to record: as reported, with what the control plane needs to count
+    /// whatever the report lacks.
     fn final_usage(&self) -> (Usage, Option<Estimate>) {
-        let (reported, text) = match &self.response {
-            ResponseMode::Stream(s) => (s.meter().usage(), Some(s.meter().text())),
-            ResponseMode::Buffer { text, .. } => (self.usage, Some(text)),
-            ResponseMode::Ignore => (self.usage, None),
+        let (reported, text, ended) = match &self.response {
+            ResponseMode::Stream(s) => {
+                (s.meter().usage(), Some(s.meter().text()), s.meter().ended())
+            }
+            // A buffered body is read only once whole.
+            ResponseMode::Buffer { text, .. } => (self.usage, Some(text), true),
+            ResponseMode::Ignore => (self.usage, None, true),
         };
-        if let Some(u) = reported {
-            return (u, None);
-        }
-        let seen_output = text.is_some_and(|t| !t.is_empty());
-        if self.status >= 400 && !seen_output {
-            // A refused call costs nothing.
-            return (Usage::default(), None);
-        }
-        let usage = Usage {
-            estimated: true,
-            ..Usage::default()
+        let output_seen = text.is_some_and(|t| !t.is_empty());
+        let output = || {
+            text.filter(|t| !t.is_empty())
+                .map(|t| proto_sample(t.sample()))
         };
-        (usage, Some(self.estimate(text)))
-    }
-
-    /// The texts of this call for the control plane to count, bounded in size.
-    fn estimate(&self, output: Option<&OutputText>) -> Estimate {
-        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
-        let parts = self
-            .body
-            .as_deref()
-            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-            .and_then(|v| v.as_object().map(|o| tokens::prompt_parts(&endpoint, o)))
-            .unwrap_or_default();
-        let prompt_bytes: usize = parts.texts.iter().map(String::len).sum();
-        let mut kept = 0;
-        let prompt_texts = parts
-            .texts
-            .into_iter()
-            .take_while(|t| {
-                kept += t.len();
-                kept <= MAX_ESTIMATE_PROMPT
-            })
-            .collect();
-        Estimate {
-            prompt_texts,
-            prompt_overhead: parts.overhead,
-            prompt_bytes: prompt_bytes as u64,
-            output_text: output.map(|t| t.kept().to_owned()).unwrap_or_default(),
-            output_bytes: output.map_or(0, OutputText::total_bytes),
-            counted_prompt_tokens: self.counted_prompt,
+        match usage::estimation(reported.as_ref(), ended, self.status, output_seen) {
+            Estimation::Reported => (reported.unwrap_or_default(), None),
+            Estimation::Free => (Usage::default(), None),
+            Estimation::Output => {
+                let estimate = Estimate {
+                    output: output(),
+                    ..Estimate::default()
+                };
+                (reported.unwrap_or_default(), Some(estimate))
+            }
+            Estimation::Whole => {
+                let usage = Usage {
+                    estimated: true,
+                    ..Usage::default()
+                };
+                let prompt = self.prompt.as_ref();
+                let estimate = Estimate {
+                    prompt_overhead: prompt.map_or(0, |p| p.overhead),
+                    counted_prompt_tokens: self.counted_prompt,
+                    prompt: match self.counted_prompt {
+                        Some(_) => None,
+                        None => prompt.map(|p| proto_sample(p.texts.clone())),
+                    },
+                    output: output(),
+                };
+                (usage, Some(estimate))
+            }
         }
     }
 
@@ -173,5 +165,12 @@ impl Request {
                 .unwrap_or(u32::MAX),
             estimate,
         }
+    }
+}
+
+fn proto_sample(s: sample::TextSample) -> TextSample {
+    TextSample {
+        pieces: s.pieces,
+        total_bytes: s.total_bytes,
     }
 }
