@@ -6,13 +6,17 @@
 //! here is dropped, so a provider feature that needs a header is switched on by the
 //! operator (`forward_headers` of a provider), never by a client.
 
-/// Request headers every provider receives as the client sent them.
+/// Request headers every provider receives as the client sent them, and the two Envoy
+/// itself sets on an edge request (`use_remote_address`): Envoy's router finds no route for
+/// a request without `x-forwarded-proto`.
 const REQUEST_ALLOWED: &[&str] = &[
     "accept",
     "content-length",
     "content-type",
     "transfer-encoding",
     "user-agent",
+    "x-forwarded-proto",
+    "x-request-id",
 ];
 
 /// Response headers every client receives as the provider sent them: the body's framing,

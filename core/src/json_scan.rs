@@ -1087,15 +1087,21 @@ mod tests {
             br#"{"choices":[{"message":{"role":"assistant","content":"a\"b\n\u00e9\ud83d\ude00\/"}}],"id":"content"}"#,
         );
         assert_eq!(s.verdict, Verdict::Json);
-        assert_eq!(s.text.kept(), "a\"b\n\u{e9}\u{1F600}/");
-        assert_eq!(s.text.total_bytes(), "a\"b\n\u{e9}\u{1F600}/".len() as u64);
+        assert_eq!(s.text.sample().pieces.concat(), "a\"b\n\u{e9}\u{1F600}/");
+        assert_eq!(
+            s.text.sample().total_bytes,
+            "a\"b\n\u{e9}\u{1F600}/".len() as u64
+        );
     }
 
     #[test]
     fn lone_surrogates_become_replacement_characters() {
         let s = scan(br#"{"text":"\ud800x\udc00\ud800\ud800"}"#);
         assert_eq!(s.verdict, Verdict::Json);
-        assert_eq!(s.text.kept(), "\u{FFFD}x\u{FFFD}\u{FFFD}\u{FFFD}");
+        assert_eq!(
+            s.text.sample().pieces.concat(),
+            "\u{FFFD}x\u{FFFD}\u{FFFD}\u{FFFD}"
+        );
     }
 
     #[test]
@@ -1103,7 +1109,7 @@ mod tests {
         let s = scan(
             br#"{"content":[{"type":"text","text":"hi"},{"type":"image"}],"refusal":null,"text":{"format":{"type":"text"}}}"#,
         );
-        assert_eq!(s.text.kept(), "hi");
+        assert_eq!(s.text.sample().pieces.concat(), "hi");
     }
 
     #[test]
@@ -1112,7 +1118,10 @@ mod tests {
             br#"{"content":[{"type":"tool_use","name":"get_weather","input":{"text":"Paris","unit":"c"}}]}"#,
         );
         assert_eq!(s.verdict, Verdict::Json);
-        assert_eq!(s.text.kept(), r#"get_weather{"text":"Paris","unit":"c"}"#);
+        assert_eq!(
+            s.text.sample().pieces.concat(),
+            r#"get_weather{"text":"Paris","unit":"c"}"#
+        );
     }
 
     #[test]
@@ -1124,7 +1133,7 @@ mod tests {
         scanner.feed(&body[split..]);
         let s = scanner.finish();
         assert_eq!(s.verdict, Verdict::Json);
-        assert_eq!(s.text.kept(), r#"{"city":"Zürich"}"#);
+        assert_eq!(s.text.sample().pieces.concat(), r#"{"city":"Zürich"}"#);
     }
 
     #[test]
@@ -1243,9 +1252,11 @@ mod tests {
         scanner.feed(br#""}]}"#);
         let s = scanner.finish();
         assert_eq!(s.verdict, Verdict::Json);
-        assert_eq!(s.text.total_bytes(), total);
-        assert!(s.text.kept().len() <= 256 * 1024);
-        assert!(s.text.kept().starts_with("word é word"));
+        assert_eq!(s.text.sample().total_bytes, total);
+        assert!(
+            s.text.sample().pieces.concat().len() <= 64 * 1024,
+            "a bounded sample"
+        );
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct FilterSettings {
     /// Bytes of records kept per worker (estimates carry text, up to hundreds of KiB each);
     /// the oldest go first. The batch in flight comes on top.
     pub usage_buffer_bytes: usize,
+    /// Bytes a worker's VM may hold for calls in flight: request bodies while they are read,
+    /// and a fixed charge per call for its metering state (tollgate-core `inflight`). A call
+    /// that would pass it gets a 503; V8 traps a VM that passes 1 GiB.
+    pub max_inflight_bytes: usize,
     /// Count every prompt with the model's tokenizer before admission (exact, but it loads
     /// the tokenizer, ~40 MiB per worker, and costs CPU per request). Off: prompts are only
     /// counted when a provider reports no usage.
@@ -56,6 +60,7 @@ impl Default for FilterSettings {
             usage_flush_interval_ms: 250,
             usage_buffer_limit: 10_000,
             usage_buffer_bytes: 32 << 20,
+            max_inflight_bytes: 256 << 20,
             count_prompt_tokens: false,
         }
     }
@@ -126,6 +131,14 @@ impl FilterSettings {
         if self.usage_buffer_limit == 0 {
             return field("usage_buffer_limit", "must be greater than 0");
         }
+        if self.max_inflight_bytes < self.max_body_bytes.saturating_mul(2)
+            || self.max_inflight_bytes > 512 << 20
+        {
+            return field(
+                "max_inflight_bytes",
+                "must be at least twice max_body_bytes and at most 536870912 (512 MiB)",
+            );
+        }
         // At least one full batch; at most half of what a V8 VM may ever hold (1 GiB).
         if !((1 << 20)..=(512 << 20)).contains(&self.usage_buffer_bytes) {
             return field(
@@ -190,6 +203,14 @@ mod tests {
             let json = format!(r#"{{"usage_buffer_bytes": {bytes}}}"#);
             let e = FilterSettings::from_json(&with_token(&json)).unwrap_err();
             assert!(e.to_string().contains("usage_buffer_bytes"), "{e}");
+        }
+        for json in [
+            r#"{"max_inflight_bytes": 1000}"#,
+            r#"{"max_body_bytes": 200000000}"#,
+            r#"{"max_inflight_bytes": 536870913}"#,
+        ] {
+            let e = FilterSettings::from_json(&with_token(json)).unwrap_err();
+            assert!(e.to_string().contains("max_inflight_bytes"), "{json}: {e}");
         }
         let e = FilterSettings::from_json(&with_token(r#"{"max_body_bytes": 0}"#)).unwrap_err();
         assert!(e.to_string().contains("max_body_bytes"), "{e}");

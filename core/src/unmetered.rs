@@ -45,15 +45,15 @@ pub fn check(
         }
     }
     match endpoint {
-        Endpoint::ChatCompletions => {
-            if body.get("web_search_options").is_some_and(|v| !v.is_null()) {
-                return Err(refuse(
-                    "web_search_options",
-                    "Web search is billed per call by the provider, which this gateway cannot \
-                     meter; it is not available through this gateway."
-                        .into(),
-                ));
-            }
+        Endpoint::ChatCompletions
+            if body.get("web_search_options").is_some_and(|v| !v.is_null()) =>
+        {
+            return Err(refuse(
+                "web_search_options",
+                "Web search is billed per call by the provider, which this gateway cannot \
+                 meter; it is not available through this gateway."
+                    .into(),
+            ));
         }
         Endpoint::Responses => {
             if body.get("background") == Some(&Value::Bool(true)) && !allowed.background {

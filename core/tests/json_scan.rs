@@ -65,8 +65,8 @@ fn summary(s: &Scanned) -> (Verdict, Vec<(&'static str, Member)>, String, u64, u
     (
         s.verdict,
         s.members.clone(),
-        s.text.kept().to_owned(),
-        s.text.total_bytes(),
+        s.text.sample().pieces.concat().to_owned(),
+        s.text.sample().total_bytes,
         s.bytes,
     )
 }
@@ -142,8 +142,16 @@ fn fixture_text_agrees_with_the_whole_body_reader() {
         let body = output_text_of_body(format, &bytes);
         let scanned = scan_split(&bytes, &[]).text;
         // The whole-body reader takes a tool call's arguments before its name.
-        assert_eq!(sorted(scanned.kept()), sorted(body.kept()), "{path}");
-        assert_eq!(scanned.total_bytes(), body.total_bytes(), "{path}");
+        assert_eq!(
+            sorted(&scanned.sample().pieces.concat()),
+            sorted(&body.sample().pieces.concat()),
+            "{path}"
+        );
+        assert_eq!(
+            scanned.sample().total_bytes,
+            body.sample().total_bytes,
+            "{path}"
+        );
         if !body.is_empty() {
             non_empty += 1;
         }
@@ -157,9 +165,9 @@ fn deepseek_reasoning_is_counted_as_generated_text() {
     let bytes = fixture("deepseek/chat-completion-reasoner.json");
     let body = output_text_of_body(Format::OpenAiChat, &bytes);
     let scanned = scan_split(&bytes, &[]).text;
-    assert_eq!(body.kept(), "9.11 is smaller than 9.9.");
+    assert_eq!(body.sample().pieces.concat(), "9.11 is smaller than 9.9.");
     assert_eq!(
-        scanned.kept(),
+        scanned.sample().pieces.concat(),
         "9.11 is smaller than 9.9.Compare the tenths digit first: 9.11 has 1 tenth, 9.9 has 9 tenths. 1 < 9, so 9.11 < 9.9."
     );
 }
@@ -171,11 +179,14 @@ fn anthropic_tool_use_text_agrees_with_the_whole_body_reader() {
     let scanned = scan_split(bytes, &[]).text;
     // The scanner also counts the tool's name, which is generated output too.
     assert_eq!(
-        scanned.kept(),
-        format!("Checking.get_weather{}", &body.kept()["Checking.".len()..])
+        scanned.sample().pieces.concat(),
+        format!(
+            "Checking.get_weather{}",
+            &body.sample().pieces.concat()["Checking.".len()..]
+        )
     );
     assert_eq!(
-        body.kept(),
+        body.sample().pieces.concat(),
         r#"Checking.{"location":"Boston, MA","unit":"fahrenheit"}"#
     );
 }
@@ -344,7 +355,7 @@ proptest! {
         if !pretty {
             let mut expected = String::new();
             text_of(&doc, &mut expected);
-            prop_assert_eq!(whole.text.kept(), expected.as_str());
+            prop_assert_eq!(whole.text.sample().pieces.concat(), expected.as_str());
         }
     }
 
@@ -408,7 +419,7 @@ proptest! {
         let expected = std::str::from_utf8(&text).ok().filter(|t| !t.contains(['"', '\\']) && !t.contains(|c: char| c < ' '));
         if let Some(t) = expected {
             prop_assert_eq!(whole.verdict, Verdict::Json);
-            prop_assert_eq!(whole.text.kept(), t);
+            prop_assert_eq!(whole.text.sample().pieces.concat(), t);
         } else if std::str::from_utf8(&text).is_err() && !text.contains(&b'"') {
             prop_assert_ne!(whole.verdict, Verdict::Json);
         }

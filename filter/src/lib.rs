@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use tollgate_core::access::UnknownKeys;
+use tollgate_core::inflight::InflightBytes;
 use tollgate_core::settings::FilterSettings;
 
 proxy_wasm::main! {{
@@ -29,6 +30,7 @@ struct Plugin {
     settings: Rc<FilterSettings>,
     outbox: Rc<RefCell<usage::Outbox>>,
     unknown_keys: Rc<RefCell<UnknownKeys>>,
+    inflight: Rc<RefCell<InflightBytes>>,
     ids: ids::RequestIds,
 }
 
@@ -91,6 +93,9 @@ impl RootContext for Plugin {
                     UNKNOWN_KEYS_KEPT,
                     settings.unknown_key_cache_ms,
                 )));
+                self.inflight = Rc::new(RefCell::new(InflightBytes::new(
+                    settings.max_inflight_bytes,
+                )));
                 self.settings = Rc::new(settings);
                 true
             }
@@ -125,6 +130,7 @@ impl RootContext for Plugin {
             Rc::clone(&self.settings),
             Rc::clone(&self.outbox),
             Rc::clone(&self.unknown_keys),
+            Rc::clone(&self.inflight),
             self.ids.next(),
         )))
     }

@@ -26,9 +26,12 @@ use tollgate_core::access::{self, KeyState, UnknownKeys};
 use tollgate_core::anthropic;
 use tollgate_core::endpoints::Endpoint;
 use tollgate_core::errors::ApiError;
+use tollgate_core::headers;
+use tollgate_core::inflight::InflightBytes;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::settings::FilterSettings;
 use tollgate_core::tokens::{self, PromptSample};
+use tollgate_core::unmetered::{self, Allowances};
 use tollgate_core::usage::Usage;
 use tollgate_core::{keys, validation};
 use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatus, Route};
@@ -36,8 +39,10 @@ use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, KeyGrant, KeyStatu
 /// Longest model name accepted; real ones are far shorter, and it bounds cache keys.
 const MAX_MODEL_LEN: usize = 256;
 
-/// Headers a client might put its own credential in; none of them may reach a provider.
-const CLIENT_CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key"];
+/// What a call holds in its VM for its whole life beyond its request body: the prompt and
+/// output samples, the SSE decoder's line, the JSON scanner's captures (each bounded in
+/// tollgate-core), with room to spare.
+const PER_CALL_BYTES: usize = 128 * 1024;
 
 /// Response header that tells the client which id its call is metered under.
 const REQUEST_ID_HEADER: &str = "x-tollgate-request-id";
@@ -49,8 +54,8 @@ struct Head {
     path: Vec<u8>,
     authorization: Option<Vec<u8>>,
     content_type: Vec<u8>,
-    /// Which of [`CLIENT_CREDENTIAL_HEADERS`] the client sent.
-    credentials: [bool; 3],
+    /// Every header name the client sent, to drop those a provider may not see.
+    names: Vec<String>,
 }
 
 impl Head {
@@ -61,19 +66,23 @@ impl Head {
                 ":method" => head.method = value,
                 ":path" => head.path = value,
                 "content-type" => head.content_type = value,
-                "authorization" => {
-                    head.credentials[0] = true;
-                    head.authorization = Some(value);
-                }
-                other => {
-                    if let Some(i) = CLIENT_CREDENTIAL_HEADERS.iter().position(|h| *h == other) {
-                        head.credentials[i] = true;
-                    }
-                }
+                "authorization" => head.authorization = Some(value),
+                _ => {}
             }
+            head.names.push(name);
         }
         head
     }
+}
+
+/// Where the request body stands. A request goes to its provider only from `Checked`: a
+/// body that ends any other way (trailers included) is checked there or refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyStage {
+    /// Bytes buffered so far, not yet checked.
+    Arriving { seen: usize },
+    /// Validated (and rewritten) whole.
+    Checked,
 }
 
 /// Per-stream state.
@@ -81,6 +90,10 @@ pub struct Request {
     settings: Rc<FilterSettings>,
     outbox: Rc<RefCell<Outbox>>,
     unknown_keys: Rc<RefCell<UnknownKeys>>,
+    inflight: Rc<RefCell<InflightBytes>>,
+    /// Bytes this call holds in `inflight`.
+    held: usize,
+    body_stage: BodyStage,
     request_id: String,
     started_ms: u64,
     head: Head,
@@ -122,12 +135,16 @@ impl Request {
         settings: Rc<FilterSettings>,
         outbox: Rc<RefCell<Outbox>>,
         unknown_keys: Rc<RefCell<UnknownKeys>>,
+        inflight: Rc<RefCell<InflightBytes>>,
         request_id: String,
     ) -> Self {
         Self {
             settings,
             outbox,
             unknown_keys,
+            inflight,
+            held: 0,
+            body_stage: BodyStage::Arriving { seen: 0 },
             request_id,
             started_ms: 0,
             head: Head::default(),
@@ -210,6 +227,14 @@ impl Request {
             Ok(m) if m.len() > MAX_MODEL_LEN => Err(ApiError::invalid(
                 "model",
                 format!("`model` is longer than {MAX_MODEL_LEN} bytes."),
+            )),
+            // Envoy hands metadata over as bytes without their JSON type: `true` arrives as
+            // the byte 1, a number as its 8 IEEE bytes. No model name holds a control
+            // character, so those are refused here; a number whose bytes happen to spell a
+            // name is refused at body time, where `model` must equal a JSON string.
+            Ok(m) if m.chars().any(char::is_control) => Err(ApiError::invalid(
+                "model",
+                "`model` must be a string naming a model.",
             )),
             Ok(m) => Ok(m),
             Err(_) => Err(ApiError::invalid("model", "`model` must be a string.")),
@@ -321,19 +346,18 @@ impl Request {
         })?;
         let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
         let upstream_path = kind.upstream_path(&endpoint, &route.provider)?;
-        if upstream_path != endpoint.openai_path() {
-            let path = &self.head.path;
-            let query = path
-                .iter()
-                .position(|b| *b == b'?')
-                .map(|i| String::from_utf8_lossy(&path[i..]).into_owned())
-                .unwrap_or_default();
-            self.set_http_request_header(":path", Some(&format!("{upstream_path}{query}")));
+        // The query string is the client's too: none of the served endpoints takes one, and
+        // a provider parameter there could change what is billed. It is dropped.
+        let has_query = self.head.path.contains(&b'?');
+        if has_query || upstream_path != endpoint.openai_path() {
+            self.set_http_request_header(":path", Some(upstream_path));
         }
-
-        for (header, sent) in CLIENT_CREDENTIAL_HEADERS.iter().zip(self.head.credentials) {
-            if sent {
-                self.set_http_request_header(header, None);
+        // Only allowed headers reach the provider: credentials, account selectors
+        // (`openai-organization`), betas and cookies stay with the client.
+        let names = std::mem::take(&mut self.head.names);
+        for name in &names {
+            if !headers::request_header_allowed(name, &route.forward_headers) {
+                self.set_http_request_header(name, None);
             }
         }
         if !route.auth_value.is_empty() {
@@ -342,9 +366,8 @@ impl Request {
         for (name, value) in kind.fixed_headers() {
             self.set_http_request_header(name, Some(value));
         }
-        // Bodies are read for usage: they must arrive uncompressed.
-        self.set_http_request_header("accept-encoding", None);
-        // Only this filter may set a deadline: a client's own is replaced or removed.
+        // Bodies are read for usage, so they must arrive uncompressed: `accept-encoding` is
+        // not on the allow-list. Only this filter may set a deadline: a client's own is replaced or removed.
         let timeout = (route.timeout_ms > 0).then(|| route.timeout_ms.to_string());
         self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", timeout.as_deref());
         self.body_rewritable = kind.translates()
@@ -404,17 +427,29 @@ impl Request {
     /// Validates the whole body and rewrites it for the provider where needed.
     fn on_body(&mut self, body: Vec<u8>) -> Result<(), ApiError> {
         let Some(admitted) = &self.admitted else {
-            return Ok(());
+            return Err(not_admitted());
         };
         let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
         let mut valid = validation::request(&endpoint, &body, self.settings.max_body_bytes)?;
+        // Routing and `include_usage` were decided from what json_to_metadata read; a body
+        // that says otherwise (a duplicated key read two ways, a `model` of another JSON
+        // type) would be billed as one call and served as another.
         if valid.info.model != self.model {
-            // Cannot happen unless the body changed after json_to_metadata read it.
             return Err(ApiError::invalid(
                 "model",
-                "`model` changed while reading the body.",
+                "`model` must appear once, as a string.",
             ));
         }
+        if valid.info.stream != self.stream_hint {
+            return Err(ApiError::invalid(
+                "stream",
+                "`stream` must appear once, as a boolean.",
+            ));
+        }
+        let allowances = Allowances {
+            background: admitted.route.allow_background,
+        };
+        unmetered::check(&endpoint, &valid.body, allowances)?;
         let kind = admitted.kind;
         let upstream_model = match admitted.route.upstream_model.as_str() {
             "" => self.model.clone(),
@@ -458,6 +493,10 @@ impl Request {
                     .body
                     .entry("stream_options")
                     .or_insert_with(|| json!({}));
+                // `null` is legal (the API's default) and means no options.
+                if options.is_null() {
+                    *options = json!({});
+                }
                 if let Value::Object(o) = options {
                     o.insert("include_usage".into(), Value::Bool(true));
                     self.injected_usage = true;
@@ -471,6 +510,44 @@ impl Request {
             self.set_http_request_body(0, body.len(), &bytes);
         }
         Ok(())
+    }
+}
+
+impl Request {
+    /// Checks the whole body, buffered up to `size` bytes, and lets it go on or refuses it.
+    fn check_body(&mut self, size: usize) -> Action {
+        let body = self.get_http_request_body(0, size).unwrap_or_default();
+        let checked = self.on_body(body);
+        // The body goes on now; the call keeps only its metering state.
+        self.hold(PER_CALL_BYTES);
+        match checked {
+            Ok(()) => {
+                self.body_stage = BodyStage::Checked;
+                Action::Continue
+            }
+            Err(e) => {
+                self.refuse(&e);
+                Action::Pause
+            }
+        }
+    }
+
+    /// Sets what this call holds in the worker's in-flight account; `false` when the
+    /// account has no room for it.
+    fn hold(&mut self, bytes: usize) -> bool {
+        let held = self.inflight.borrow_mut().adjust(self.held, bytes);
+        if held {
+            self.held = bytes;
+        }
+        held
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Ok(mut account) = self.inflight.try_borrow_mut() {
+            account.adjust(self.held, 0);
+        }
     }
 }
 
@@ -501,6 +578,23 @@ fn decide(
         log::error!("tollgate: the control plane admitted a call to `{model}` but sent no route");
         control_plane_unavailable()
     })
+}
+
+/// A body reached the filter for a call that was never admitted: refused, never forwarded.
+fn not_admitted() -> ApiError {
+    log::error!("tollgate: a request body arrived for a call that was not admitted; refused");
+    ApiError::gateway(500, "The gateway could not check this request.")
+}
+
+/// The worker holds as many request bytes as it may: try again shortly.
+fn overloaded() -> ApiError {
+    ApiError {
+        code: Some("gateway_overloaded"),
+        ..ApiError::gateway(
+            503,
+            "The gateway is handling as much request data as it can; retry shortly.",
+        )
+    }
 }
 
 fn control_plane_unavailable() -> ApiError {
@@ -547,7 +641,14 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.refused || self.admitted.is_none() {
+        if self.refused {
+            return Action::Continue;
+        }
+        if self.admitted.is_none() {
+            self.refuse(&not_admitted());
+            return Action::Pause;
+        }
+        if self.body_stage == BodyStage::Checked {
             return Action::Continue;
         }
         let limit = self.settings.max_body_bytes;
@@ -555,15 +656,47 @@ impl HttpContext for Request {
             self.refuse(&ApiError::too_large(limit));
             return Action::Pause;
         }
+        // Held before the VM copies the body: past the worker's bound the call is refused.
+        if !self.hold(body_size.saturating_add(PER_CALL_BYTES)) {
+            self.refuse(&overloaded());
+            return Action::Pause;
+        }
+        self.body_stage = BodyStage::Arriving { seen: body_size };
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        match self.on_body(body) {
-            Ok(()) => Action::Continue,
-            Err(e) => {
-                self.refuse(&e);
-                Action::Pause
+        self.check_body(body_size)
+    }
+
+    /// A request that ends with trailers (HTTP/2, or HTTP/1.1 chunked where Envoy keeps
+    /// them) never sends a body callback with `end_of_stream`: its body is checked here,
+    /// or the request is refused. Without this, Envoy would forward the buffered body
+    /// unchecked.
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        if self.refused {
+            return Action::Continue;
+        }
+        if self.admitted.is_none() {
+            self.refuse(&not_admitted());
+            return Action::Pause;
+        }
+        match self.body_stage {
+            BodyStage::Checked => Action::Continue,
+            BodyStage::Arriving { seen } => {
+                if !self.hold(seen.saturating_add(PER_CALL_BYTES)) {
+                    self.refuse(&overloaded());
+                    return Action::Pause;
+                }
+                let action = self.check_body(seen);
+                if action == Action::Continue {
+                    // Continuing from here loses the body when the request was paused at
+                    // its headers (a key-cache miss): Envoy then sends the provider the
+                    // trailers and no data. Resuming makes it replay the body and the
+                    // trailers through this filter, now `Checked`, and on upstream whole.
+                    self.resume_http_request();
+                    return Action::Pause;
+                }
+                action
             }
         }
     }
@@ -572,14 +705,24 @@ impl HttpContext for Request {
         if self.refused {
             return Action::Continue;
         }
-        self.status = self
-            .get_http_response_header_bytes(":status")
-            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok())
-            .unwrap_or(0);
+        // All headers in one host call; those the client may not see are removed.
+        let mut content_type = Vec::new();
+        for (name, value) in self.get_http_response_headers_bytes() {
+            match name.as_str() {
+                ":status" => {
+                    self.status = std::str::from_utf8(&value)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                }
+                "content-type" => content_type = value,
+                _ => {}
+            }
+            if !headers::response_header_allowed(&name) {
+                self.set_http_response_header(&name, None);
+            }
+        }
         self.set_http_response_header(REQUEST_ID_HEADER, Some(&self.request_id));
-        let content_type = self
-            .get_http_response_header_bytes("content-type")
-            .unwrap_or_default();
         self.start_response(self.status, &content_type);
         self.response_complete = end_of_stream;
         Action::Continue
@@ -588,6 +731,16 @@ impl HttpContext for Request {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         match &mut self.response {
             ResponseMode::Ignore => {}
+            ResponseMode::Scan { .. } => {
+                let chunk = if body_size > 0 {
+                    self.get_http_response_body(0, body_size)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                // Never paused: the answer goes on as it comes, whatever its size.
+                self.scan_chunk(&chunk, end_of_stream);
+            }
             ResponseMode::Buffer { .. } => {
                 if !end_of_stream {
                     return Action::Pause;
@@ -624,6 +777,8 @@ impl HttpContext for Request {
         if self.refused {
             return;
         }
+        // An answer cut before its end still leaves the text the client received.
+        self.scan_chunk(&[], true);
         if let Some(admitted) = &self.admitted {
             let record = self.usage_record(admitted);
             self.outbox.borrow_mut().push(record);

@@ -314,7 +314,10 @@ mod tests {
     fn big(id: &str, text_bytes: usize) -> UsageRecord {
         UsageRecord {
             estimate: Some(tollgate_proto::v1::Estimate {
-                output_text: "x".repeat(text_bytes),
+                output: Some(tollgate_proto::v1::TextSample {
+                    pieces: vec!["x".repeat(text_bytes)],
+                    total_bytes: text_bytes as u64,
+                }),
                 ..Default::default()
             }),
             ..record(id)

@@ -136,15 +136,17 @@ def test_routing_by_model_reaches_two_providers(stack, key):
     assert status == 200
     status, h2, d2 = chat(stack, key, model="llama-3.1-8b")
     assert status == 200
-    assert h1["x-offline-provider"] == "alpha"
-    assert h2["x-offline-provider"] == "beta"
+    provider_saw(stack, "alpha", h1["x-tollgate-request-id"])
+    provider_saw(stack, "beta", h2["x-tollgate-request-id"])
     assert "beta provider serving llama-3.1-8b" in json.loads(d2)["choices"][0]["message"]["content"]
 
 
 def test_client_may_not_pick_the_provider(stack, key):
     status, headers, _ = chat(stack, key, model="gpt-4o-mini", headers={"x-tollgate-provider": "beta"})
     assert status == 200
-    assert headers["x-offline-provider"] == "alpha"
+    provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    _, _, seen_by_beta = request("GET", stack.provider_url("beta") + "/_offline/requests")
+    assert headers["x-tollgate-request-id"] not in seen_by_beta.decode()
 
 
 def test_keys_never_cross_the_gateway(stack, key):

@@ -73,6 +73,13 @@ def request(method: str, url: str, body: bytes | dict | None = None,
 # Where the control plane reads the token the filter sends.
 FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
 
+# The headers tests send the offline provider to make it fail or report cached and
+# reasoning tokens; the gateway forwards them only because the operator (here, the
+# harness) lists them, as it would any provider header.
+OFFLINE_HEADERS = ["x-offline-fault", "x-offline-cached-tokens", "x-offline-cache-write-tokens",
+                   "x-offline-reasoning-tokens"]
+
+
 # The offline provider's dialect for each provider kind of the control plane's config.
 DIALECT_OF_KIND = {"openai": "openai", "openai_compatible": "openai", "deepseek": "deepseek",
                    "gemini": "gemini", "anthropic": "anthropic"}
@@ -98,6 +105,11 @@ class Provider:
     timeout_ms: int | None = None
     # False: configure it but start nothing, so its port refuses connections.
     start: bool = True
+    # Client headers the provider receives beyond the gateway's allow-list (None: the
+    # offline provider's control headers for an offline provider, nothing for a real one).
+    forward_headers: list[str] | None = None
+    # Responses `background: true` allowed (its usage is never seen).
+    allow_background: bool = False
 
 
 @dataclass
@@ -313,6 +325,12 @@ class Stack:
                 lines.append(f'api_key_env = "{_key_env(p.name)}"')
             if p.timeout_ms is not None:
                 lines.append(f"timeout_ms = {p.timeout_ms}")
+            forward = p.forward_headers if p.forward_headers is not None else (
+                OFFLINE_HEADERS if p.remote is None else [])
+            if forward:
+                lines.append("forward_headers = [" + ", ".join(f'"{h}"' for h in forward) + "]")
+            if p.allow_background:
+                lines.append("allow_background = true")
         for p in self.providers:
             for model, (inp, out, cread, cwrite) in p.models.items():
                 lines += ["[[models]]", f'name = "{model}"', f'provider = "{p.name}"',

@@ -7,6 +7,7 @@ use proxy_wasm::traits::HttpContext;
 use tollgate_core::anthropic::{self, StreamTranslator};
 use tollgate_core::endpoints::Endpoint;
 use tollgate_core::errors;
+use tollgate_core::json_scan::{JsonScanner, ScanConfig, Verdict};
 use tollgate_core::sample;
 use tollgate_core::stream::{Rewrite, StreamRewriter};
 use tollgate_core::usage::{self, Estimation, Format, OutputText, Usage};
@@ -17,7 +18,18 @@ use tollgate_proto::v1::{Estimate, TextSample, UsageRecord};
 pub(super) enum ResponseMode {
     /// Not metered (refused calls, non-JSON bodies).
     Ignore,
-    /// Buffered whole, then read (and rewritten when `translate` or `normalize_error`).
+    /// A JSON answer passed on chunk by chunk, as it comes, and read as it passes: it may
+    /// be larger than anything Envoy would buffer (a 20 MiB embeddings answer). The
+    /// scanner is taken when the answer ends.
+    Scan {
+        format: Format,
+        scanner: Option<Box<JsonScanner>>,
+        text: OutputText,
+        /// The answer ended and was one JSON value.
+        whole: bool,
+    },
+    /// Buffered whole, then read and rewritten (translated, or an error normalized): the
+    /// bodies that must change before the client sees them.
     Buffer {
         format: Format,
         translate: bool,
@@ -54,6 +66,16 @@ impl Request {
                 self.set_http_response_header("content-length", None);
             }
             self.response = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
+        } else if status < 300
+            && !admitted.kind.translates()
+            && validation::is_json_content_type(content_type)
+        {
+            self.response = ResponseMode::Scan {
+                format,
+                scanner: Some(Box::new(JsonScanner::new(ScanConfig::ANSWER))),
+                text: OutputText::default(),
+                whole: false,
+            };
         } else if status >= 400 || validation::is_json_content_type(content_type) {
             let translate = admitted.kind.translates() && status < 300;
             let normalize_error = status >= 400;
@@ -69,6 +91,33 @@ impl Request {
                 normalize_error,
                 text: OutputText::default(),
             };
+        }
+    }
+
+    /// Reads one chunk of a scanned JSON answer; at its end (or when the call ends before
+    /// it), takes the usage and text the scanner found.
+    pub(super) fn scan_chunk(&mut self, chunk: &[u8], end_of_stream: bool) {
+        let ResponseMode::Scan {
+            format,
+            scanner,
+            text,
+            whole,
+        } = &mut self.response
+        else {
+            return;
+        };
+        let Some(active) = scanner.as_mut() else {
+            return;
+        };
+        active.feed(chunk);
+        if !end_of_stream {
+            return;
+        }
+        if let Some(done) = scanner.take() {
+            let scanned = done.finish();
+            *whole = scanned.verdict == Verdict::Json;
+            self.usage = scanned.usage(*format);
+            *text = scanned.text;
         }
     }
 
@@ -107,6 +156,7 @@ impl Request {
             }
             // A buffered body is read only once whole.
             ResponseMode::Buffer { text, .. } => (self.usage, Some(text), true),
+            ResponseMode::Scan { text, whole, .. } => (self.usage, Some(text), *whole),
             ResponseMode::Ignore => (self.usage, None, true),
         };
         let output_seen = text.is_some_and(|t| !t.is_empty());

@@ -75,6 +75,12 @@ pub struct Seen {
     x_api_key: Option<String>,
     anthropic_version: Option<String>,
     model: Option<String>,
+    /// Every header name that arrived, in order.
+    header_names: Vec<String>,
+    /// Bytes of the body as it arrived (the body itself is `null` when it is not JSON).
+    body_bytes: usize,
+    /// The path with its query string, as it arrived.
+    path_and_query: Option<String>,
     body: Value,
     /// The usage object the provider reported (in its own format), if any.
     usage: Option<Value>,
@@ -92,7 +98,14 @@ const SEEN_KEPT: usize = 2_000;
 
 impl Provider {
     /// Records a request as it arrived.
-    fn record(&self, path: &str, headers: &HeaderMap, body: &Value) {
+    fn record(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        body: &Value,
+        body_bytes: usize,
+    ) {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -109,6 +122,9 @@ impl Provider {
                 x_api_key: header("x-api-key"),
                 anthropic_version: header("anthropic-version"),
                 model: body.get("model").and_then(Value::as_str).map(str::to_owned),
+                header_names: headers.keys().map(|k| k.as_str().to_owned()).collect(),
+                body_bytes,
+                path_and_query: query.map(|q| format!("{path}?{q}")),
                 body: body.clone(),
                 usage: None,
             });
@@ -151,6 +167,8 @@ pub struct Faults {
     pub reset_after: Option<usize>,
     pub drop: bool,
     pub no_usage: bool,
+    /// Answer with the account headers and cookie a real provider sends.
+    pub account_headers: bool,
     pub cached: u64,
     pub cache_write: u64,
     pub reasoning: u64,
@@ -179,6 +197,7 @@ impl Faults {
                 "reset-after" => f.reset_after = v.parse().ok(),
                 "no-usage" => f.no_usage = true,
                 "drop" => f.drop = true,
+                "account-headers" => f.account_headers = true,
                 _ => {}
             }
         }
@@ -206,6 +225,8 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/models", get(openai::models))
         .route("/_offline/requests", get(seen_requests))
         .route("/_offline/health", get(|| async { "ok\n" }))
+        // Real providers take prompts of many megabytes; axum's default stops at 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
         .with_state(Arc::clone(&provider));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -246,7 +267,7 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    p.record(&path, &headers, &request);
+    p.record(&path, uri.query(), &headers, &request, body.len());
     let request_id = headers
         .get("x-tollgate-request-id")
         .and_then(|v| v.to_str().ok())
@@ -296,13 +317,30 @@ async fn handle(
         faults,
         request_id,
     };
-    match path.as_str() {
+    let mut response = match path.as_str() {
         "/v1/messages" => anthropic::messages(ctx).await,
         "/v1/completions" => openai::completions(ctx),
         "/v1/embeddings" | "/v1beta/openai/embeddings" => openai::embeddings(ctx),
         "/v1/responses" => openai::responses(ctx).await,
         _ => openai::chat(ctx).await,
+    };
+    if faults.account_headers {
+        // What api.openai.com and api.anthropic.com answer with: the account that paid.
+        let h = response.headers_mut();
+        for (name, value) in [
+            ("openai-organization", "org-operator"),
+            ("openai-project", "proj_operator"),
+            ("anthropic-organization-id", "operator-org-id"),
+            ("set-cookie", "__cf_bm=operator-session; path=/; HttpOnly"),
+            ("x-ratelimit-remaining-requests", "9999"),
+        ] {
+            h.insert(
+                axum::http::HeaderName::from_static(name),
+                axum::http::HeaderValue::from_static(value),
+            );
+        }
     }
+    response
 }
 
 /// An error in the dialect's own shape.
