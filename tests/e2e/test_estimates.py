@@ -9,7 +9,7 @@ import json
 import random
 
 from conftest import CLAUDE_UPSTREAM
-from tests.harness.stack import request
+from tests.harness.stack import read_stream, request
 
 CHAT = "/v1/chat/completions"
 
@@ -63,17 +63,7 @@ def stream(stack, key, body: dict, fault: str, stop_after: bytes | None = None):
     resp = conn.getresponse()
     assert resp.status == 200
     request_id = resp.getheader("x-tollgate-request-id")
-    received = b""
-    try:
-        while chunk := resp.read1(65536):
-            received += chunk
-            if stop_after and stop_after in received:
-                break
-    except (http.client.HTTPException, ValueError, OSError):
-        pass  # cut by the server
-    finally:
-        conn.sock and conn.sock.close()
-        conn.close()
+    received = read_stream(conn, resp, stop_after)
     return request_id, received
 
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from conftest import SLOW_TIMEOUT_MS
-from tests.harness.stack import request
+from tests.harness.stack import read_stream, request
 
 CHAT = "/v1/chat/completions"
 
@@ -81,17 +81,7 @@ def stream_until_cut(stack, key, fault: str, stop_after: bytes | None = None):
                                                   "x-offline-fault": fault})
     resp = conn.getresponse()
     request_id = resp.getheader("x-tollgate-request-id")
-    received = b""
-    try:
-        while chunk := resp.read1(4096):
-            received += chunk
-            if stop_after and stop_after in received:
-                break
-    except (http.client.HTTPException, ValueError, OSError):
-        pass  # the server cut the stream
-    finally:
-        conn.sock and conn.sock.close()
-        conn.close()
+    received = read_stream(conn, resp, stop_after)
     return resp.status, request_id, received
 
 

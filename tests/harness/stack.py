@@ -51,6 +51,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_stream(conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
+                stop_after: bytes | None = None) -> bytes:
+    """Reads a streamed answer until it ends, the server cuts it, or `stop_after` has been
+    received (the client then hangs up); closes the connection either way."""
+    received = b""
+    try:
+        while chunk := resp.read1(65536):
+            received += chunk
+            if stop_after and stop_after in received:
+                break
+    except (http.client.HTTPException, ValueError, OSError):
+        pass  # cut by the server
+    finally:
+        if conn.sock:
+            conn.sock.close()
+        conn.close()
+    return received
+
+
 def request(method: str, url: str, body: bytes | dict | None = None,
             headers: dict | None = None, timeout: float = 30.0):
     """One HTTP request; returns (status, headers as a lower-cased dict, body bytes)."""
