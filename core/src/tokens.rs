@@ -224,7 +224,75 @@ impl<'a> PromptParts<'a> {
             self.texts.push(Cow::Owned(v.to_string()));
         }
     }
+
+    /// A field the provider may turn into prompt tokens: a string as it is, a structure as
+    /// its JSON text; scalars count nothing.
+    fn push_field(&mut self, value: &'a Value) {
+        match value {
+            Value::String(s) => self.texts.push(Cow::Borrowed(s)),
+            Value::Array(_) | Value::Object(_) => self.push_json(Some(value)),
+            _ => {}
+        }
+    }
+
+    /// Every member of `object` neither in `handled` nor in `unbilled`: fields this gateway
+    /// does not know may carry prompt text (legacy `functions`, `prediction`, Responses
+    /// `prompt` variables, input items of new types), so they count as text, conservatively.
+    fn push_unlisted(&mut self, object: &'a Map<String, Value>, handled: &[&str]) {
+        for (key, value) in object {
+            if !handled.contains(&key.as_str()) && !UNBILLED.contains(&key.as_str()) {
+                self.push_field(value);
+            }
+        }
+    }
 }
+
+/// Request fields that set how a call runs but never become prompt tokens. Any other
+/// field a body carries is counted by an estimate (see `push_unlisted`).
+const UNBILLED: &[&str] = &[
+    "model",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "max_tool_calls",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "user",
+    "safety_identifier",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "modalities",
+    "reasoning_effort",
+    "reasoning",
+    "verbosity",
+    "prompt_cache_key",
+    "prompt_cache_retention",
+    "background",
+    "include",
+    "truncation",
+    "encoding_format",
+    "dimensions",
+    "echo",
+    "best_of",
+    // Message and input-item framing, counted by PER_MESSAGE.
+    "role",
+    "type",
+    "id",
+    "status",
+    "call_id",
+    "tool_call_id",
+];
 
 /// Tokens of one non-text content part (Chat's `image_url`, `input_audio`, `file`;
 /// Responses' `input_image`, `input_file`); other parts count nothing.
@@ -285,12 +353,22 @@ pub fn prompt_parts<'a>(
                 {
                     parts.push_json(Some(call));
                 }
+                if let Some(message) = m.as_object() {
+                    parts.push_unlisted(message, &["name", "content", "audio", "tool_calls"]);
+                }
             }
             parts.push_json(body.get("tools"));
             parts.push_json(body.get("response_format"));
+            parts.push_unlisted(body, &["messages", "tools", "response_format"]);
         }
-        Endpoint::Completions => parts.push_list(body.get("prompt")),
-        Endpoint::Embeddings => parts.push_list(body.get("input")),
+        Endpoint::Completions => {
+            parts.push_list(body.get("prompt"));
+            parts.push_unlisted(body, &["prompt"]);
+        }
+        Endpoint::Embeddings => {
+            parts.push_list(body.get("input"));
+            parts.push_unlisted(body, &["input"]);
+        }
         Endpoint::Responses => {
             if let Some(s) = body.get("instructions").and_then(Value::as_str) {
                 parts.texts.push(Cow::Borrowed(s));
@@ -302,10 +380,10 @@ pub fn prompt_parts<'a>(
                         if let Some(c) = item.get("content") {
                             parts.push_content(c, &media);
                         }
-                        for key in ["arguments", "output"] {
-                            if let Some(s) = item.get(key).and_then(Value::as_str) {
-                                parts.texts.push(Cow::Borrowed(s));
-                            }
+                        // `arguments`, `output`, a custom tool's `input`, a reasoning
+                        // `summary`, and whatever a new item type carries.
+                        if let Some(object) = item.as_object() {
+                            parts.push_unlisted(object, &["content"]);
                         }
                     }
                 }
@@ -313,6 +391,7 @@ pub fn prompt_parts<'a>(
             }
             parts.push_json(body.get("tools"));
             parts.push_json(body.get("text").and_then(|t| t.get("format")));
+            parts.push_unlisted(body, &["instructions", "input", "tools", "text"]);
         }
         Endpoint::ListModels | Endpoint::GetModel(_) => {}
     }
@@ -408,7 +487,7 @@ mod tests {
             {"type": "function_call_output", "call_id": "c", "output": "done"}
         ]}));
         let p = prompt_parts(&Endpoint::Responses, "m", &b);
-        assert_eq!(p.texts, ["x", "y", "{\"a\":1}", "done"]);
+        assert_eq!(p.texts, ["x", "y", "f", "{\"a\":1}", "done"]);
     }
 
     #[test]

@@ -367,8 +367,12 @@ impl StreamMeter {
         let choices = v.get("choices").and_then(Value::as_array);
         for choice in choices.into_iter().flatten() {
             let delta = choice.get("delta").or_else(|| choice.get("message"));
-            if let Some(t) = delta.and_then(|d| d.get("content")).and_then(Value::as_str) {
-                self.text.push(t);
+            // All generated text the client receives is billed output: the answer, a
+            // refusal, and reasoning where a provider streams it (DeepSeek, vLLM).
+            for key in ["content", "refusal", "reasoning_content", "reasoning"] {
+                if let Some(t) = delta.and_then(|d| d.get(key)).and_then(Value::as_str) {
+                    self.text.push(t);
+                }
             }
             if let Some(t) = choice.get("text").and_then(Value::as_str) {
                 self.text.push(t);
@@ -399,7 +403,9 @@ impl StreamMeter {
 
     fn on_responses_event(&mut self, v: &Value) {
         match v.get("type").and_then(Value::as_str).unwrap_or("") {
-            "response.output_text.delta" | "response.function_call_arguments.delta" => {
+            // Every text delta is output the client received: answer text, tool arguments,
+            // custom tool input, refusals, reasoning summaries, transcripts.
+            kind if kind.ends_with(".delta") => {
                 if let Some(t) = v.get("delta").and_then(Value::as_str) {
                     self.text.push(t);
                 }

@@ -161,15 +161,13 @@ fn fixture_text_agrees_with_the_whole_body_reader() {
 
 #[test]
 fn deepseek_reasoning_is_counted_as_generated_text() {
-    // The whole-body reader misses `reasoning_content`, which DeepSeek bills as output.
+    // Both readers keep `reasoning_content`, which DeepSeek bills as output.
     let bytes = fixture("deepseek/chat-completion-reasoner.json");
     let body = output_text_of_body(Format::OpenAiChat, &bytes);
     let scanned = scan_split(&bytes, &[]).text;
-    assert_eq!(body.sample().pieces.concat(), "9.11 is smaller than 9.9.");
-    assert_eq!(
-        scanned.sample().pieces.concat(),
-        "9.11 is smaller than 9.9.Compare the tenths digit first: 9.11 has 1 tenth, 9.9 has 9 tenths. 1 < 9, so 9.11 < 9.9."
-    );
+    let expected = "9.11 is smaller than 9.9.Compare the tenths digit first: 9.11 has 1 tenth, 9.9 has 9 tenths. 1 < 9, so 9.11 < 9.9.";
+    assert_eq!(body.sample().pieces.concat(), expected);
+    assert_eq!(scanned.sample().pieces.concat(), expected);
 }
 
 #[test]
