@@ -209,7 +209,7 @@ pub fn openai_usage(u: &Usage) -> Value {
     json!({
         "prompt_tokens": u.input_total(),
         "completion_tokens": u.output,
-        "total_tokens": u.input_total() + u.output,
+        "total_tokens": u.input_total().saturating_add(u.output),
         "prompt_tokens_details": {"cached_tokens": u.cache_read, "cache_write_tokens": u.cache_write},
         "completion_tokens_details": {"reasoning_tokens": u.reasoning},
     })

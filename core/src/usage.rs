@@ -32,7 +32,9 @@ pub struct Usage {
 impl Usage {
     /// All prompt tokens, cached or not.
     pub fn input_total(&self) -> u64 {
-        self.input_uncached + self.cache_read + self.cache_write
+        self.input_uncached
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_write)
     }
 }
 
@@ -95,8 +97,8 @@ fn from_reasoning_apart_usage(usage: &Value) -> Option<Usage> {
     let prompt = u.input_total();
     let thoughts = count(usage, "/total_tokens")
         .unwrap_or(0)
-        .saturating_sub(prompt + u.output);
-    u.output += thoughts;
+        .saturating_sub(prompt.saturating_add(u.output));
+    u.output = u.output.saturating_add(thoughts);
     u.reasoning = u.reasoning.max(thoughts);
     Some(u)
 }
@@ -136,8 +138,8 @@ pub fn from_anthropic_usage(usage: &Value) -> Option<Usage> {
 /// Reads Gemini's `usageMetadata`: the prompt count includes cached content; thoughts are
 /// billed as output but counted apart from the candidates; tool-use prompt tokens are input.
 fn from_gemini_usage(meta: &Value) -> Option<Usage> {
-    let prompt =
-        count(meta, "/promptTokenCount")? + count(meta, "/toolUsePromptTokenCount").unwrap_or(0);
+    let prompt = count(meta, "/promptTokenCount")?
+        .saturating_add(count(meta, "/toolUsePromptTokenCount").unwrap_or(0));
     let (input_uncached, cache_read, _) = split_prompt(
         prompt,
         count(meta, "/cachedContentTokenCount").unwrap_or(0),
@@ -148,7 +150,9 @@ fn from_gemini_usage(meta: &Value) -> Option<Usage> {
         input_uncached,
         cache_read,
         cache_write: 0,
-        output: count(meta, "/candidatesTokenCount").unwrap_or(0) + thoughts,
+        output: count(meta, "/candidatesTokenCount")
+            .unwrap_or(0)
+            .saturating_add(thoughts),
         reasoning: thoughts,
         ..Usage::default()
     })
@@ -538,6 +542,24 @@ pub fn output_text_of_body(format: Format, body: &[u8]) -> OutputText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_counts_saturate_instead_of_wrapping() {
+        let max = u64::MAX;
+        let gemini = serde_json::json!({"usageMetadata": {"promptTokenCount": max,
+            "toolUsePromptTokenCount": max, "candidatesTokenCount": max, "thoughtsTokenCount": max}});
+        let u = from_body(Format::Gemini, gemini.to_string().as_bytes()).unwrap();
+        assert_eq!((u.input_uncached, u.output), (max, max));
+        let apart = serde_json::json!({"usage": {"prompt_tokens": max, "completion_tokens": max,
+            "total_tokens": max, "prompt_tokens_details": {"cached_tokens": max}}});
+        let u = from_body(
+            Format::OpenAiChatReasoningApart,
+            apart.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(u.input_total(), max);
+        assert_eq!(u.output, max);
+    }
     use crate::sse::decode_all;
     use serde_json::json;
 
