@@ -516,6 +516,11 @@ impl Request {
 impl Request {
     /// Checks the whole body, buffered up to `size` bytes, and lets it go on or refuses it.
     fn check_body(&mut self, size: usize) -> Action {
+        // Held before the VM copies the body: past the worker's bound the call is refused.
+        if !self.hold(size.saturating_add(PER_CALL_BYTES)) {
+            self.refuse(&overloaded());
+            return Action::Pause;
+        }
         let body = self.get_http_request_body(0, size).unwrap_or_default();
         let checked = self.on_body(body);
         // The body goes on now; the call keeps only its metering state.
@@ -530,6 +535,14 @@ impl Request {
                 Action::Pause
             }
         }
+    }
+
+    /// The response bytes this callback was given (none on a 0-byte final call).
+    fn response_chunk(&self, size: usize) -> Vec<u8> {
+        if size == 0 {
+            return Vec::new();
+        }
+        self.get_http_response_body(0, size).unwrap_or_default()
     }
 
     /// Sets what this call holds in the worker's in-flight account; `false` when the
@@ -656,11 +669,6 @@ impl HttpContext for Request {
             self.refuse(&ApiError::too_large(limit));
             return Action::Pause;
         }
-        // Held before the VM copies the body: past the worker's bound the call is refused.
-        if !self.hold(body_size.saturating_add(PER_CALL_BYTES)) {
-            self.refuse(&overloaded());
-            return Action::Pause;
-        }
         self.body_stage = BodyStage::Arriving { seen: body_size };
         if !end_of_stream {
             return Action::Pause;
@@ -683,10 +691,6 @@ impl HttpContext for Request {
         match self.body_stage {
             BodyStage::Checked => Action::Continue,
             BodyStage::Arriving { seen } => {
-                if !self.hold(seen.saturating_add(PER_CALL_BYTES)) {
-                    self.refuse(&overloaded());
-                    return Action::Pause;
-                }
                 let action = self.check_body(seen);
                 if action == Action::Continue {
                     // Continuing from here loses the body when the request was paused at
@@ -732,12 +736,7 @@ impl HttpContext for Request {
         match &mut self.response {
             ResponseMode::Ignore => {}
             ResponseMode::Scan { .. } => {
-                let chunk = if body_size > 0 {
-                    self.get_http_response_body(0, body_size)
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
+                let chunk = self.response_chunk(body_size);
                 // Never paused: the answer goes on as it comes, whatever its size.
                 self.scan_chunk(&chunk, end_of_stream);
             }
@@ -751,12 +750,7 @@ impl HttpContext for Request {
                 self.finish_buffered(&body);
             }
             ResponseMode::Stream(_) => {
-                let chunk = if body_size > 0 {
-                    self.get_http_response_body(0, body_size)
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
+                let chunk = self.response_chunk(body_size);
                 // Never paused: each chunk goes on at once, rewritten or not.
                 let out = match &mut self.response {
                     ResponseMode::Stream(rewriter) => rewriter.on_chunk(&chunk, end_of_stream),
