@@ -4,6 +4,9 @@
 //!
 //! `cargo bench -p tollgate-control-plane --bench ingest [-- RECORDS]`
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

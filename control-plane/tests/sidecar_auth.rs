@@ -1,6 +1,9 @@
 //! Calls to the control plane's gRPC API from someone who is not the filter: the real
 //! `tollgate` binary, started on free ports, called with tonic's client.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -2,6 +2,9 @@
 //! every byte reads the same usage and text, generated documents in any chunking give the
 //! same captures, and arbitrary bytes never panic.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use tollgate_core::json_scan::{

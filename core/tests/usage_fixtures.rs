@@ -2,6 +2,9 @@
 //! the mapping in `tests/fixtures/README.md`, and streams give the same answer whatever
 //! their chunking.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use tollgate_core::sse::{Decoder, decode_all};
 use tollgate_core::usage::{EventRole, Format, StreamMeter, Usage, from_body};
 
