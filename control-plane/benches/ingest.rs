@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
+use tollgate_control_plane::catalog::LiveCatalog;
 use tollgate_control_plane::config::Config;
 use tollgate_control_plane::gateway;
 use tollgate_control_plane::store::{Store, UsageRow};
@@ -110,14 +110,14 @@ async fn bench(label: &str, database_url: &str, records: usize) {
         "[storage]\ndatabase_url = \"{database_url}\"\n[[providers]]\nname = \"offline\"\n\
          [[models]]\nname = \"gpt-4o-mini\"\nprovider = \"offline\"\ninput = 0.15\noutput = 0.6\ncache_read = 0.075\n"
     );
-    let config = Arc::new(
-        Config::parse(&toml, Path::new("."), |var| {
-            (var == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
-        })
-        .expect("config"),
-    );
-    let token = config.filter_token().expect("token").clone();
-    let store = Store::open(&config.database_url).await.expect("store");
+    let config = Config::parse(&toml, Path::new("."), |var| {
+        (var == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+    })
+    .expect("config");
+    let token = config.server.filter_token().expect("token").clone();
+    let store = Store::open(&config.storage.database_url)
+        .await
+        .expect("store");
     let run = format!("bench-{}", std::process::id());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -125,7 +125,12 @@ async fn bench(label: &str, database_url: &str, records: usize) {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tonic::transport::Server::builder()
-        .add_service(gateway::server(Arc::clone(&config), store.clone(), token))
+        .add_service(gateway::server(
+            LiveCatalog::new(config.catalog),
+            config.gateway,
+            store.clone(),
+            token,
+        ))
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
     tokio::spawn(server);
 

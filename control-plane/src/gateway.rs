@@ -4,7 +4,8 @@
 //! its message is read. A key lookup never waits behind usage reports: reports hold at
 //! most half the database connections.
 
-use crate::config::Config;
+use crate::catalog::{Catalog, LiveCatalog};
+use crate::config::GatewaySettings;
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +42,9 @@ const MAX_COUNTED_BYTES: usize = 64 * 1024;
 
 /// The service, with the state it reads.
 pub struct GatewayService {
-    config: Arc<Config>,
+    /// Routes and prices; each call reads the snapshot in force when it starts.
+    catalog: LiveCatalog,
+    settings: GatewaySettings,
     store: Store,
     /// Usage reports handled at once; the rest wait here, not for a database connection.
     report_permits: Semaphore,
@@ -53,10 +56,16 @@ pub struct GatewayService {
 pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>;
 
 /// The tonic server for [`GatewayService`], answering only calls that carry `token`.
-pub fn server(config: Arc<Config>, store: Store, token: SidecarToken) -> Server {
+pub fn server(
+    catalog: LiveCatalog,
+    settings: GatewaySettings,
+    store: Store,
+    token: SidecarToken,
+) -> Server {
     let report_permits = Semaphore::new(store.usage_writers());
     let service = GatewayServer::new(GatewayService {
-        config,
+        catalog,
+        settings,
         store,
         report_permits,
         counting: Arc::new(Semaphore::new(counting_jobs())),
@@ -113,58 +122,62 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal("control plane storage error")
 }
 
-impl GatewayService {
-    fn route(&self, model: &str) -> Option<Route> {
-        let model = self.config.models.get(model)?;
-        let provider = self.config.providers.get(&model.provider)?;
-        Some(Route {
-            provider: provider.name.clone(),
-            auth_header: provider.auth_header.clone(),
-            auth_value: provider.auth_value.clone().unwrap_or_default(),
-            kind: provider.kind.name().to_owned(),
-            upstream_model: model.upstream_model.clone().unwrap_or_default(),
-            timeout_ms: provider.timeout_ms,
-            forward_headers: provider.forward_headers.clone(),
-            allow_background: provider.allow_background,
+/// The route to `model` as the filter receives it.
+fn route(catalog: &Catalog, model: &str) -> Option<Route> {
+    let (model, provider) = catalog.route(model)?;
+    Some(Route {
+        provider: provider.name.clone(),
+        auth_header: provider.auth_header.clone(),
+        auth_value: provider.auth_value.clone().unwrap_or_default(),
+        kind: provider.kind.name().to_owned(),
+        upstream_model: model.upstream_model.clone().unwrap_or_default(),
+        timeout_ms: provider.timeout_ms,
+        forward_headers: provider.forward_headers.clone(),
+        allow_background: provider.allow_background,
+    })
+}
+
+/// Every served model, by name, for a listing.
+fn served_models(catalog: &Catalog) -> Vec<ServedModel> {
+    let mut models: Vec<ServedModel> = catalog
+        .models
+        .values()
+        .map(|m| ServedModel {
+            name: m.name.clone(),
+            provider: m.provider.clone(),
         })
-    }
+        .collect();
+    models.sort_by(|a, b| a.name.cmp(&b.name));
+    models
+}
 
-    fn served_models(&self) -> Vec<ServedModel> {
-        let mut models: Vec<ServedModel> = self
-            .config
-            .models
-            .values()
-            .map(|m| ServedModel {
-                name: m.name.clone(),
-                provider: m.provider.clone(),
-            })
-            .collect();
-        models.sort_by(|a, b| a.name.cmp(&b.name));
-        models
-    }
-
-    /// The rows of `records`; estimates are tokenized on a blocking thread, at most
-    /// [`counting_jobs`] batches at once, so `Authorize` never waits behind them.
+impl GatewayService {
+    /// The rows of `records`, all priced by one catalog snapshot; estimates are tokenized
+    /// on a blocking thread, at most [`counting_jobs`] batches at once, so `Authorize`
+    /// never waits behind them.
     async fn usage_rows(&self, records: Vec<UsageRecord>) -> Result<Vec<UsageRow>, Status> {
+        let catalog = self.catalog.current();
         if records.iter().all(|r| r.estimate.is_none()) {
             return Ok(records
                 .into_iter()
-                .map(|r| usage_row(&self.config, r))
+                .map(|r| usage_row(&catalog, r))
                 .collect());
         }
         let _permit = self.counting.acquire().await.map_err(internal)?;
-        let config = Arc::clone(&self.config);
         tokio::task::spawn_blocking(move || {
-            records.into_iter().map(|r| usage_row(&config, r)).collect()
+            records
+                .into_iter()
+                .map(|r| usage_row(&catalog, r))
+                .collect()
         })
         .await
         .map_err(internal)
     }
 }
 
-/// Prices a record with the current price table; an unpriced model costs nothing (config
+/// Prices a record with the catalog in force; an unpriced model costs nothing (config
 /// validation makes that "marked free"), never a guess.
-fn usage_row(config: &Config, mut r: UsageRecord) -> UsageRow {
+fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
     let reported = Usage {
         input_uncached: r.input_uncached,
         cache_read: r.cache_read,
@@ -178,7 +191,7 @@ fn usage_row(config: &Config, mut r: UsageRecord) -> UsageRow {
         Some(estimate) => estimated_usage(&r.model, estimate, reported),
         None => reported,
     };
-    let cost = match config.models.get(&r.model) {
+    let cost = match catalog.models.get(&r.model) {
         Some(m) => m.price.cost_picos(&usage),
         None => {
             tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model no longer configured; cost recorded as 0");
@@ -257,11 +270,12 @@ impl Gateway for GatewayService {
             }
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
+        let catalog = self.catalog.current();
         let listing = req.model.is_empty();
         let route = if listing {
             None
         } else {
-            self.route(&req.model)
+            route(&catalog, &req.model)
         };
         let model_served = route.is_some();
         // The provider's credential goes only with a call the filter will admit, by the
@@ -271,9 +285,9 @@ impl Gateway for GatewayService {
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
             route: route.filter(|_| admitted),
-            cache_ttl_ms: self.config.key_cache_ttl_ms,
+            cache_ttl_ms: self.settings.key_cache_ttl_ms,
             served_models: if listing {
-                self.served_models()
+                served_models(&catalog)
             } else {
                 Vec::new()
             },
@@ -311,6 +325,7 @@ impl Gateway for GatewayService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn whole(texts: &[&str]) -> TextSample {
         TextSample {
@@ -406,10 +421,10 @@ mod tests {
             |_| None,
         )
         .unwrap();
-        let url = format!("sqlite://{}/t.db", dir.path().display());
-        let store = Store::open(&url).await.unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
         let service = Arc::new(GatewayService {
-            config: Arc::new(config),
+            catalog: LiveCatalog::new(config.catalog),
+            settings: config.gateway,
             store,
             report_permits: Semaphore::new(1),
             counting: Arc::new(Semaphore::new(1)),

@@ -1,6 +1,7 @@
 //! Issuing and revoking virtual keys.
 
-use crate::config::Config;
+use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::store::{KeyRow, Store, StoreError};
 use thiserror::Error;
 use tollgate_core::keys::{KEY_PREFIX, display_prefix, hash_key};
@@ -30,17 +31,11 @@ pub struct IssuedKey {
     pub secret: String,
 }
 
-/// Current time in Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Issues a key named `name`, allowed `models` (empty: all served models).
+/// Issues a key named `name`, allowed `models` (empty: all models `catalog` serves).
 pub async fn create(
     store: &Store,
-    config: &Config,
+    catalog: &Catalog,
+    clock: &Clock,
     name: &str,
     models: Vec<String>,
 ) -> Result<IssuedKey, KeyError> {
@@ -48,10 +43,9 @@ pub async fn create(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(KeyError::BadName);
     }
-    if let Some(unknown) = models.iter().find(|m| !config.models.contains_key(*m)) {
-        let mut served: Vec<&str> = config.models.keys().map(String::as_str).collect();
-        served.sort_unstable();
-        return Err(KeyError::UnknownModel(unknown.clone(), served.join(", ")));
+    if let Some(unknown) = models.iter().find(|m| !catalog.models.contains_key(*m)) {
+        let served = catalog.model_names().join(", ");
+        return Err(KeyError::UnknownModel(unknown.clone(), served));
     }
     // 192 bits from the OS generator: unguessable, and the hash needs no salt at that size.
     let secret = format!("{KEY_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
@@ -61,16 +55,16 @@ pub async fn create(
         key_hash: hash_key(secret.as_bytes()),
         key_prefix: display_prefix(&secret),
         models,
-        created_at_ms: now_ms(),
+        created_at_ms: clock.now_ms(),
         revoked_at_ms: None,
     };
     store.insert_key(&row).await?;
     Ok(IssuedKey { row, secret })
 }
 
-/// Revokes the key with this id.
-pub async fn revoke(store: &Store, id: &str) -> Result<(), KeyError> {
-    if store.revoke_key(id, now_ms()).await? {
+/// Revokes the key with this id, as of `clock`'s now.
+pub async fn revoke(store: &Store, clock: &Clock, id: &str) -> Result<(), KeyError> {
+    if store.revoke_key(id, clock.now_ms()).await? {
         Ok(())
     } else {
         Err(KeyError::NotFound(id.to_owned()))

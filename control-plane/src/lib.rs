@@ -1,10 +1,16 @@
 //! Tollgate's control plane: keys, routes, prices and usage, served to the Envoy filter
 //! over gRPC ([`gateway`]) and to people over HTTP ([`http`]).
 //!
-//! The `tollgate` binary (`main.rs`) is the command line around these modules.
+//! [`server::serve`] runs both; [`cli`] is the `tollgate` command line around it, and the
+//! binary (`main.rs`) only parses arguments and calls it.
 
+pub mod catalog;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod reload;
+pub mod server;
 pub mod store;

@@ -1,0 +1,182 @@
+//! `tollgate keys create | list | revoke`.
+
+use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs};
+use crate::catalog::Catalog;
+use crate::clock::Clock;
+use crate::keys;
+use crate::store::{KeyRow, Store};
+use std::io::Write;
+
+/// Issues a key and prints its secret, the only time it is shown.
+pub(super) async fn create(
+    store: &Store,
+    catalog: &Catalog,
+    clock: &Clock,
+    args: CreateKeyArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let issued = keys::create(store, catalog, clock, &args.name, args.models).await?;
+    if args.quiet {
+        writeln!(out, "{}", issued.secret)?;
+    } else {
+        writeln!(out, "Created key {} ({}).", issued.row.id, issued.row.name)?;
+        writeln!(out, "Secret (shown once, store it now): {}", issued.secret)?;
+    }
+    Ok(())
+}
+
+/// Prints every key, oldest first: one line each, as a table or as JSON.
+pub(super) async fn list(
+    store: &Store,
+    args: &ListKeysArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    for k in store.list_keys().await? {
+        if args.json {
+            writeln!(out, "{}", json_line(&k))?;
+        } else {
+            let models = if k.models.is_empty() {
+                "*".to_owned()
+            } else {
+                k.models.join(",")
+            };
+            writeln!(
+                out,
+                "{}  {:8}  {}…  models={}  {}",
+                k.id,
+                status(&k),
+                k.key_prefix,
+                models,
+                k.name
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Revokes a key by id.
+pub(super) async fn revoke(
+    store: &Store,
+    clock: &Clock,
+    args: &RevokeKeyArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    keys::revoke(store, clock, &args.id).await?;
+    writeln!(
+        out,
+        "Revoked {}. Gateways refuse it within their key cache time.",
+        args.id
+    )?;
+    Ok(())
+}
+
+fn status(k: &KeyRow) -> &'static str {
+    if k.revoked_at_ms.is_some() {
+        "revoked"
+    } else {
+        "active"
+    }
+}
+
+fn json_line(k: &KeyRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id, "name": k.name, "prefix": k.key_prefix, "models": k.models,
+        "status": status(k), "created_at_ms": k.created_at_ms, "revoked_at_ms": k.revoked_at_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+
+    async fn setup() -> (tempfile::TempDir, Store, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[[providers]]\nname = \"p\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        (dir, store, config.catalog)
+    }
+
+    fn text(out: Vec<u8>) -> String {
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_are_created_listed_and_revoked_at_the_clocks_time() {
+        let (_dir, store, catalog) = setup().await;
+        let time = ManualClock::at(1_000);
+        let clock = time.clock();
+        let mut out = Vec::new();
+        let args = CreateKeyArgs {
+            name: "ci".into(),
+            models: vec!["m".into()],
+            quiet: true,
+        };
+        create(&store, &catalog, &clock, args, &mut out)
+            .await
+            .unwrap();
+        let secret = text(out);
+        assert!(
+            secret.starts_with(tollgate_core::keys::KEY_PREFIX),
+            "{secret}"
+        );
+        assert_eq!(secret.lines().count(), 1);
+
+        let mut out = Vec::new();
+        list(&store, &ListKeysArgs { json: true }, &mut out)
+            .await
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_str(text(out).trim()).unwrap();
+        assert_eq!(line["name"], "ci");
+        assert_eq!(line["models"], serde_json::json!(["m"]));
+        assert_eq!(line["status"], "active");
+        assert_eq!(line["created_at_ms"], 1_000);
+        let id = line["id"].as_str().unwrap().to_owned();
+
+        time.advance_ms(500);
+        let mut out = Vec::new();
+        revoke(&store, &clock, &RevokeKeyArgs { id: id.clone() }, &mut out)
+            .await
+            .unwrap();
+        assert!(text(out).starts_with(&format!("Revoked {id}.")));
+        let row = store.list_keys().await.unwrap().remove(0);
+        assert_eq!(row.revoked_at_ms, Some(1_500));
+
+        let mut out = Vec::new();
+        list(&store, &ListKeysArgs { json: false }, &mut out)
+            .await
+            .unwrap();
+        let table = text(out);
+        assert!(
+            table.starts_with(&format!(
+                "{id}  revoked   {}…  models=m  ci",
+                row.key_prefix
+            )),
+            "{table}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_for_an_unserved_model_is_refused_naming_the_served_ones() {
+        let (_dir, store, catalog) = setup().await;
+        let args = CreateKeyArgs {
+            name: "k".into(),
+            models: vec!["gpt-9".into()],
+            quiet: false,
+        };
+        let mut out = Vec::new();
+        let e = create(&store, &catalog, &Clock::system(), args, &mut out)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gpt-9") && e.contains("served models: m"), "{e}");
+        assert!(out.is_empty());
+        assert!(store.list_keys().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,163 @@
+//! `[[models]]`: what clients may ask for, who serves it and at which price.
+
+use super::raw::ModelFile;
+use super::{ConfigError, field_error};
+use crate::catalog::{Model, Provider};
+use std::collections::HashMap;
+use tollgate_core::pricing::{self, Price};
+
+/// Longest model name, in bytes.
+const MAX_NAME_BYTES: usize = 256;
+
+/// Validates every `[[models]]` entry against the validated `providers`; at least one.
+pub(super) fn validate(
+    files: Vec<ModelFile>,
+    providers: &HashMap<String, Provider>,
+) -> Result<HashMap<String, Model>, ConfigError> {
+    let mut models = HashMap::new();
+    for (i, m) in files.into_iter().enumerate() {
+        let model = model(i, m, providers)?;
+        if models.contains_key(&model.name) {
+            return Err(field_error(
+                format!("models[{i}].name"),
+                format!("`{}` is defined twice", model.name),
+            ));
+        }
+        models.insert(model.name.clone(), model);
+    }
+    if models.is_empty() {
+        return Err(field_error("models", "must list at least one model"));
+    }
+    Ok(models)
+}
+
+fn model(
+    i: usize,
+    m: ModelFile,
+    providers: &HashMap<String, Provider>,
+) -> Result<Model, ConfigError> {
+    if m.name.trim().is_empty() || m.name.len() > MAX_NAME_BYTES {
+        return Err(field_error(
+            format!("models[{i}].name"),
+            "must be 1 to 256 bytes",
+        ));
+    }
+    if !providers.contains_key(&m.provider) {
+        return Err(field_error(
+            format!("models[{i}].provider"),
+            format!("names `{}`, which is not in [[providers]]", m.provider),
+        ));
+    }
+    let price_of = |field: &str, value: Option<f64>, required: bool| -> Result<u64, ConfigError> {
+        match value {
+            None if required && !m.free => Err(field_error(
+                format!("models[{i}].{field}"),
+                "is missing: give the price in USD per 1M tokens, or set `free = true`",
+            )),
+            None => Ok(0),
+            Some(_) if m.free => Err(field_error(
+                format!("models[{i}].{field}"),
+                "is set on a model marked `free = true`",
+            )),
+            Some(v) => pricing::micros_per_mtok(v)
+                .map_err(|e| field_error(format!("models[{i}].{field}"), e.to_string())),
+        }
+    };
+    let price = Price {
+        input: price_of("input", m.input, true)?,
+        output: price_of("output", m.output, true)?,
+        cache_read: price_of("cache_read", m.cache_read, false)?,
+        cache_write: price_of("cache_write", m.cache_write, false)?,
+    };
+    if m.upstream_model
+        .as_deref()
+        .is_some_and(|u| u.trim().is_empty() || u.len() > MAX_NAME_BYTES)
+    {
+        return Err(field_error(
+            format!("models[{i}].upstream_model"),
+            "must be 1 to 256 bytes",
+        ));
+    }
+    Ok(Model {
+        name: m.name,
+        provider: m.provider,
+        upstream_model: m.upstream_model,
+        price,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_core::providers::ProviderKind;
+
+    fn providers() -> HashMap<String, Provider> {
+        let p = Provider {
+            name: "p".into(),
+            kind: ProviderKind::OpenAi,
+            timeout_ms: 1_000,
+            auth_header: "authorization".into(),
+            auth_value: None,
+            forward_headers: Vec::new(),
+            allow_background: false,
+        };
+        HashMap::from([(p.name.clone(), p)])
+    }
+
+    fn priced(name: &str, input: f64, output: f64) -> ModelFile {
+        ModelFile {
+            name: name.into(),
+            provider: "p".into(),
+            upstream_model: None,
+            input: Some(input),
+            output: Some(output),
+            cache_read: None,
+            cache_write: None,
+            free: false,
+        }
+    }
+
+    fn err(files: Vec<ModelFile>) -> String {
+        validate(files, &providers())
+            .expect_err("models must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn prices_are_micro_dollars_per_million_tokens() {
+        let free = ModelFile {
+            input: None,
+            output: None,
+            free: true,
+            ..priced("free", 0.0, 0.0)
+        };
+        let m = validate(vec![priced("m", 0.15, 0.6), free], &providers()).unwrap();
+        assert_eq!(m["m"].price.input, 150_000);
+        assert_eq!(m["m"].price.output, 600_000);
+        assert_eq!(m["m"].price.cache_read, 0);
+        assert_eq!(m["free"].price, Price::default());
+    }
+
+    #[test]
+    fn each_refusal_names_the_entry_and_field() {
+        assert!(err(Vec::new()).contains("`models`"));
+        assert!(err(vec![priced("a", 1.0, 1.0), priced("a", 1.0, 1.0)]).contains("models[1].name"));
+        let elsewhere = ModelFile {
+            provider: "q".into(),
+            ..priced("a", 1.0, 1.0)
+        };
+        assert!(err(vec![priced("a", 1.0, 1.0), elsewhere]).contains("models[1].provider"));
+        assert!(err(vec![priced("a", -1.0, 1.0)]).contains("models[0].input"));
+        let unpriced_output = ModelFile {
+            output: None,
+            ..priced("a", 1.0, 1.0)
+        };
+        assert!(err(vec![unpriced_output]).contains("models[0].output"));
+        let priced_free = ModelFile {
+            free: true,
+            output: None,
+            ..priced("a", 1.0, 1.0)
+        };
+        assert!(err(vec![priced_free]).contains("models[0].input"));
+    }
+}

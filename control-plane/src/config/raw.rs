@@ -1,0 +1,109 @@
+//! The config file's schema as written: serde structs with every default, and no checks
+//! beyond types. Each section is validated into typed values by its own module.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub storage: StorageFile,
+    #[serde(default)]
+    pub gateway: GatewayFile,
+    #[serde(default)]
+    pub providers: Vec<ProviderFile>,
+    #[serde(default)]
+    pub models: Vec<ModelFile>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ServerFile {
+    pub grpc_listen: String,
+    pub http_listen: String,
+    pub filter_token_env: String,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            grpc_listen: "127.0.0.1:50051".into(),
+            http_listen: "127.0.0.1:8080".into(),
+            filter_token_env: "TOLLGATE_FILTER_TOKEN".into(),
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct StorageFile {
+    pub database_url: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct GatewayFile {
+    pub key_cache_ttl_ms: u32,
+}
+
+impl Default for GatewayFile {
+    fn default() -> Self {
+        Self {
+            key_cache_ttl_ms: 5_000,
+        }
+    }
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProviderFile {
+    pub name: String,
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub auth_header: Option<String>,
+    pub auth_scheme: Option<AuthScheme>,
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_background: bool,
+}
+
+/// How the provider's key is written into its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthScheme {
+    /// `Bearer <key>` (OpenAI, DeepSeek, Gemini's OpenAI endpoint, vLLM).
+    Bearer,
+    /// The key alone (Anthropic's `x-api-key`, Azure's `api-key`).
+    Raw,
+}
+
+/// One `[[models]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelFile {
+    pub name: String,
+    pub provider: String,
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    pub input: Option<f64>,
+    pub output: Option<f64>,
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+    #[serde(default)]
+    pub free: bool,
+}

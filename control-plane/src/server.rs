@@ -1,0 +1,310 @@
+//! The running control plane: the filter's gRPC API and the HTTP API on bound listeners,
+//! with a catalog that reloads on SIGHUP, until its shutdown future completes or
+//! [`Running::shutdown`] is called.
+//!
+//! Tests start it in-process on port 0 and learn the bound addresses from [`Running`];
+//! the `tollgate serve` command starts it the same way with the config's addresses.
+
+use crate::catalog::LiveCatalog;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
+use crate::gateway;
+use crate::http;
+use crate::reload::{ReloadOutcome, Reloader};
+use crate::store::Store;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the control plane could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The configuration cannot be served (e.g. no filter token).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not be bound or read.
+    #[error("cannot listen for the {api} API on {addr}: {source}")]
+    Listen {
+        /// `gRPC` or `HTTP`.
+        api: &'static str,
+        /// The address asked for.
+        addr: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A signal handler could not be installed.
+    #[error("cannot listen for {signal}: {source}")]
+    Signal {
+        /// The signal's name.
+        signal: &'static str,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(io::Error),
+    /// The task running the servers panicked or was cancelled.
+    #[error("server task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The two listening sockets, bound before serving so a caller can use port 0.
+#[derive(Debug)]
+pub struct Listeners {
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `[server]`.
+    pub async fn bind(server: &ServerSettings) -> Result<Self, ServeError> {
+        let bind = async |api, addr: SocketAddr| {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Listen {
+                    api,
+                    addr: addr.to_string(),
+                    source,
+                })
+        };
+        Ok(Self {
+            grpc: bind("gRPC", server.grpc_listen).await?,
+            http: bind("HTTP", server.http_listen).await?,
+        })
+    }
+
+    /// Listeners the caller bound itself.
+    pub fn new(grpc: TcpListener, http: TcpListener) -> Self {
+        Self { grpc, http }
+    }
+}
+
+/// What a control plane serves from.
+pub struct Setup {
+    /// Where the configuration is read again on reload.
+    pub source: ConfigSource,
+    /// The configuration to start with, already read from `source`.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// The time every part reads.
+    pub clock: Clock,
+}
+
+/// A control plane that is serving.
+#[derive(Debug)]
+pub struct Running {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    reloader: Reloader,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Where the gRPC API listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The catalog in force.
+    pub fn catalog(&self) -> &LiveCatalog {
+        self.reloader.catalog()
+    }
+
+    /// Reloads the catalog from the config file now, as SIGHUP does.
+    pub fn reload(&self) -> ReloadOutcome {
+        self.reloader.reload()
+    }
+
+    /// The latest reload's outcome, changing with each reload (SIGHUP or [`Running::reload`]).
+    pub fn reloads(&self) -> watch::Receiver<Option<ReloadOutcome>> {
+        self.reloader.outcomes()
+    }
+
+    /// Stops taking calls, lets those in flight finish, and waits for the servers to end.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.stop.send_replace(true);
+        self.task.await?
+    }
+
+    /// Waits until the servers end, after the shutdown future given to [`serve`] completes.
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task.await?
+    }
+}
+
+/// Starts serving on `listeners` and returns once they accept calls; `shutdown` completing
+/// stops the servers gracefully. SIGHUP reloads the catalog from `setup.source`.
+pub async fn serve(
+    setup: Setup,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, ServeError> {
+    let Setup {
+        source,
+        config,
+        store,
+        clock,
+    } = setup;
+    let token = config.server.filter_token()?.clone();
+    let local_addr = |api, listener: &TcpListener| {
+        listener.local_addr().map_err(|source| ServeError::Listen {
+            api,
+            addr: "an unknown address".into(),
+            source,
+        })
+    };
+    let grpc_addr = local_addr("gRPC", &listeners.grpc)?;
+    let http_addr = local_addr("HTTP", &listeners.http)?;
+    // Installed before returning: a SIGHUP sent once `serve` has returned reloads, never
+    // meets the default action (which ends the process).
+    let hangups = Hangups::new()?;
+
+    let catalog = LiveCatalog::new(config.catalog.clone());
+    let gateway_settings = config.gateway;
+    tracing::info!(
+        grpc = %grpc_addr,
+        http = %http_addr,
+        database = %config.storage.redacted_url(),
+        providers = config.catalog.providers.len(),
+        models = config.catalog.models.len(),
+        "tollgate control plane serving"
+    );
+    let reloader = Reloader::new(source, config, catalog.clone(), clock);
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        // An error means every sender is gone: nothing can ask for a stop any more.
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let grpc = tonic::transport::Server::builder()
+        .add_service(gateway::server(
+            catalog,
+            gateway_settings,
+            store.clone(),
+            token,
+        ))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listeners.grpc),
+            until_stopped(stopped.clone()),
+        );
+    let http = axum::serve(listeners.http, http::router(store))
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let trigger = {
+        let stop = stop.clone();
+        let stopped = until_stopped(stopped.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => {
+                    tracing::info!("shutting down");
+                    stop.send_replace(true);
+                }
+                () = stopped => {}
+            }
+        }
+    };
+    let reloads = reload_on_hangup(hangups, reloader.clone(), until_stopped(stopped));
+    let task = tokio::spawn(async move {
+        let (grpc, http, (), ()) = tokio::join!(grpc, http, trigger, reloads);
+        grpc?;
+        http.map_err(ServeError::Http)
+    });
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        reloader,
+        stop,
+        task,
+    })
+}
+
+/// Reloads on each SIGHUP until `stopped` completes.
+async fn reload_on_hangup(
+    mut hangups: Hangups,
+    reloader: Reloader,
+    stopped: impl Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            more = hangups.recv() => {
+                if !more {
+                    return;
+                }
+                tracing::info!("SIGHUP: reloading the catalog");
+                reloader.reload();
+            }
+        }
+    }
+}
+
+/// SIGHUPs sent to this process.
+struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    fn new() -> Result<Self, ServeError> {
+        #[cfg(unix)]
+        {
+            let kind = tokio::signal::unix::SignalKind::hangup();
+            let signal =
+                tokio::signal::unix::signal(kind).map_err(|source| ServeError::Signal {
+                    signal: "SIGHUP",
+                    source,
+                })?;
+            Ok(Self { signal })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next SIGHUP; `false` once none can come.
+    async fn recv(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await.is_some()
+        }
+        #[cfg(not(unix))]
+        std::future::pending().await
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: when a person or a supervisor asks the
+/// process to stop.
+pub async fn terminate_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let term = tokio::signal::unix::SignalKind::terminate();
+        let mut term = match tokio::signal::unix::signal(term) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
