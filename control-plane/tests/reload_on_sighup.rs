@@ -2,6 +2,9 @@
 //! SIGHUP to this process. The only test in its binary: the signal reaches every server
 //! the process runs, so no other test may share it.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -1,5 +1,8 @@
 //! `serve()` started in-process on pre-bound listeners and stopped by its shutdown future.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use tollgate_control_plane::clock::Clock;
 use tollgate_control_plane::config::ConfigSource;
 use tollgate_control_plane::server::{self, Listeners, ServeError, Setup};
