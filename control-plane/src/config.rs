@@ -3,6 +3,7 @@
 //! Every error names the field at fault (`models[2].input`), so a bad deploy stops with
 //! a message a person can act on instead of a gateway that misprices calls.
 
+use crate::envoy_config::{EnvoyFile, EnvoySection, Upstream};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,7 +43,7 @@ pub enum ConfigError {
     },
 }
 
-fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field: field.into(),
         problem: problem.into(),
@@ -63,6 +64,8 @@ struct File {
     providers: Vec<ProviderFile>,
     #[serde(default)]
     models: Vec<ModelFile>,
+    #[serde(default)]
+    envoy: EnvoyFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +111,7 @@ impl Default for GatewayFile {
 #[serde(deny_unknown_fields)]
 struct ProviderFile {
     name: String,
+    url: Option<String>,
     #[serde(default)]
     kind: Option<String>,
     auth_header: Option<String>,
@@ -153,6 +157,8 @@ struct ModelFile {
 pub struct Provider {
     /// Name; also the Envoy cluster that reaches it.
     pub name: String,
+    /// Where Envoy reaches it (`url`).
+    pub url: Upstream,
     /// The API it speaks.
     pub kind: ProviderKind,
     /// The longest its whole answer may take, streams included, in ms.
@@ -200,6 +206,8 @@ pub struct Config {
     pub providers: HashMap<String, Provider>,
     /// Models by name.
     pub models: HashMap<String, Model>,
+    /// The Envoy in front of the filter (`[envoy]`), for `tollgate envoy-config`.
+    pub envoy: EnvoySection,
 }
 
 impl Config {
@@ -311,6 +319,8 @@ impl Config {
             return Err(field_error("models", "must list at least one model"));
         }
 
+        let envoy = EnvoySection::from_file(file.envoy, grpc_listen, base)?;
+
         Ok(Config {
             grpc_listen,
             http_listen,
@@ -320,6 +330,7 @@ impl Config {
             key_cache_ttl_ms: file.gateway.key_cache_ttl_ms,
             providers,
             models,
+            envoy,
         })
     }
 }
@@ -357,6 +368,14 @@ fn provider(
             "must be a non-empty name of letters, digits, '-', '_' or '.' (it is also an Envoy cluster name)",
         ));
     }
+    // Required: a provider without an address cannot be reached.
+    let url = p.url.as_deref().ok_or_else(|| {
+        field_error(
+            format!("providers[{i}].url"),
+            "is missing: give the provider's address, e.g. https://api.openai.com",
+        )
+    })?;
+    let url = Upstream::parse(url).map_err(|e| field_error(format!("providers[{i}].url"), e))?;
     let kind = match p.kind.as_deref() {
         None => ProviderKind::OpenAi,
         Some(k) => ProviderKind::from_name(k).ok_or_else(|| {
@@ -421,6 +440,7 @@ fn provider(
     }
     Ok(Provider {
         name: p.name,
+        url,
         kind,
         timeout_ms,
         auth_header,
@@ -495,16 +515,19 @@ mod tests {
 
         [[providers]]
         name = "openai"
+        url = "https://api.openai.com"
         api_key_env = "OPENAI_API_KEY"
 
         [[providers]]
         name = "anthropic"
+        url = "https://api.anthropic.com"
         kind = "anthropic"
         api_key_env = "ANTHROPIC_API_KEY"
         timeout_ms = 30000
 
         [[providers]]
         name = "local"
+        url = "http://127.0.0.1:8000"
 
         [[models]]
         name = "gpt-4o"
@@ -586,6 +609,7 @@ mod tests {
         let e = err(r#"
             [[providers]]
             name = "p"
+            url = "http://127.0.0.1:9000"
             [[models]]
             name = "m"
             provider = "p"
@@ -599,64 +623,75 @@ mod tests {
     fn bad_fields_are_named() {
         let cases = [
             (
-                "[server]\ngrpc_listen = \"nowhere\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[server]\ngrpc_listen = \"nowhere\"\n[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "server.grpc_listen",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"q\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"q\"\nfree=true",
                 "models[0].provider",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=-1\noutput=1",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=-1\noutput=1",
                 "models[0].input",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=0.0000001\noutput=1",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=0.0000001\noutput=1",
                 "models[0].input",
             ),
             (
-                "[[providers]]\nname=\"p\"\napi_key_env=\"NOPE\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\napi_key_env=\"NOPE\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].api_key_env",
             ),
             (
-                "[[providers]]\nname=\"a b\"\n[[models]]\nname=\"m\"\nprovider=\"a b\"\nfree=true",
+                "[[providers]]\nname=\"a b\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"a b\"\nfree=true",
                 "providers[0].name",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[1].name",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\ninput=1",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\ninput=1",
                 "models[0].input",
             ),
-            ("[[providers]]\nname=\"p\"", "models"),
             (
-                "[[providers]]\nname=\"p\"\nkind=\"azure\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"",
+                "models",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].url",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\nurl=\"ftp://x\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "providers[0].url",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\nkind=\"azure\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].kind",
             ),
             (
-                "[[providers]]\nname=\"p\"\ntimeout_ms=0\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\ntimeout_ms=0\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].timeout_ms",
             ),
             (
-                "[[providers]]\nname=\"p\"\nforward_headers=[\"x-ok\", \"Cookie\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\nforward_headers=[\"x-ok\", \"Cookie\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].forward_headers[1]",
             ),
             (
-                "[[providers]]\nname=\"p\"\nforward_headers=[\"authorization\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\nforward_headers=[\"authorization\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].forward_headers[0]",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\nupstream_model=\"\"",
+                "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\nupstream_model=\"\"",
                 "models[0].upstream_model",
             ),
             (
-                "[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "storage.database_url",
             ),
             (
-                "[gateway]\nkey_cache_ttl_ms=99999999\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[gateway]\nkey_cache_ttl_ms=99999999\n[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "gateway.key_cache_ttl_ms",
             ),
         ];
@@ -668,8 +703,7 @@ mod tests {
 
     #[test]
     fn filter_token_is_checked_and_named() {
-        let models =
-            "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\n";
+        let models = "[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\n";
         let elsewhere = format!("[server]\nfilter_token_env = \"MY_TOKEN\"\n{models}");
         let short = Config::parse(&elsewhere, Path::new("/"), |v| {
             (v == "MY_TOKEN").then(|| "tiny-secret".to_owned())
@@ -705,7 +739,7 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_fields_are_named() {
-        let e = err("[[providers]]\nname=\"p\"\nkey_env=\"X\"");
+        let e = err("[[providers]]\nname=\"p\"\nurl=\"http://127.0.0.1:9000\"\nkey_env=\"X\"");
         assert!(e.contains("key_env"), "{e}");
         let e = err("[gateway]\nkey_cache_ttl_ms=\"soon\"");
         assert!(e.contains("key_cache_ttl_ms"), "{e}");

@@ -4,6 +4,7 @@
 //! The `tollgate` binary (`main.rs`) is the command line around these modules.
 
 pub mod config;
+pub mod envoy_config;
 pub mod gateway;
 pub mod http;
 pub mod keys;

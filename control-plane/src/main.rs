@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tollgate_control_plane::config::Config;
+use tollgate_control_plane::envoy_config::{self, EnvoyConfigArgs};
 use tollgate_control_plane::store::Store;
 use tollgate_control_plane::{gateway, http, keys};
 use tollgate_core::pricing::format_dollars;
@@ -36,6 +37,8 @@ enum Command {
     Serve,
     /// Check the configuration file and exit.
     CheckConfig,
+    /// Print the Envoy bootstrap for this configuration (holds the filter's token).
+    EnvoyConfig(EnvoyConfigArgs),
     /// Manage virtual keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -105,7 +108,7 @@ async fn main() -> Result<()> {
 
     match cli.command {
         Command::CheckConfig => {
-            config.filter_token()?;
+            config.envoy.resolve_filter(config.filter_token()?)?;
             println!(
                 "{}: ok ({} providers, {} models, database {})",
                 cli.config.display(),
@@ -116,6 +119,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Serve => serve(config).await,
+        Command::EnvoyConfig(args) => Ok(envoy_config::run(&config, &args)?),
         Command::Keys(cmd) => {
             let store = Store::open(&config.database_url).await?;
             keys_command(cmd, &store, &config).await
