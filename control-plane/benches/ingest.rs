@@ -107,7 +107,7 @@ async fn via_grpc(url: String, run: &str, records: usize, senders: usize) -> f64
 
 async fn bench(label: &str, database_url: &str, records: usize) {
     let toml = format!(
-        "[storage]\ndatabase_url = \"{database_url}\"\n[[providers]]\nname = \"offline\"\n\
+        "[storage]\ndatabase_url = \"{database_url}\"\n[[providers]]\nname = \"offline\"\nurl = \"http://127.0.0.1:9000\"\n\
          [[models]]\nname = \"gpt-4o-mini\"\nprovider = \"offline\"\ninput = 0.15\noutput = 0.6\ncache_read = 0.075\n"
     );
     let config = Config::parse(&toml, Path::new("."), |var| {

@@ -5,6 +5,7 @@
 //! The config file is where a catalog comes from today (reloaded on SIGHUP); an API can
 //! later [`LiveCatalog::replace`] it the same way.
 
+use crate::envoy_config::Upstream;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use tollgate_core::providers::ProviderKind;
 pub struct Provider {
     /// Name; also the Envoy cluster that reaches it.
     pub name: String,
+    /// Where Envoy reaches it (`url`).
+    pub url: Upstream,
     /// The API it speaks.
     pub kind: ProviderKind,
     /// The longest its whole answer may take, streams included, in ms.
@@ -108,6 +111,7 @@ mod tests {
     fn catalog(models: &[Model]) -> Catalog {
         let provider = Provider {
             name: "p".into(),
+            url: crate::envoy_config::Upstream::parse("http://127.0.0.1:9000").unwrap(),
             kind: ProviderKind::OpenAi,
             timeout_ms: 1_000,
             auth_header: "authorization".into(),

@@ -416,7 +416,7 @@ mod tests {
     async fn authorize_answers_while_a_batch_is_being_counted() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(
-            "[[providers]]\nname = \"local\"\n[[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\n",
+            "[[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n[[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\n",
             dir.path(),
             |_| None,
         )

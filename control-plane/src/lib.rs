@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod envoy_config;
 pub mod gateway;
 pub mod http;
 pub mod keys;

@@ -132,7 +132,7 @@ mod tests {
 
     fn text(grpc: &str, price: &str) -> String {
         format!(
-            "[server]\ngrpc_listen = \"{grpc}\"\n[[providers]]\nname = \"p\"\n\
+            "[server]\ngrpc_listen = \"{grpc}\"\n[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n\
              [[models]]\nname = \"m\"\nprovider = \"p\"\ninput = {price}\noutput = 1\n"
         )
     }

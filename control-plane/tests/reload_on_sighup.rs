@@ -26,7 +26,7 @@ fn config_text(input: &str, extra: &str) -> String {
     format!(
         "[server]\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
          [storage]\ndata_dir = \"data\"\n\
-         [[providers]]\nname = \"alpha\"\n\
+         [[providers]]\nname = \"alpha\"\nurl = \"http://127.0.0.1:9000\"\n\
          [[models]]\nname = \"m\"\nprovider = \"alpha\"\ninput = {input}\noutput = 2\n{extra}"
     )
 }

@@ -12,7 +12,7 @@ use tollgate_proto::v1::gateway_client::GatewayClient;
 use tonic::Code;
 
 const TOKEN: &str = "in-process-token-in-process-token-012345";
-const CONFIG: &str = "[storage]\ndata_dir = \"data\"\n[[providers]]\nname = \"p\"\n\
+const CONFIG: &str = "[storage]\ndata_dir = \"data\"\n[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n\
     [[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n";
 
 async fn setup(dir: &std::path::Path, token: Option<&'static str>) -> Setup {

@@ -41,7 +41,7 @@ impl ControlPlane {
             format!(
                 "[server]\ngrpc_listen = \"{grpc}\"\nhttp_listen = \"127.0.0.1:{}\"\n\
                  [storage]\ndata_dir = \"data\"\n\
-                 [[providers]]\nname = \"alpha\"\napi_key_env = \"TEST_PROVIDER_KEY\"\n\
+                 [[providers]]\nname = \"alpha\"\nurl = \"http://127.0.0.1:9000\"\napi_key_env = \"TEST_PROVIDER_KEY\"\n\
                  [[models]]\nname = \"allowed\"\nprovider = \"alpha\"\nfree = true\n\
                  [[models]]\nname = \"other\"\nprovider = \"alpha\"\nfree = true\n",
                 free_port()

@@ -7,6 +7,26 @@ use crate::sidecar::SidecarToken;
 use serde::Deserialize;
 use thiserror::Error;
 
+/// Default of [`FilterSettings::control_plane_cluster`].
+pub const DEFAULT_CONTROL_PLANE_CLUSTER: &str = "tollgate_control_plane";
+/// Default of [`FilterSettings::metadata_namespace`].
+pub const DEFAULT_METADATA_NAMESPACE: &str = "tollgate";
+/// Default of [`FilterSettings::route_header`].
+pub const DEFAULT_ROUTE_HEADER: &str = "x-tollgate-provider";
+
+/// Keys under [`FilterSettings::metadata_namespace`] that Envoy's `json_to_metadata` writes
+/// and the filter reads: both sides name them from here.
+pub mod metadata_key {
+    /// The body's `model`.
+    pub const MODEL: &str = "model";
+    /// Set when the JSON body has no `model`.
+    pub const MODEL_MISSING: &str = "model_missing";
+    /// Set when the body is not JSON.
+    pub const BODY_ERROR: &str = "body_error";
+    /// The body's `stream`.
+    pub const STREAM: &str = "stream";
+}
+
 /// Everything the filter can be told.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,11 +69,11 @@ pub struct FilterSettings {
 impl Default for FilterSettings {
     fn default() -> Self {
         Self {
-            control_plane_cluster: "tollgate_control_plane".into(),
+            control_plane_cluster: DEFAULT_CONTROL_PLANE_CLUSTER.into(),
             control_plane_token: SidecarToken::default(),
             control_plane_timeout_ms: 2_000,
-            metadata_namespace: "tollgate".into(),
-            route_header: "x-tollgate-provider".into(),
+            metadata_namespace: DEFAULT_METADATA_NAMESPACE.into(),
+            route_header: DEFAULT_ROUTE_HEADER.into(),
             max_body_bytes: 4 << 20,
             max_key_cache_ms: 30_000,
             unknown_key_cache_ms: 1_000,
@@ -69,7 +89,7 @@ impl Default for FilterSettings {
 /// Why a configuration was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SettingsError {
-    /// Not JSON, wrong types, or an unknown field.
+    /// Not JSON, wrong types, or an unknown field (the message starts with the field's path).
     #[error("invalid filter configuration: {0}")]
     Parse(String),
     /// A field has a value outside its range.
@@ -88,7 +108,10 @@ impl FilterSettings {
         let settings: Self = if bytes.trim_ascii().is_empty() {
             Self::default()
         } else {
-            serde_json::from_slice(bytes).map_err(|e| SettingsError::Parse(e.to_string()))?
+            // The path names the field a wrong type is in; serde alone names only the type.
+            let mut json = serde_json::Deserializer::from_slice(bytes);
+            serde_path_to_error::deserialize(&mut json)
+                .map_err(|e| SettingsError::Parse(e.to_string()))?
         };
         settings.validate()?;
         Ok(settings)
@@ -220,5 +243,6 @@ mod tests {
         assert!(e.to_string().contains("max_body_bytez"), "{e}");
         let e = FilterSettings::from_json(br#"{"max_body_bytes": "big"}"#).unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
+        assert!(e.to_string().contains("max_body_bytes"), "{e}");
     }
 }

@@ -37,6 +37,12 @@ impl SidecarToken {
         None
     }
 
+    /// The token itself, for writing into the filter's settings (`tollgate envoy-config`);
+    /// never for logs.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+
     /// The `authorization` metadata value that carries it.
     pub fn bearer(&self) -> String {
         format!("Bearer {}", self.0)

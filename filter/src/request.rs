@@ -29,7 +29,7 @@ use tollgate_core::errors::ApiError;
 use tollgate_core::headers;
 use tollgate_core::inflight::InflightBytes;
 use tollgate_core::providers::ProviderKind;
-use tollgate_core::settings::FilterSettings;
+use tollgate_core::settings::{FilterSettings, metadata_key};
 use tollgate_core::tokens::{self, PromptSample};
 use tollgate_core::unmetered::{self, Allowances};
 use tollgate_core::usage::Usage;
@@ -196,8 +196,8 @@ impl Request {
                 "The request has no body; expected a JSON object with `model`.",
             ));
         }
-        let model = self.metadata("model");
-        if model.is_none() && self.metadata("body_error").is_some() {
+        let model = self.metadata(metadata_key::MODEL);
+        if model.is_none() && self.metadata(metadata_key::BODY_ERROR).is_some() {
             // json_to_metadata gives no detail, and the body cannot be read here: a request
             // without a route never reaches the body callback. Name what can be named.
             let content_type = &self.head.content_type;
@@ -283,7 +283,7 @@ impl Request {
 
         self.model = self.model_from_metadata(!end_of_stream)?;
         self.stream_hint = self
-            .metadata("stream")
+            .metadata(metadata_key::STREAM)
             .is_some_and(|v| v.first() == Some(&1));
         self.endpoint = Some(endpoint);
         match self.decide_from_cache() {

@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# Debian's CA bundle, which the demo's TLS clusters to real providers trust.
-SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-TEMPLATE = ROOT / "envoy" / "tollgate.yaml.tmpl"
 # The filter builds, as `./dev build` leaves them.
 WASM = ROOT / "target" / "wasm" / "tollgate_filter.wasm"
 WASM_COUNT = ROOT / "target" / "wasm" / "tollgate_filter_count.wasm"
@@ -199,10 +196,9 @@ class Stack:
                     self._start_offline_provider(p)
                 elif p.remote is None:
                     p.port = p.port or free_port()
-            self._write_config()
-            self.start_control_plane()
             envoy_config = self.workdir / "envoy.yaml"
             envoy_config.write_text(self.render_envoy())
+            self.start_control_plane()
             self.envoy_started = time.monotonic()
             self._spawn("envoy", [envoy_bin(), "-c", str(envoy_config), "--concurrency",
                                   str(self.envoy_concurrency), "--disable-hot-restart",
@@ -337,9 +333,17 @@ class Stack:
             'data_dir = "data"',
             "[gateway]",
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
+            "[envoy]",
+            f'listen = "127.0.0.1:{self.gateway_port}"',
+            f'admin = "127.0.0.1:{self.admin_port}"',
+            # The counting build only where counting before admission is asked for.
+            "wasm = " + _toml(str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM)),
+            "[envoy.filter]",
+            *(f"{k} = {_toml(v)}" for k, v in self.filter_settings.items()),
         ]
         for p in self.providers:
-            lines += ["[[providers]]", f'name = "{p.name}"', f'kind = "{p.kind}"']
+            lines += ["[[providers]]", f'name = "{p.name}"', f'kind = "{p.kind}"',
+                      "url = " + _toml(_provider_url(p))]
             if p.api_key:
                 lines.append(f'api_key_env = "{_key_env(p.name)}"')
             if p.timeout_ms is not None:
@@ -360,35 +364,11 @@ class Stack:
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def render_envoy(self) -> str:
-        text = TEMPLATE.read_text()
-        if not self.with_filter:
-            kept, skipping = [], False
-            for line in text.splitlines(keepends=True):
-                if "# BEGIN tollgate" in line:
-                    skipping = True
-                elif "# END tollgate" in line:
-                    skipping = False
-                elif not skipping:
-                    kept.append(line)
-            text = "".join(kept)
-        settings = {"control_plane_cluster": "tollgate_control_plane",
-                    "control_plane_token": self.sidecar_token, **self.filter_settings}
-        values = {
-            "ADMIN_PORT": str(self.admin_port),
-            "LISTEN_ADDRESS": "127.0.0.1",
-            "LISTEN_PORT": str(self.gateway_port),
-            # The counting build only where counting before admission is asked for.
-            "WASM_PATH": str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM),
-            "FILTER_SETTINGS": json.dumps(settings),
-            "CONTROL_PLANE_HOST": "127.0.0.1",
-            "CONTROL_PLANE_PORT": str(self.grpc_port),
-            "PROVIDER_CLUSTERS": "".join(_cluster(p) for p in self.providers),
-        }
-        for k, v in values.items():
-            text = text.replace("{{" + k + "}}", v)
-        if "{{" in text:
-            raise ValueError("unfilled placeholder in envoy template")
-        return text
+        """Writes tollgate.toml and returns the Envoy bootstrap `tollgate envoy-config`
+        renders from it (without the filter when `with_filter` is off)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        return self.cli("envoy-config", *([] if self.with_filter else ["--without-filter"]))
 
     def _wait_http(self, url: str, what: str, expect: bytes | None = None, timeout: float = 60.0):
         deadline = time.monotonic() + timeout
@@ -410,44 +390,17 @@ def _key_env(provider: str) -> str:
     return "TOLLGATE_PROVIDER_KEY_" + "".join(c if c.isalnum() else "_" for c in provider.upper())
 
 
-def _cluster(p: Provider) -> str:
-    """One Envoy cluster per provider, named like it (the filter routes by that name)."""
-    if p.remote is None:
-        host, port, tls = "127.0.0.1", p.port, ""
-        kind = "STATIC"
-    else:
-        host, _, port_s = p.remote.partition(":")
-        port = int(port_s or 443)
-        kind = "LOGICAL_DNS"
-        # Verify the provider's certificate against the system's CAs and its name.
-        tls = f"""
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        sni: {host}
-        common_tls_context:
-          validation_context:
-            trusted_ca: {{ filename: {SYSTEM_CA_BUNDLE} }}
-            match_typed_subject_alt_names:
-            - san_type: DNS
-              matcher: {{ exact: {host} }}"""
-    return f"""
-  - name: {p.name}
-    type: {kind}
-    connect_timeout: 5s
-    dns_lookup_family: V4_PREFERRED
-    per_connection_buffer_limit_bytes: 16777216
-    # Envoy's default of 1024 would cap concurrent streams to one provider.
-    circuit_breakers:
-      thresholds:
-      - {{ max_connections: 100000, max_pending_requests: 100000, max_requests: 100000 }}{tls}
-    load_assignment:
-      cluster_name: {p.name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            hostname: {host}
-            address:
-              socket_address: {{ address: {host}, port_value: {port} }}
-"""
+def _provider_url(p: Provider) -> str:
+    """A real provider over TLS (`remote` is host:port), else the offline one on loopback."""
+    if p.remote is not None:
+        return f"https://{p.remote}"
+    return f"http://127.0.0.1:{p.port}"
+
+
+def _toml(value) -> str:
+    """A TOML value: JSON's strings, numbers and lists are TOML's too; booleans differ."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int, float, list)):
+        return json.dumps(value)
+    raise TypeError(f"no TOML for {value!r}")

@@ -5,10 +5,10 @@ use crate::config::Config;
 use std::io::Write;
 use std::path::Path;
 
-/// Checks what only `serve` would otherwise find missing (the filter token) and prints a
-/// one-line summary of the file at `path`.
+/// Checks what only `serve` and `envoy-config` would otherwise find missing or wrong (the
+/// filter token, the filter's settings) and prints a one-line summary of the file at `path`.
 pub(super) fn run(path: &Path, config: &Config, out: &mut impl Write) -> Result<(), CliError> {
-    config.server.filter_token()?;
+    config.envoy.resolve_filter(config.server.filter_token()?)?;
     writeln!(
         out,
         "{}: ok ({} providers, {} models, database {})",
@@ -25,7 +25,7 @@ mod tests {
     use super::*;
 
     const FILE: &str = "[storage]\ndatabase_url = \"postgres://u:secret@db/t\"\n\
-        [[providers]]\nname = \"p\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n\
+        [[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n\
         [[models]]\nname = \"n\"\nprovider = \"p\"\nfree = true\n";
 
     #[test]

@@ -94,7 +94,7 @@ mod tests {
     async fn setup() -> (tempfile::TempDir, Store, Catalog) {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::parse(
-            "[[providers]]\nname = \"p\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
+            "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
             dir.path(),
             |_| None,
         )

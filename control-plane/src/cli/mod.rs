@@ -8,6 +8,7 @@ mod usage;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource};
+use crate::envoy_config::EnvoyConfigArgs;
 use crate::keys::KeyError;
 use crate::server::ServeError;
 use crate::store::{Store, StoreError};
@@ -39,6 +40,9 @@ pub enum CliError {
     /// The server could not start or failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The Envoy bootstrap could not be rendered or written.
+    #[error(transparent)]
+    EnvoyConfig(#[from] crate::envoy_config::EnvoyConfigError),
     /// Output could not be written.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -77,6 +81,8 @@ pub enum Command {
     Serve,
     /// Check the configuration file and exit.
     CheckConfig,
+    /// Print the Envoy bootstrap for this configuration (it holds the filter's token).
+    EnvoyConfig(EnvoyConfigArgs),
     /// Manage virtual keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -170,6 +176,7 @@ pub async fn run(
             serve::run(source, config, clock, crate::server::terminate_signal()).await
         }
         Command::CheckConfig => check_config::run(source.path(), &config, out),
+        Command::EnvoyConfig(args) => Ok(crate::envoy_config::run(&config, &args)?),
         Command::Keys(command) => {
             let store = open_store(&config).await?;
             match command {

@@ -18,6 +18,7 @@ pub use server::ServerSettings;
 pub use storage::StorageSettings;
 
 use crate::catalog::Catalog;
+use crate::envoy_config::EnvoySection;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub enum ConfigError {
     },
 }
 
-fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn field_error(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field: field.into(),
         problem: problem.into(),
@@ -76,6 +77,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// `[[providers]]` and `[[models]]`: what is served, the part that reloads live.
     pub catalog: Catalog,
+    /// `[envoy]`: the Envoy in front of the filter, for `tollgate envoy-config`.
+    pub envoy: EnvoySection,
 }
 
 impl Config {
@@ -110,11 +113,13 @@ impl Config {
         let gateway = gateway::validate(file.gateway)?;
         let providers = providers::validate(file.providers, &env)?;
         let models = models::validate(file.models, &providers)?;
+        let envoy = EnvoySection::from_file(file.envoy, server.grpc_listen, base)?;
         Ok(Config {
             server,
             storage,
             gateway,
             catalog: Catalog { providers, models },
+            envoy,
         })
     }
 
@@ -194,16 +199,19 @@ mod tests {
 
         [[providers]]
         name = "openai"
+        url = "http://127.0.0.1:9000"
         api_key_env = "OPENAI_API_KEY"
 
         [[providers]]
         name = "anthropic"
+        url = "http://127.0.0.1:9000"
         kind = "anthropic"
         api_key_env = "ANTHROPIC_API_KEY"
         timeout_ms = 30000
 
         [[providers]]
         name = "local"
+        url = "http://127.0.0.1:9000"
 
         [[models]]
         name = "gpt-4o"
@@ -297,6 +305,7 @@ mod tests {
         let e = err(r#"
             [[providers]]
             name = "p"
+            url = "http://127.0.0.1:9000"
             [[models]]
             name = "m"
             provider = "p"
@@ -310,64 +319,67 @@ mod tests {
     fn bad_fields_are_named() {
         let cases = [
             (
-                "[server]\ngrpc_listen = \"nowhere\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[server]\ngrpc_listen = \"nowhere\"\n[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "server.grpc_listen",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"q\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"q\"\nfree=true",
                 "models[0].provider",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=-1\noutput=1",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=-1\noutput=1",
                 "models[0].input",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=0.0000001\noutput=1",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\ninput=0.0000001\noutput=1",
                 "models[0].input",
             ),
             (
-                "[[providers]]\nname=\"p\"\napi_key_env=\"NOPE\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\napi_key_env=\"NOPE\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].api_key_env",
             ),
             (
-                "[[providers]]\nname=\"a b\"\n[[models]]\nname=\"m\"\nprovider=\"a b\"\nfree=true",
+                "[[providers]]\nname=\"a b\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"a b\"\nfree=true",
                 "providers[0].name",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[1].name",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\ninput=1",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\ninput=1",
                 "models[0].input",
             ),
-            ("[[providers]]\nname=\"p\"", "models"),
             (
-                "[[providers]]\nname=\"p\"\nkind=\"azure\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"",
+                "models",
+            ),
+            (
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\nkind=\"azure\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].kind",
             ),
             (
-                "[[providers]]\nname=\"p\"\ntimeout_ms=0\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\ntimeout_ms=0\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].timeout_ms",
             ),
             (
-                "[[providers]]\nname=\"p\"\nforward_headers=[\"x-ok\", \"Cookie\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\nforward_headers=[\"x-ok\", \"Cookie\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].forward_headers[1]",
             ),
             (
-                "[[providers]]\nname=\"p\"\nforward_headers=[\"authorization\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\nforward_headers=[\"authorization\"]\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "providers[0].forward_headers[0]",
             ),
             (
-                "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\nupstream_model=\"\"",
+                "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\nupstream_model=\"\"",
                 "models[0].upstream_model",
             ),
             (
-                "[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[storage]\ndatabase_url=\"mysql://x\"\n[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "storage.database_url",
             ),
             (
-                "[gateway]\nkey_cache_ttl_ms=99999999\n[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
+                "[gateway]\nkey_cache_ttl_ms=99999999\n[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true",
                 "gateway.key_cache_ttl_ms",
             ),
         ];
@@ -379,8 +391,7 @@ mod tests {
 
     #[test]
     fn filter_token_is_checked_and_named() {
-        let models =
-            "[[providers]]\nname=\"p\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\n";
+        let models = "[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname=\"m\"\nprovider=\"p\"\nfree=true\n";
         let elsewhere = format!("[server]\nfilter_token_env = \"MY_TOKEN\"\n{models}");
         let short = Config::parse(&elsewhere, Path::new("/"), |v| {
             (v == "MY_TOKEN").then(|| "tiny-secret".to_owned())
@@ -416,7 +427,7 @@ mod tests {
 
     #[test]
     fn unknown_and_mistyped_fields_are_named() {
-        let e = err("[[providers]]\nname=\"p\"\nkey_env=\"X\"");
+        let e = err("[[providers]]\nname=\"p\"\nurl = \"http://127.0.0.1:9000\"\nkey_env=\"X\"");
         assert!(e.contains("key_env"), "{e}");
         let e = err("[gateway]\nkey_cache_ttl_ms=\"soon\"");
         assert!(e.contains("key_cache_ttl_ms"), "{e}");

@@ -94,6 +94,7 @@ mod tests {
     fn providers() -> HashMap<String, Provider> {
         let p = Provider {
             name: "p".into(),
+            url: crate::envoy_config::Upstream::parse("http://127.0.0.1:9000").unwrap(),
             kind: ProviderKind::OpenAi,
             timeout_ms: 1_000,
             auth_header: "authorization".into(),

@@ -3,6 +3,7 @@
 use super::raw::{AuthScheme, ProviderFile};
 use super::{ConfigError, Env, field_error};
 use crate::catalog::Provider;
+use crate::envoy_config::Upstream;
 use std::collections::HashMap;
 use tollgate_core::headers;
 use tollgate_core::providers::{AuthStyle, ProviderKind};
@@ -50,6 +51,14 @@ fn provider(i: usize, p: ProviderFile, env: &Env<'_>) -> Result<Provider, Config
             "must be a non-empty name of letters, digits, '-', '_' or '.' (it is also an Envoy cluster name)",
         ));
     }
+    // Required: a provider without an address cannot be reached.
+    let url = p.url.as_deref().ok_or_else(|| {
+        field_error(
+            format!("providers[{i}].url"),
+            "is missing: give the provider's address, e.g. https://api.openai.com",
+        )
+    })?;
+    let url = Upstream::parse(url).map_err(|e| field_error(format!("providers[{i}].url"), e))?;
     let kind = match p.kind.as_deref() {
         None => ProviderKind::OpenAi,
         Some(k) => ProviderKind::from_name(k).ok_or_else(|| {
@@ -107,6 +116,7 @@ fn provider(i: usize, p: ProviderFile, env: &Env<'_>) -> Result<Provider, Config
     }
     Ok(Provider {
         name: p.name,
+        url,
         kind,
         timeout_ms,
         auth_header,
@@ -123,6 +133,7 @@ mod tests {
     fn named(name: &str) -> ProviderFile {
         ProviderFile {
             name: name.into(),
+            url: Some("http://127.0.0.1:9000".into()),
             kind: None,
             auth_header: None,
             auth_scheme: None,
@@ -185,5 +196,15 @@ mod tests {
             ..named("p")
         };
         assert!(err(vec![forwards_host]).contains("providers[0].forward_headers[1]"));
+        let nowhere = ProviderFile {
+            url: None,
+            ..named("p")
+        };
+        assert!(err(vec![named("o"), nowhere]).contains("providers[1].url"));
+        let ftp = ProviderFile {
+            url: Some("ftp://files.example.com".into()),
+            ..named("p")
+        };
+        assert!(err(vec![ftp]).contains("providers[0].url"));
     }
 }

@@ -18,6 +18,8 @@ pub(super) struct File {
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
+    #[serde(default)]
+    pub envoy: crate::envoy_config::EnvoyFile,
 }
 
 /// `[server]`.
@@ -67,6 +69,7 @@ impl Default for GatewayFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct ProviderFile {
     pub name: String,
+    pub url: Option<String>,
     #[serde(default)]
     pub kind: Option<String>,
     pub auth_header: Option<String>,

@@ -1,0 +1,544 @@
+//! The Envoy bootstrap, built as data from the validated config and written as YAML.
+//!
+//! Values enter as data, never as text pasted into a template, so no provider name, path
+//! or header can change the file's structure; the YAML writer quotes what needs quoting.
+
+use super::section::ResolvedFilter;
+use super::upstream::{Host, Transport};
+use crate::catalog::Provider;
+use crate::config::{Config, ConfigError, field_error};
+use serde_json::{Value, json};
+use tollgate_core::settings::metadata_key;
+
+/// Which Envoy to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The gateway: `json_to_metadata` and the Tollgate filter before the router.
+    WithFilter,
+    /// The same Envoy without them: the baseline benchmarks compare against.
+    WithoutFilter,
+}
+
+/// Why the bootstrap could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The configuration lacks something rendering needs, or is inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The YAML writer failed.
+    #[error("cannot write the Envoy configuration as YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
+/// The complete Envoy bootstrap for `config`, as YAML text.
+pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> {
+    let token = config.server.filter_token()?;
+    let filter = config.envoy.resolve_filter(token)?;
+    let http_filters = match variant {
+        Variant::WithFilter => {
+            let wasm = config.envoy.wasm.as_deref().ok_or_else(|| {
+                field_error(
+                    "envoy.wasm",
+                    "is missing: give the path of the filter's .wasm (e.g. tollgate_filter.wasm \
+                     as `./dev build` leaves it in target/wasm/), or render --without-filter",
+                )
+            })?;
+            vec![
+                json_to_metadata(&filter),
+                wasm_filter(&filter, wasm),
+                router(),
+            ]
+        }
+        Variant::WithoutFilter => vec![router()],
+    };
+
+    let mut providers: Vec<&Provider> = config.catalog.providers.values().collect();
+    providers.sort_by(|a, b| a.name.cmp(&b.name));
+    let cp_cluster = &filter.settings.control_plane_cluster;
+    if providers.iter().any(|p| &p.name == cp_cluster) {
+        return Err(field_error(
+            "envoy.filter.control_plane_cluster",
+            format!(
+                "is `{cp_cluster}`, which is also a provider's name (both are Envoy clusters): \
+                 rename one"
+            ),
+        )
+        .into());
+    }
+    let mut clusters = vec![control_plane_cluster(config, cp_cluster)];
+    clusters.extend(providers.iter().map(|p| provider_cluster(config, p)));
+
+    let bootstrap = json!({
+        "admin": { "address": socket_address(&config.envoy.admin.ip().to_string(), config.envoy.admin.port()) },
+        "overload_manager": overload_manager(config),
+        "static_resources": {
+            "listeners": [listener(config, &filter, http_filters)],
+            "clusters": clusters,
+        },
+    });
+    let header = match variant {
+        Variant::WithFilter => HEADER_WITH_SECRET,
+        Variant::WithoutFilter => HEADER_WITHOUT_FILTER,
+    };
+    Ok(format!("{header}{}", serde_yaml_ng::to_string(&bootstrap)?))
+}
+
+const HEADER_WITH_SECRET: &str = "\
+# Envoy bootstrap for Tollgate, written by `tollgate envoy-config` from tollgate.toml:
+# change that file and render again rather than editing this one.
+#
+# SECRET: the wasm filter's settings hold `control_plane_token`, the token the control plane
+# demands on every call. Keep this file (and Envoy's admin interface, whose config_dump
+# shows it) private: mode 0600, never in a repository or a world-readable ConfigMap.
+";
+
+const HEADER_WITHOUT_FILTER: &str = "\
+# Envoy bootstrap written by `tollgate envoy-config --without-filter` from tollgate.toml:
+# the same Envoy as Tollgate's but without its filter (no keys, no metering), the
+# baseline that benchmarks compare against. Holds no secret.
+";
+
+fn socket_address(address: &str, port: u16) -> Value {
+    json!({ "socket_address": { "address": address, "port_value": port } })
+}
+
+/// Envoy's own bounds, whatever the filter does: past 90% of its heap Envoy returns memory
+/// to the system, past 95% it refuses new requests (503) until it is back under; and it
+/// holds at most this many client connections in all.
+fn overload_manager(config: &Config) -> Value {
+    json!({
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.fixed_heap",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": config.envoy.max_heap_bytes,
+                },
+            },
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": config.envoy.max_connections,
+                },
+            },
+        ],
+        "actions": [
+            {
+                "name": "envoy.overload_actions.shrink_heap",
+                "triggers": [{ "name": "envoy.resource_monitors.fixed_heap", "threshold": { "value": 0.90 } }],
+            },
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{ "name": "envoy.resource_monitors.fixed_heap", "threshold": { "value": 0.95 } }],
+            },
+        ],
+    })
+}
+
+fn listener(config: &Config, filter: &ResolvedFilter, http_filters: Vec<Value>) -> Value {
+    let listen = config.envoy.listen;
+    json!({
+        "name": "gateway",
+        "address": socket_address(&listen.ip().to_string(), listen.port()),
+        // Whole request bodies are buffered (model extraction, validation) and so are JSON
+        // responses (usage); this exceeds the filter's max_body_bytes (checked) or big
+        // prompts would get 413.
+        "per_connection_buffer_limit_bytes": config.envoy.buffer_limit_bytes,
+        "filter_chains": [{
+            "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "gateway",
+                    "codec_type": "AUTO",
+                    "use_remote_address": true,
+                    // LLM answers can take minutes; streams may pause between tokens.
+                    "stream_idle_timeout": "300s",
+                    "request_timeout": "0s",
+                    "local_reply_config": local_replies(),
+                    "route_config": {
+                        "name": "providers",
+                        "virtual_hosts": [{
+                            "name": "providers",
+                            "domains": ["*"],
+                            "routes": [{
+                                "match": { "prefix": "/" },
+                                "route": {
+                                    // The filter names the provider in this header; it is
+                                    // also the cluster's name. Same value as the filter's
+                                    // `route_header`, from one source.
+                                    "cluster_header": filter.settings.route_header,
+                                    "auto_host_rewrite": true,
+                                    "timeout": "600s",
+                                },
+                            }],
+                        }],
+                    },
+                    "http_filters": http_filters,
+                },
+            }],
+        }],
+    })
+}
+
+/// Envoy's own answers when a provider fails, in OpenAI's error shape so SDKs raise the
+/// right class: no answer in time is 504, unreachable or reset before headers 502.
+fn local_replies() -> Value {
+    let mapper = |flags: &[&str], status: u16, message: &str, code: &str| {
+        json!({
+            "filter": { "response_flag_filter": { "flags": flags } },
+            "status_code": status,
+            "body": { "inline_string": message },
+            "body_format_override": {
+                "content_type": "application/json",
+                "json_format": {
+                    "error": { "message": "%LOCAL_REPLY_BODY%", "type": "api_error", "param": null, "code": code },
+                },
+            },
+        })
+    };
+    json!({
+        "mappers": [
+            mapper(&["UT"], 504, "The model's provider did not answer in time.", "provider_timeout"),
+            mapper(
+                &["UF", "UH", "UR", "UC", "URX"],
+                502,
+                "The model's provider could not be reached, or reset the connection before answering.",
+                "provider_unreachable",
+            ),
+        ],
+    })
+}
+
+/// Reads `model` from the JSON body into dynamic metadata before the Tollgate filter sees
+/// the headers: routing needs the model while headers can still change. The namespace is
+/// the filter's `metadata_namespace`, from one source.
+fn json_to_metadata(filter: &ResolvedFilter) -> Value {
+    let ns = &filter.settings.metadata_namespace;
+    json!({
+        "name": "envoy.filters.http.json_to_metadata",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.json_to_metadata.v3.JsonToMetadata",
+            "request_rules": {
+                "allow_content_types_regex": { "regex": "(?i)application/json.*" },
+                "rules": [
+                    {
+                        "selectors": [{ "key": "model" }],
+                        "on_present": { "metadata_namespace": ns, "key": metadata_key::MODEL },
+                        "on_missing": { "metadata_namespace": ns, "key": metadata_key::MODEL_MISSING, "value": { "bool_value": true } },
+                        "on_error": { "metadata_namespace": ns, "key": metadata_key::BODY_ERROR, "value": { "bool_value": true } },
+                    },
+                    // Whether the body may be rewritten (include_usage) is known before it arrives.
+                    {
+                        "selectors": [{ "key": "stream" }],
+                        "on_present": { "metadata_namespace": ns, "key": metadata_key::STREAM },
+                    },
+                ],
+            },
+        },
+    })
+}
+
+fn wasm_filter(filter: &ResolvedFilter, wasm: &str) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "tollgate",
+                "root_id": "tollgate",
+                // A trapped VM is replaced (requests meanwhile are refused, never let through
+                // unauthenticated); FAIL_CLOSED would leave that worker answering 503 for good.
+                "failure_policy": "FAIL_RELOAD",
+                // Holds `control_plane_token` (see the file's header).
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": filter.json,
+                },
+                "vm_config": {
+                    "vm_id": "tollgate",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": wasm } },
+                },
+            },
+        },
+    })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+    })
+}
+
+/// The control plane's gRPC port; gRPC needs HTTP/2 (cleartext on loopback or in-pod).
+fn control_plane_cluster(config: &Config, name: &str) -> Value {
+    let cp = &config.envoy.control_plane;
+    json!({
+        "name": name,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} },
+            },
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(&cp.host.to_string(), cp.port) } }] }],
+        },
+    })
+}
+
+/// One cluster per provider, named like it (the filter routes by that name).
+fn provider_cluster(config: &Config, p: &Provider) -> Value {
+    let host = p.url.host.to_string();
+    let mut cluster = json!({
+        "name": p.name,
+        // A name is resolved (and re-resolved) by Envoy; an address is used as is.
+        "type": match p.url.host { Host::Name(_) => "LOGICAL_DNS", Host::Ip(_) => "STATIC" },
+        "connect_timeout": "5s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "per_connection_buffer_limit_bytes": config.envoy.buffer_limit_bytes,
+        // Envoy's default of 1024 would cap concurrent streams to one provider.
+        "circuit_breakers": {
+            "thresholds": [{ "max_connections": 100_000, "max_pending_requests": 100_000, "max_requests": 100_000 }],
+        },
+        "load_assignment": {
+            "cluster_name": p.name,
+            "endpoints": [{
+                "lb_endpoints": [{
+                    // `hostname` is what auto_host_rewrite puts in the Host header.
+                    "endpoint": { "hostname": host, "address": socket_address(&host, p.url.port) },
+                }],
+            }],
+        },
+    });
+    if let (Transport::Tls, Value::Object(fields)) = (p.url.transport, &mut cluster) {
+        fields.insert("transport_socket".into(), tls_socket(config, &p.url.host));
+    }
+    cluster
+}
+
+/// TLS that checks the provider's certificate against the CA bundle and its name: SNI
+/// asks for the right certificate, the SAN match refuses any other.
+fn tls_socket(config: &Config, host: &Host) -> Value {
+    let (sni, san_type) = match host {
+        Host::Name(name) => (Some(name.as_str()), "DNS"),
+        // SNI carries names only; an address is matched as an IP SAN.
+        Host::Ip(_) => (None, "IP_ADDRESS"),
+    };
+    let mut context = json!({
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "validation_context": {
+                "trusted_ca": { "filename": config.envoy.ca_bundle },
+                "match_typed_subject_alt_names": [{ "san_type": san_type, "matcher": { "exact": host.to_string() } }],
+            },
+        },
+    });
+    if let (Some(sni), Value::Object(fields)) = (sni, &mut context) {
+        fields.insert("sni".into(), Value::String(sni.to_owned()));
+    }
+    json!({ "name": "envoy.transport_sockets.tls", "typed_config": context })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use tollgate_core::settings::FilterSettings;
+
+    const TOKEN: &str = "token-token-token-token-token-token";
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[[providers]]\nname = \"openai\"\nurl = \"https://api.openai.com\"\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:9000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"openai\"\nfree = true\n{extra}"
+        );
+        Config::parse(&text, Path::new("/srv"), |v| {
+            (v == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+        })
+        .unwrap()
+    }
+
+    /// Renders and reads the YAML back, as Envoy would.
+    fn rendered(extra: &str, variant: Variant) -> (String, serde_json::Value) {
+        let text = render(&config(extra), variant).unwrap();
+        let value = serde_yaml_ng::from_str(&text).unwrap();
+        (text, value)
+    }
+
+    fn hcm(bootstrap: &Value) -> &Value {
+        &bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    }
+
+    fn http_filter<'a>(bootstrap: &'a Value, name: &str) -> Option<&'a Value> {
+        hcm(bootstrap)["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+    }
+
+    fn cluster<'a>(bootstrap: &'a Value, name: &str) -> &'a Value {
+        bootstrap["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
+    }
+
+    /// The settings the wasm filter will parse, from the rendered file.
+    fn filter_settings(bootstrap: &Value) -> FilterSettings {
+        let wasm = http_filter(bootstrap, "envoy.filters.http.wasm").unwrap();
+        let json = wasm["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap();
+        FilterSettings::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn namespaces(bootstrap: &Value) -> Vec<String> {
+        let j2m = http_filter(bootstrap, "envoy.filters.http.json_to_metadata").unwrap();
+        let mut found = Vec::new();
+        for rule in j2m["typed_config"]["request_rules"]["rules"]
+            .as_array()
+            .unwrap()
+        {
+            for on in ["on_present", "on_missing", "on_error"] {
+                if let Some(ns) = rule[on]["metadata_namespace"].as_str() {
+                    found.push(ns.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    const WASM: &str = "[envoy]\nwasm = \"/opt/tollgate/tollgate_filter.wasm\"\n";
+
+    #[test]
+    fn route_header_and_namespace_agree_with_the_filter() {
+        for filter in [
+            "",
+            "[envoy.filter]\nroute_header = \"x-up\"\nmetadata_namespace = \"meter\"\n",
+        ] {
+            let (_, b) = rendered(&format!("{WASM}{filter}"), Variant::WithFilter);
+            let settings = filter_settings(&b);
+            let route = &hcm(&b)["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+            assert_eq!(route["cluster_header"], settings.route_header.as_str());
+            let ns = namespaces(&b);
+            assert_eq!(ns.len(), 4, "{ns:?}");
+            assert!(
+                ns.iter().all(|n| *n == settings.metadata_namespace),
+                "{ns:?}"
+            );
+            assert_eq!(settings.control_plane_token.reveal(), TOKEN);
+            let cp = cluster(&b, &settings.control_plane_cluster);
+            assert_eq!(cp["type"], "STRICT_DNS");
+        }
+        let (_, b) = rendered(
+            &format!(
+                "{WASM}[envoy.filter]\nroute_header = \"x-up\"\nmetadata_namespace = \"meter\"\n"
+            ),
+            Variant::WithFilter,
+        );
+        assert_eq!(filter_settings(&b).route_header, "x-up");
+        assert_eq!(namespaces(&b)[0], "meter");
+    }
+
+    #[test]
+    fn https_providers_get_sni_and_a_san_check() {
+        let (_, b) = rendered(
+            &format!("{WASM}ca_bundle = \"/etc/my-cas.pem\"\n"),
+            Variant::WithFilter,
+        );
+        let openai = cluster(&b, "openai");
+        assert_eq!(openai["type"], "LOGICAL_DNS");
+        let tls = &openai["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "api.openai.com");
+        let validation = &tls["common_tls_context"]["validation_context"];
+        assert_eq!(validation["trusted_ca"]["filename"], "/etc/my-cas.pem");
+        assert_eq!(
+            validation["match_typed_subject_alt_names"],
+            serde_json::json!([{ "san_type": "DNS", "matcher": { "exact": "api.openai.com" } }])
+        );
+        let addr = &openai["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
+        assert_eq!(addr["address"]["socket_address"]["port_value"], 443);
+        assert_eq!(addr["hostname"], "api.openai.com");
+
+        let local = cluster(&b, "local");
+        assert_eq!(local["type"], "STATIC");
+        assert!(local.get("transport_socket").is_none(), "http is cleartext");
+        let addr = &local["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
+        assert_eq!(addr["address"]["socket_address"]["port_value"], 9000);
+        assert_eq!(
+            local["circuit_breakers"]["thresholds"][0]["max_requests"], 100_000,
+            "Envoy's default of 1024 would cap concurrent streams"
+        );
+    }
+
+    #[test]
+    fn values_with_yaml_specials_are_data_not_structure() {
+        let namespace = "a: b # 'c\" - [x]\n{y}";
+        let wasm = "/tmp/we ird: #dir/'quote\"/f.wasm";
+        let extra = format!(
+            "[envoy]\nwasm = {}\n[envoy.filter]\nmetadata_namespace = {}\n",
+            toml_string(wasm),
+            toml_string(namespace)
+        );
+        let (_, b) = rendered(&extra, Variant::WithFilter);
+        assert_eq!(filter_settings(&b).metadata_namespace, namespace);
+        assert!(namespaces(&b).iter().all(|n| n == namespace));
+        let code = &http_filter(&b, "envoy.filters.http.wasm").unwrap()["typed_config"]["config"]["vm_config"]
+            ["code"];
+        assert_eq!(code["local"]["filename"], wasm);
+    }
+
+    fn toml_string(s: &str) -> String {
+        toml::Value::String(s.to_owned()).to_string()
+    }
+
+    #[test]
+    fn without_filter_has_no_filter_and_no_secret() {
+        // No wasm path needed: the baseline runs no filter.
+        let (text, b) = rendered("", Variant::WithoutFilter);
+        let names: Vec<&Value> = hcm(&b)["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["name"])
+            .collect();
+        assert_eq!(names, ["envoy.filters.http.router"]);
+        assert!(!text.contains(TOKEN));
+        assert!(cluster(&b, "openai")["transport_socket"].is_object());
+
+        let (text, _) = rendered(WASM, Variant::WithFilter);
+        assert!(
+            text.starts_with('#') && text.contains("SECRET"),
+            "the header warns"
+        );
+    }
+
+    #[test]
+    fn rendering_errors_name_the_field() {
+        let e = render(&config(""), Variant::WithFilter)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("envoy.wasm"), "{e}");
+        let e = render(
+            &config(&format!(
+                "{WASM}[envoy.filter]\ncontrol_plane_cluster = \"local\"\n"
+            )),
+            Variant::WithFilter,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("envoy.filter.control_plane_cluster"), "{e}");
+    }
+}

@@ -1,0 +1,326 @@
+//! The `[envoy]` section of `tollgate.toml`: how the Envoy in front of the filter is set up.
+
+use super::upstream::{self, Host};
+use crate::config::{ConfigError, field_error};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use tollgate_core::settings::{FilterSettings, SettingsError};
+use tollgate_core::sidecar::SidecarToken;
+
+/// Debian's and Ubuntu's bundle of the system's trusted CAs.
+pub const DEFAULT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The section as written; see [`EnvoySection`] for the meaning of each field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvoyFile {
+    listen: Option<String>,
+    admin: Option<String>,
+    wasm: Option<PathBuf>,
+    ca_bundle: Option<PathBuf>,
+    control_plane: Option<String>,
+    buffer_limit_bytes: Option<u32>,
+    max_heap_bytes: Option<u64>,
+    max_connections: Option<u64>,
+    filter: toml::Table,
+}
+
+/// Where Envoy reaches the control plane's gRPC port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneAddress {
+    /// Name or address.
+    pub host: Host,
+    /// Port.
+    pub port: u16,
+}
+
+/// The validated `[envoy]` section.
+#[derive(Debug, Clone)]
+pub struct EnvoySection {
+    /// Where the gateway's listener accepts clients (`listen`, default 127.0.0.1:10000).
+    pub listen: SocketAddr,
+    /// Envoy's admin interface (`admin`, default 127.0.0.1:9901). It shows the whole
+    /// configuration, the filter's token included: keep it off public networks.
+    pub admin: SocketAddr,
+    /// The filter's `.wasm` (`wasm`); required to render Envoy with the filter.
+    pub wasm: Option<String>,
+    /// CA bundle that https providers' certificates are checked against (`ca_bundle`).
+    pub ca_bundle: String,
+    /// The control plane's gRPC address as Envoy reaches it (`control_plane`, default
+    /// `server.grpc_listen`, with an unspecified address replaced by loopback).
+    pub control_plane: ControlPlaneAddress,
+    /// Bytes Envoy buffers per connection (`buffer_limit_bytes`); must exceed the filter's
+    /// `max_body_bytes`, since whole request bodies and JSON answers are buffered.
+    pub buffer_limit_bytes: u32,
+    /// Envoy's heap at which its overload manager acts (`max_heap_bytes`, default 2 GiB).
+    pub max_heap_bytes: u64,
+    /// Client connections Envoy holds at most in all (`max_connections`, default 50000).
+    pub max_connections: u64,
+    /// `[envoy.filter]` as written: the filter's settings, without its token.
+    filter: Map<String, Value>,
+}
+
+/// The filter's settings ready to render: checked by the filter's own parser.
+#[derive(Debug, Clone)]
+pub struct ResolvedFilter {
+    /// The settings as the filter will read them.
+    pub settings: FilterSettings,
+    /// The JSON handed to the filter; holds the token.
+    pub json: String,
+}
+
+impl EnvoySection {
+    /// Validates the section; `grpc_listen` is the default control-plane address and
+    /// relative paths are taken from `base` (the config file's directory).
+    pub fn from_file(
+        file: EnvoyFile,
+        grpc_listen: SocketAddr,
+        base: &Path,
+    ) -> Result<Self, ConfigError> {
+        let address = |field: &str, value: Option<String>, default: &str| {
+            value
+                .as_deref()
+                .unwrap_or(default)
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    field_error(
+                        format!("envoy.{field}"),
+                        format!("must be an address like {default}"),
+                    )
+                })
+        };
+        let listen = address("listen", file.listen, "127.0.0.1:10000")?;
+        let admin = address("admin", file.admin, "127.0.0.1:9901")?;
+        let path = |field: &str, value: PathBuf| {
+            base.join(value)
+                .to_str()
+                .map(str::to_owned)
+                .ok_or_else(|| field_error(format!("envoy.{field}"), "must be valid UTF-8"))
+        };
+        let wasm = file.wasm.map(|p| path("wasm", p)).transpose()?;
+        let ca_bundle = path(
+            "ca_bundle",
+            file.ca_bundle
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_BUNDLE)),
+        )?;
+        let control_plane = match file.control_plane {
+            Some(text) => {
+                let (host, port) = upstream::parse_endpoint(&text)
+                    .map_err(|problem| field_error("envoy.control_plane", problem))?;
+                ControlPlaneAddress { host, port }
+            }
+            None => ControlPlaneAddress {
+                host: Host::Ip(reachable(grpc_listen.ip())),
+                port: grpc_listen.port(),
+            },
+        };
+        let buffer_limit_bytes = file.buffer_limit_bytes.unwrap_or(16 << 20);
+        if buffer_limit_bytes < 1 << 20 {
+            return Err(field_error(
+                "envoy.buffer_limit_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        let max_heap_bytes = file.max_heap_bytes.unwrap_or(2 << 30);
+        if max_heap_bytes < 256 << 20 {
+            return Err(field_error(
+                "envoy.max_heap_bytes",
+                "must be at least 268435456 (256 MiB)",
+            ));
+        }
+        let max_connections = file.max_connections.unwrap_or(50_000);
+        if max_connections == 0 {
+            return Err(field_error(
+                "envoy.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if file.filter.contains_key("control_plane_token") {
+            return Err(field_error(
+                "envoy.filter.control_plane_token",
+                "must not be written in the file: the token is read from the environment \
+                 variable named by `server.filter_token_env`",
+            ));
+        }
+        let filter = match serde_json::to_value(file.filter) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) | Err(_) => {
+                return Err(field_error(
+                    "envoy.filter",
+                    "must hold only JSON-like values (no dates)",
+                ));
+            }
+        };
+        Ok(Self {
+            listen,
+            admin,
+            wasm,
+            ca_bundle,
+            control_plane,
+            buffer_limit_bytes,
+            max_heap_bytes,
+            max_connections,
+            filter,
+        })
+    }
+
+    /// `[envoy.filter]` with `token`, validated by the filter's own parser, and the JSON
+    /// the filter gets. The names Envoy's side must agree on (route header, metadata
+    /// namespace, control-plane cluster) are written out even where they are defaults,
+    /// so the filter reads exactly what the rest of the file was rendered with.
+    pub fn resolve_filter(&self, token: &SidecarToken) -> Result<ResolvedFilter, ConfigError> {
+        let mut json = self.filter.clone();
+        json.insert(
+            "control_plane_token".into(),
+            Value::String(token.reveal().to_owned()),
+        );
+        let text = Value::Object(json.clone()).to_string();
+        let settings = FilterSettings::from_json(text.as_bytes()).map_err(|e| match e {
+            SettingsError::Field { field, problem } => {
+                field_error(format!("envoy.filter.{field}"), problem)
+            }
+            SettingsError::Parse(message) => field_error("envoy.filter", message),
+        })?;
+        if usize::try_from(self.buffer_limit_bytes).is_ok_and(|b| b <= settings.max_body_bytes) {
+            return Err(field_error(
+                "envoy.buffer_limit_bytes",
+                format!(
+                    "must exceed envoy.filter.max_body_bytes ({}), or big prompts get 413",
+                    settings.max_body_bytes
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("route_header", &settings.route_header),
+            ("metadata_namespace", &settings.metadata_namespace),
+            ("control_plane_cluster", &settings.control_plane_cluster),
+        ] {
+            json.insert(key.into(), Value::String(value.clone()));
+        }
+        Ok(ResolvedFilter {
+            settings,
+            json: Value::Object(json).to_string(),
+        })
+    }
+}
+
+/// An address to connect to for one the control plane listens on: "all interfaces" is
+/// reached through loopback.
+fn reachable(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    const TOKEN: &str = "token-token-token-token-token-token";
+    const PROVIDERS: &str = "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n\
+                             [[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n";
+
+    fn load(envoy: &str) -> Result<Config, String> {
+        let text = format!("{PROVIDERS}{envoy}");
+        Config::parse(&text, Path::new("/etc/tollgate"), |v| {
+            (v == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// The error of loading `envoy`, or of resolving its filter settings.
+    fn error(envoy: &str) -> String {
+        match load(envoy) {
+            Err(e) => e,
+            Ok(c) => match c.server.filter_token() {
+                Ok(token) => c
+                    .envoy
+                    .resolve_filter(token)
+                    .expect_err("must be refused")
+                    .to_string(),
+                Err(e) => e.to_string(),
+            },
+        }
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c =
+            load("[server]\ngrpc_listen = \"0.0.0.0:7000\"\n[envoy]\nwasm = \"f.wasm\"\n").unwrap();
+        let e = &c.envoy;
+        assert_eq!(e.listen.to_string(), "127.0.0.1:10000");
+        assert_eq!(e.admin.to_string(), "127.0.0.1:9901");
+        assert_eq!(e.wasm.as_deref(), Some("/etc/tollgate/f.wasm"));
+        assert_eq!(e.ca_bundle, super::DEFAULT_CA_BUNDLE);
+        assert_eq!(
+            e.control_plane.host.to_string(),
+            "127.0.0.1",
+            "0.0.0.0 is dialed as loopback"
+        );
+        assert_eq!(e.control_plane.port, 7000);
+        assert_eq!(e.buffer_limit_bytes, 16 << 20);
+        let no_section = load("").unwrap();
+        assert_eq!(no_section.envoy.wasm, None);
+        assert_eq!(no_section.envoy.control_plane.port, 50051);
+    }
+
+    #[test]
+    fn filter_settings_are_checked_by_the_filter_parser() {
+        let c =
+            load("[envoy.filter]\nroute_header = \"x-route\"\nmax_body_bytes = 1000\n").unwrap();
+        let resolved = c
+            .envoy
+            .resolve_filter(c.server.filter_token().unwrap())
+            .unwrap();
+        assert_eq!(resolved.settings.route_header, "x-route");
+        assert_eq!(resolved.settings.max_body_bytes, 1000);
+        let json: serde_json::Value = serde_json::from_str(&resolved.json).unwrap();
+        assert_eq!(json["control_plane_token"], TOKEN);
+        assert_eq!(
+            json["metadata_namespace"], "tollgate",
+            "defaults are written out"
+        );
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        for (envoy, field) in [
+            ("[envoy]\nlisten = \"10000\"", "envoy.listen"),
+            ("[envoy]\nadmin = \"localhost:9901\"", "envoy.admin"),
+            ("[envoy]\ncontrol_plane = \"cp\"", "envoy.control_plane"),
+            (
+                "[envoy]\nbuffer_limit_bytes = 1000",
+                "envoy.buffer_limit_bytes",
+            ),
+            ("[envoy]\nmax_heap_bytes = 1000", "envoy.max_heap_bytes"),
+            ("[envoy]\nmax_connections = 0", "envoy.max_connections"),
+            ("[envoy]\nwasm_path = \"x\"", "wasm_path"),
+            (
+                "[envoy.filter]\ncontrol_plane_token = \"x\"",
+                "envoy.filter.control_plane_token",
+            ),
+            ("[envoy.filter]\nmax_body_bytez = 1", "max_body_bytez"),
+            (
+                "[envoy.filter]\nroute_header = \"X-Up\"",
+                "envoy.filter.route_header",
+            ),
+            (
+                "[envoy]\nbuffer_limit_bytes = 2000000\n[envoy.filter]\nmax_body_bytes = 2000000",
+                "envoy.buffer_limit_bytes",
+            ),
+        ] {
+            let e = error(envoy);
+            assert!(e.contains(field), "expected `{field}` in: {e}");
+        }
+        let e = error("[envoy.filter]\nmax_body_bytes = \"big\"");
+        assert!(
+            e.contains("envoy.filter") && e.contains("max_body_bytes"),
+            "{e}"
+        );
+    }
+}
