@@ -18,6 +18,7 @@ pub use server::ServerSettings;
 pub use storage::StorageSettings;
 
 use crate::catalog::Catalog;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,7 +115,11 @@ impl Config {
             server,
             storage,
             gateway,
-            catalog: Catalog { providers, models },
+            catalog: Catalog {
+                providers,
+                models,
+                retired_prices: HashMap::new(),
+            },
         })
     }
 
