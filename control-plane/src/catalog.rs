@@ -53,6 +53,9 @@ pub struct Catalog {
     pub providers: HashMap<String, Provider>,
     /// Models by name.
     pub models: HashMap<String, Model>,
+    /// Last prices of models an earlier catalog served and this one does not, by name:
+    /// a call admitted before a reload is reported after it, and is still charged.
+    pub retired_prices: HashMap<String, Price>,
 }
 
 impl Catalog {
@@ -61,6 +64,26 @@ impl Catalog {
         let model = self.models.get(model)?;
         let provider = self.providers.get(&model.provider)?;
         Some((model, provider))
+    }
+
+    /// The price of `model`: as served, or as last served before a reload removed it.
+    pub fn price(&self, model: &str) -> Option<&Price> {
+        match self.models.get(model) {
+            Some(m) => Some(&m.price),
+            None => self.retired_prices.get(model),
+        }
+    }
+
+    /// This catalog as the successor of `old`: the prices of models `old` served or had
+    /// retired, and this one does not serve, are kept as retired.
+    fn succeeding(mut self, old: &Catalog) -> Self {
+        let served_before = old.models.values().map(|m| (&m.name, &m.price));
+        for (name, price) in old.retired_prices.iter().chain(served_before) {
+            if !self.models.contains_key(name) {
+                self.retired_prices.insert(name.clone(), *price);
+            }
+        }
+        self
     }
 
     /// Served model names, sorted, for messages people read.
@@ -86,9 +109,12 @@ impl LiveCatalog {
         self.0.load_full()
     }
 
-    /// Puts `catalog` in force for every later [`LiveCatalog::current`]; returns the old one.
+    /// Puts `catalog` in force for every later [`LiveCatalog::current`], keeping the
+    /// prices of models it no longer serves (see [`Catalog::retired_prices`]); returns the
+    /// old one.
     pub fn replace(&self, catalog: Catalog) -> Arc<Catalog> {
-        self.0.swap(Arc::new(catalog))
+        // Computed from the catalog actually replaced, should two replaces race.
+        self.0.rcu(|old| Arc::new(catalog.clone().succeeding(old)))
     }
 }
 
@@ -122,6 +148,7 @@ mod tests {
         Catalog {
             providers: HashMap::from([(provider.name.clone(), provider)]),
             models: models.iter().map(|m| (m.name.clone(), m.clone())).collect(),
+            retired_prices: HashMap::new(),
         }
     }
 

@@ -175,8 +175,8 @@ impl GatewayService {
     }
 }
 
-/// Prices a record with the catalog in force; an unpriced model costs nothing (config
-/// validation makes that "marked free"), never a guess.
+/// Prices a record with the catalog in force, or with a model's last price if a reload
+/// removed it; a model never served costs nothing, never a guess.
 fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
     let reported = Usage {
         input_uncached: r.input_uncached,
@@ -191,10 +191,10 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         Some(estimate) => estimated_usage(&r.model, estimate, reported),
         None => reported,
     };
-    let cost = match catalog.models.get(&r.model) {
-        Some(m) => m.price.cost_picos(&usage),
+    let cost = match catalog.price(&r.model) {
+        Some(price) => price.cost_picos(&usage),
         None => {
-            tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model no longer configured; cost recorded as 0");
+            tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model never configured; cost recorded as 0");
             0
         }
     };

@@ -8,7 +8,8 @@
 use crate::catalog::LiveCatalog;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigSource};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::watch;
 
 /// What one reload did.
@@ -23,6 +24,12 @@ pub enum ReloadOutcome {
         /// Changed fields the running process keeps until restarted.
         restart_needed: Vec<&'static str>,
         /// When it was applied, Unix ms.
+        at_ms: i64,
+    },
+    /// A reload that started later finished first; what this one read is older, so it
+    /// was dropped and the later outcome stands.
+    Superseded {
+        /// When it was dropped, Unix ms.
         at_ms: i64,
     },
     /// The file was refused; the catalog in force stays.
@@ -49,6 +56,11 @@ struct Inner {
     catalog: LiveCatalog,
     clock: Clock,
     outcomes: watch::Sender<Option<ReloadOutcome>>,
+    /// Numbers reloads in the order they start reading the file.
+    tickets: AtomicU64,
+    /// The ticket of the latest reload that finished: one holding an older ticket read an
+    /// older file, and must not undo it (a SIGHUP racing [`Reloader::reload`]).
+    finished: Mutex<u64>,
 }
 
 impl Reloader {
@@ -62,6 +74,8 @@ impl Reloader {
                 catalog,
                 clock,
                 outcomes,
+                tickets: AtomicU64::new(0),
+                finished: Mutex::new(0),
             }),
         }
     }
@@ -70,8 +84,26 @@ impl Reloader {
     /// the outcome to every [`Reloader::outcomes`] watcher.
     pub fn reload(&self) -> ReloadOutcome {
         let inner = &self.inner;
+        let ticket = inner
+            .tickets
+            .fetch_add(1, Ordering::SeqCst)
+            .saturating_add(1);
         // The file is a few KB: read here rather than on a blocking thread.
-        let outcome = match inner.source.load() {
+        let loaded = inner.source.load();
+        // Held while the outcome is applied and sent, so outcomes land in ticket order; a
+        // panic elsewhere cannot leave the number inconsistent, so poisoning is ignored.
+        let mut finished = inner
+            .finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *finished > ticket {
+            tracing::info!("a later reload finished first; this one's read of the file is dropped");
+            return ReloadOutcome::Superseded {
+                at_ms: inner.clock.now_ms(),
+            };
+        }
+        *finished = ticket;
+        let outcome = match loaded {
             Ok(config) => {
                 let restart_needed = inner.started.restart_needed(&config);
                 let providers = config.catalog.providers.len();
@@ -176,6 +208,59 @@ mod tests {
         assert_eq!(input_price(&r), 2_000_000);
         assert!(outcomes.has_changed().unwrap());
         assert_eq!(*outcomes.borrow_and_update(), Some(outcome));
+    }
+
+    #[test]
+    fn a_reload_that_read_an_older_file_does_not_undo_a_later_one() {
+        use std::sync::{Mutex, mpsc};
+        type Hold = Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, text("127.0.0.1:1", "1")).unwrap();
+        // Once armed, the next read of the file stops halfway until released.
+        let hold: Arc<Mutex<Hold>> = Arc::default();
+        let source = ConfigSource::new(&path, {
+            let hold = Arc::clone(&hold);
+            move |var| {
+                let armed = hold.lock().unwrap().take();
+                if let Some((entered, release)) = armed {
+                    entered.send(()).unwrap();
+                    release.recv().unwrap();
+                }
+                env(var)
+            }
+        });
+        let started = source.load().unwrap();
+        let catalog = LiveCatalog::new(started.catalog.clone());
+        let r = Reloader::new(source, started, catalog, Clock::system());
+        let mut outcomes = r.outcomes();
+
+        // A SIGHUP's reload reads price 2 and is held; meanwhile the file gets price 3
+        // and another reload (e.g. `Running::reload`) applies it.
+        std::fs::write(&path, text("127.0.0.1:1", "2")).unwrap();
+        let (entered, is_entered) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        *hold.lock().unwrap() = Some((entered, released));
+        let first = std::thread::spawn({
+            let r = r.clone();
+            move || r.reload()
+        });
+        is_entered.recv().unwrap();
+        std::fs::write(&path, text("127.0.0.1:1", "3")).unwrap();
+        let second = r.reload();
+        assert!(
+            matches!(second, ReloadOutcome::Applied { .. }),
+            "{second:?}"
+        );
+        release.send(()).unwrap();
+        let first = first.join().unwrap();
+
+        assert!(
+            matches!(first, ReloadOutcome::Superseded { .. }),
+            "{first:?}"
+        );
+        assert_eq!(input_price(&r), 3_000_000, "the newest file stays in force");
+        assert_eq!(*outcomes.borrow_and_update(), Some(second));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub use storage::StorageSettings;
 
 use crate::catalog::Catalog;
 use crate::envoy_config::EnvoySection;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,7 +119,11 @@ impl Config {
             server,
             storage,
             gateway,
-            catalog: Catalog { providers, models },
+            catalog: Catalog {
+                providers,
+                models,
+                retired_prices: HashMap::new(),
+            },
             envoy,
         })
     }
