@@ -124,7 +124,15 @@ mod unknown_keys_tests {
         u.insert("a", 5);
         u.insert("b", 6); // evicts ("a", 0), which is not a's latest
         assert!(u.contains("a", 7));
-        assert!(!UnknownKeys::new(0, 1000).contains("x", 0));
+    }
+
+    #[test]
+    fn capacity_zero_remembers_nothing() {
+        let mut u = UnknownKeys::new(0, 1000);
+        u.insert("x", 0);
+        u.insert("y", 1);
+        assert!(!u.contains("x", 1) && !u.contains("y", 1));
+        assert!(u.seen.is_empty() && u.order.is_empty());
     }
 }
 

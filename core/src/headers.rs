@@ -70,6 +70,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_recorded_openai_answer_keeps_only_framing_request_ids_and_rate_limits() {
+        let recorded = include_str!("../tests/fixtures/openai/response-headers.txt");
+        let names: Vec<&str> = recorded
+            .lines()
+            .skip(1) // the status line
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+            .collect();
+        assert_eq!(names.len(), 21);
+        let passed: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| response_header_allowed(n))
+            .collect();
+        assert_eq!(
+            passed,
+            [
+                "date",
+                "content-type",
+                "openai-processing-ms",
+                "openai-version",
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-requests",
+                "x-ratelimit-reset-tokens",
+                "x-request-id",
+            ]
+        );
+    }
+
+    #[test]
     fn account_and_credential_headers_never_pass_by_default() {
         for h in [
             "openai-organization",

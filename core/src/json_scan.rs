@@ -27,11 +27,11 @@ const MAX_NAME: usize = 32;
 pub const DEFAULT_CAPTURE_LIMIT: usize = 64 * 1024;
 
 /// Top-level members that carry usage, in every format [`usage::from_body`] reads.
-pub const USAGE_MEMBERS: &[&str] = &["usage", "usageMetadata"];
+pub const USAGE_MEMBERS: &[&str] = &["usage"];
 
 /// Members whose string values are generated text, at any depth: chat `content`,
 /// `refusal` and tool calls' `name` and `arguments` (also Responses' function calls);
-/// `text` of completions, Responses, Anthropic and Gemini parts; `reasoning_content`
+/// `text` of completions, Responses and Anthropic parts; `reasoning_content`
 /// (DeepSeek, vLLM, xAI), `reasoning` (vLLM, OpenRouter) and Anthropic's `thinking`.
 pub const TEXT_MEMBERS: &[&str] = &[
     "content",
@@ -44,9 +44,9 @@ pub const TEXT_MEMBERS: &[&str] = &[
     "thinking",
 ];
 
-/// Members whose object values are generated tool input (Anthropic's `input`, Gemini's
-/// `functionCall.args`): their JSON text is collected as it stands.
-pub const RAW_TEXT_MEMBERS: &[&str] = &["input", "args"];
+/// Members whose object values are generated tool input (Anthropic's `input`): their JSON
+/// text is collected as it stands.
+pub const RAW_TEXT_MEMBERS: &[&str] = &["input"];
 
 /// What a scanner captures and collects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1002,7 +1002,6 @@ mod tests {
             captured(&s, "usage"),
             &Member::Captured(br#"{"prompt_tokens":3}"#.to_vec())
         );
-        assert_eq!(captured(&s, "usageMetadata"), &Member::Absent);
         assert_eq!(s.members_body(), br#"{"usage":{"prompt_tokens":3}}"#);
     }
 
@@ -1052,11 +1051,16 @@ mod tests {
 
     #[test]
     fn an_oversized_member_is_dropped_and_flagged() {
+        // Two captured members: dropping one must keep the other.
+        let config = ScanConfig {
+            capture: &["usage", "other"],
+            ..ScanConfig::ANSWER
+        };
         let big = format!(
-            r#"{{"usage":{{"pad":"{}"}},"usageMetadata":{{"promptTokenCount":4}}}}"#,
+            r#"{{"usage":{{"pad":"{}"}},"other":{{"n":4}}}}"#,
             "x".repeat(DEFAULT_CAPTURE_LIMIT)
         );
-        let mut scanner = JsonScanner::default();
+        let mut scanner = JsonScanner::new(config);
         for piece in big.as_bytes().chunks(1000) {
             scanner.feed(piece);
         }
@@ -1064,13 +1068,10 @@ mod tests {
         assert_eq!(s.verdict, Verdict::Json);
         assert_eq!(captured(&s, "usage"), &Member::TooLarge);
         assert_eq!(
-            captured(&s, "usageMetadata"),
-            &Member::Captured(br#"{"promptTokenCount":4}"#.to_vec())
+            captured(&s, "other"),
+            &Member::Captured(br#"{"n":4}"#.to_vec())
         );
-        assert_eq!(
-            s.members_body(),
-            br#"{"usageMetadata":{"promptTokenCount":4}}"#
-        );
+        assert_eq!(s.members_body(), br#"{"other":{"n":4}}"#);
     }
 
     #[test]

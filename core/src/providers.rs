@@ -18,6 +18,8 @@ pub enum ProviderKind {
     DeepSeek,
     /// Gemini through its OpenAI-compatible endpoint (`/v1beta/openai/...`).
     Gemini,
+    /// api.x.ai (Grok): OpenAI format, with chat reasoning outside `completion_tokens`.
+    Xai,
     /// Anthropic Messages API: requests and answers are translated.
     Anthropic,
 }
@@ -33,11 +35,12 @@ pub enum AuthStyle {
 
 impl ProviderKind {
     /// Every kind, for listings and config errors.
-    pub const ALL: [ProviderKind; 5] = [
+    pub const ALL: [ProviderKind; 6] = [
         ProviderKind::OpenAi,
         ProviderKind::OpenAiCompatible,
         ProviderKind::DeepSeek,
         ProviderKind::Gemini,
+        ProviderKind::Xai,
         ProviderKind::Anthropic,
     ];
 
@@ -48,6 +51,7 @@ impl ProviderKind {
             ProviderKind::OpenAiCompatible => "openai_compatible",
             ProviderKind::DeepSeek => "deepseek",
             ProviderKind::Gemini => "gemini",
+            ProviderKind::Xai => "xai",
             ProviderKind::Anthropic => "anthropic",
         }
     }
@@ -87,6 +91,8 @@ impl ProviderKind {
             (ProviderKind::DeepSeek, E::ChatCompletions) => Some("/v1/chat/completions"),
             (ProviderKind::Gemini, E::ChatCompletions) => Some("/v1beta/openai/chat/completions"),
             (ProviderKind::Gemini, E::Embeddings) => Some("/v1beta/openai/embeddings"),
+            (ProviderKind::Xai, E::ChatCompletions) => Some("/v1/chat/completions"),
+            (ProviderKind::Xai, E::Responses) => Some("/v1/responses"),
             (ProviderKind::Anthropic, E::ChatCompletions) => Some("/v1/messages"),
             _ => None,
         };
@@ -107,7 +113,9 @@ impl ProviderKind {
         match (self, endpoint) {
             (ProviderKind::Anthropic, _) => Format::Anthropic,
             (_, Endpoint::Responses) => Format::OpenAiResponses,
-            (ProviderKind::Gemini, Endpoint::ChatCompletions) => Format::OpenAiChatReasoningApart,
+            (ProviderKind::Gemini | ProviderKind::Xai, Endpoint::ChatCompletions) => {
+                Format::OpenAiChatReasoningApart
+            }
             _ => Format::OpenAiChat,
         }
     }
@@ -120,8 +128,13 @@ impl ProviderKind {
     /// The provider reports usage on a stream only when asked (`stream_options.include_usage`),
     /// so the gateway asks on the client's behalf. DeepSeek and Gemini report it unasked, on
     /// the finish chunk; asking would move it and change what their clients receive.
+    /// xAI accepts OpenAI's `stream_options`; where it puts usage unasked is not documented,
+    /// so the gateway asks.
     pub fn needs_include_usage(self) -> bool {
-        matches!(self, ProviderKind::OpenAi | ProviderKind::OpenAiCompatible)
+        matches!(
+            self,
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible | ProviderKind::Xai
+        )
     }
 }
 
@@ -146,6 +159,19 @@ mod tests {
         assert_eq!(
             ProviderKind::Anthropic.upstream_path(&Endpoint::ChatCompletions, "a"),
             Ok("/v1/messages")
+        );
+        assert_eq!(
+            ProviderKind::Xai.upstream_path(&Endpoint::ChatCompletions, "x"),
+            Ok("/v1/chat/completions")
+        );
+        assert_eq!(
+            ProviderKind::Xai.upstream_path(&Endpoint::Responses, "x"),
+            Ok("/v1/responses")
+        );
+        assert!(
+            ProviderKind::Xai
+                .upstream_path(&Endpoint::Embeddings, "x")
+                .is_err()
         );
         assert_eq!(
             ProviderKind::OpenAiCompatible.upstream_path(&Endpoint::Embeddings, "v"),
@@ -177,6 +203,15 @@ mod tests {
             ProviderKind::Gemini.usage_format(&Endpoint::Embeddings),
             Format::OpenAiChat
         );
+        assert_eq!(
+            ProviderKind::Xai.usage_format(&Endpoint::ChatCompletions),
+            Format::OpenAiChatReasoningApart
+        );
+        assert_eq!(
+            ProviderKind::Xai.usage_format(&Endpoint::Responses),
+            Format::OpenAiResponses
+        );
+        assert_eq!(ProviderKind::Xai.default_auth(), AuthStyle::Bearer);
         assert_eq!(
             ProviderKind::OpenAi.usage_format(&Endpoint::Responses),
             Format::OpenAiResponses

@@ -17,6 +17,30 @@ use std::borrow::Cow;
 const PER_MESSAGE: u64 = 3;
 const REPLY_PRIMER: u64 = 3;
 
+/// Tokens OpenAI's chat format spends on function tools, beyond their texts (`name:description`
+/// of each function, `key:type:description` of each parameter, each enum value). Fitted by
+/// OpenAI's cookbook ("How to count tokens with tiktoken", section 7) to counts its API
+/// returned, and tested against those counts (core/tests/openai_cookbook_counts.rs).
+const TOOLS_END: u64 = 12;
+const PROPERTIES_START: u64 = 3;
+const PER_PROPERTY: u64 = 3;
+const PER_ENUM_VALUE: u64 = 3;
+/// A parameter with an enum costs 3 fewer framing tokens than one without.
+const ENUM_SAVES: u64 = 3;
+
+/// Tokens each function tool starts with: more in `cl100k_base` models than in newer ones.
+fn per_function(model: &str) -> u64 {
+    if uses_cl100k(model) { 10 } else { 7 }
+}
+
+/// Whether `model` tokenizes with `cl100k_base` (GPT-4, GPT-3.5, the older embedding
+/// models) rather than `o200k_base` (newer families, and non-OpenAI models approximately).
+pub fn uses_cl100k(model: &str) -> bool {
+    let cl100k = ["gpt-4-", "gpt-3.5", "text-embedding-"];
+    let is_cl100k = model == "gpt-4" || cl100k.iter().any(|p| model.starts_with(p));
+    is_cl100k && !model.starts_with("gpt-4o")
+}
+
 /// Most bytes of prompt text kept for an estimate. 32 KiB holds ~7,000 tokens of prose,
 /// so most prompts are counted exactly; longer ones keep 64 slices of [`SLICE_BYTES`],
 /// whose scaled count is within a few percent for natural text (tested). With the answer's
@@ -219,6 +243,94 @@ impl<'a> PromptParts<'a> {
         }
     }
 
+    /// Chat `tools`: function tools as OpenAI renders them into the prompt (see
+    /// [`TOOLS_END`]); anything that rendering does not cover (other tool types, nested
+    /// schemas, schema keywords beyond `type`/`properties`/`required`) as its JSON text,
+    /// which overcounts rather than misses it.
+    fn push_chat_tools(&mut self, tools: Option<&'a Value>, model: &str) {
+        let Some(tools) = tools else { return };
+        let Some(list) = tools.as_array() else {
+            return self.push_json(Some(tools));
+        };
+        if list.is_empty() {
+            return;
+        }
+        self.overhead = self.overhead.saturating_add(TOOLS_END);
+        for tool in list {
+            match tool.get("function").and_then(Value::as_object) {
+                Some(function) if tool.get("type").and_then(Value::as_str) == Some("function") => {
+                    self.push_function(function, model);
+                    if let Some(object) = tool.as_object() {
+                        self.push_unlisted(object, &["function"]);
+                    }
+                }
+                _ => self.push_json(Some(tool)),
+            }
+        }
+    }
+
+    fn push_function(&mut self, function: &'a Map<String, Value>, model: &str) {
+        self.overhead = self.overhead.saturating_add(per_function(model));
+        let name = function.get("name").and_then(Value::as_str).unwrap_or("");
+        let description = function.get("description").and_then(Value::as_str);
+        self.texts.push(Cow::Owned(match description {
+            Some(d) => format!("{name}:{}", d.strip_suffix('.').unwrap_or(d)),
+            None => name.to_owned(),
+        }));
+        self.push_unlisted(function, &["name", "description", "parameters"]);
+        let Some(parameters) = function.get("parameters").and_then(Value::as_object) else {
+            return self.push_json(function.get("parameters"));
+        };
+        self.push_unlisted(parameters, &["properties", "required"]);
+        let Some(properties) = parameters.get("properties").and_then(Value::as_object) else {
+            return self.push_json(parameters.get("properties"));
+        };
+        if !properties.is_empty() {
+            self.overhead = self.overhead.saturating_add(PROPERTIES_START);
+        }
+        for (key, property) in properties {
+            self.push_property(key, property);
+        }
+    }
+
+    fn push_property(&mut self, key: &str, property: &'a Value) {
+        let Some(fields) = property.as_object() else {
+            self.overhead = self.overhead.saturating_add(PER_PROPERTY);
+            self.texts.push(Cow::Owned(key.to_owned()));
+            return self.push_json(Some(property));
+        };
+        let text = |field: &str| fields.get(field).and_then(Value::as_str).unwrap_or("");
+        let description = text("description");
+        self.texts.push(Cow::Owned(format!(
+            "{key}:{}:{}",
+            text("type"),
+            description.strip_suffix('.').unwrap_or(description)
+        )));
+        let mut framing = PER_PROPERTY;
+        if let Some(values) = fields.get("enum").and_then(Value::as_array) {
+            framing = (framing - ENUM_SAVES)
+                .saturating_add(PER_ENUM_VALUE.saturating_mul(values.len() as u64));
+            for value in values {
+                match value {
+                    Value::String(s) => self.texts.push(Cow::Borrowed(s)),
+                    other => self.push_json(Some(other)),
+                }
+            }
+        }
+        self.overhead = self.overhead.saturating_add(framing);
+        // A `type` that is not a string (a list of types) is not in the text above.
+        let described = |field: &str| match field {
+            "type" | "description" => fields.get(field).is_some_and(Value::is_string),
+            "enum" => fields.get(field).is_some_and(Value::is_array),
+            _ => false,
+        };
+        for (field, value) in fields {
+            if !described(field) && !UNBILLED.contains(&field.as_str()) {
+                self.push_field(value);
+            }
+        }
+    }
+
     fn push_json(&mut self, value: Option<&Value>) {
         if let Some(v) = value.filter(|v| !v.is_null()) {
             self.texts.push(Cow::Owned(v.to_string()));
@@ -357,7 +469,7 @@ pub fn prompt_parts<'a>(
                     parts.push_unlisted(message, &["name", "content", "audio", "tool_calls"]);
                 }
             }
-            parts.push_json(body.get("tools"));
+            parts.push_chat_tools(body.get("tools"), model);
             parts.push_json(body.get("response_format"));
             parts.push_unlisted(body, &["messages", "tools", "response_format"]);
         }
@@ -420,12 +532,9 @@ mod counting {
     use serde_json::{Map, Value};
     use tiktoken_rs::CoreBPE;
 
-    /// The encoding a model uses; newer families (and non-OpenAI models, approximately)
-    /// use `o200k_base`; GPT-4, GPT-3.5 and the older embedding models `cl100k_base`.
+    /// The encoding a model uses (see [`super::uses_cl100k`]).
     pub(super) fn encoding(model: &str) -> &'static CoreBPE {
-        let cl100k = ["gpt-4-", "gpt-3.5", "text-embedding-"];
-        let is_cl100k = model == "gpt-4" || cl100k.iter().any(|p| model.starts_with(p));
-        if is_cl100k && !model.starts_with("gpt-4o") {
+        if super::uses_cl100k(model) {
             tiktoken_rs::cl100k_base_singleton()
         } else {
             tiktoken_rs::o200k_base_singleton()
@@ -441,8 +550,8 @@ mod counting {
     }
 
     /// Prompt tokens of a request body, as the provider counts them for OpenAI models
-    /// (tool definitions are counted as their JSON text, an approximation; media at the
-    /// most they can cost).
+    /// (chat function tools as OpenAI renders them, other tool definitions as their JSON
+    /// text, an approximation; media at the most they can cost).
     pub fn prompt(endpoint: &Endpoint, model: &str, body: &Map<String, Value>) -> u64 {
         let PromptParts { texts, overhead } = prompt_parts(endpoint, model, body);
         texts
@@ -499,6 +608,34 @@ mod tests {
         assert_eq!(p.texts.len(), 3);
         assert!(p.texts[0].contains("\"arguments\":\"{}\""));
         assert_eq!(p.texts[2], r#"{"type":"json_object"}"#);
+    }
+
+    #[test]
+    fn function_tools_are_rendered_and_what_the_rendering_omits_is_json() {
+        let b = body(json!({"messages": [], "tools": [
+            {"type": "function", "function": {"name": "f", "description": "Does f.", "parameters": {
+                "type": "object", "required": ["a"], "properties": {
+                    "a": {"type": "string", "description": "An a.", "enum": ["x", "y"]},
+                    "b": {"type": "array", "items": {"type": "integer"}}}}}},
+            {"type": "custom", "custom": {"name": "g"}}
+        ]}));
+        let p = prompt_parts(&Endpoint::ChatCompletions, "gpt-4o", &b);
+        assert_eq!(
+            p.texts,
+            [
+                "f:Does f",
+                "a:string:An a",
+                "x",
+                "y",
+                "b:array:",
+                r#"{"type":"integer"}"#,
+                r#"{"type":"custom","custom":{"name":"g"}}"#
+            ]
+        );
+        // primer, tools end, function start, properties start, `a` with 2 enum values, `b`.
+        assert_eq!(p.overhead, 3 + 12 + 7 + 3 + 2 * 3 + 3);
+        let cl100k = prompt_parts(&Endpoint::ChatCompletions, "gpt-4", &b);
+        assert_eq!(cl100k.overhead, p.overhead + 3);
     }
 
     fn media_overhead(model: &str, parts: Value) -> u64 {

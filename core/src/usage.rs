@@ -51,8 +51,6 @@ pub enum Format {
     OpenAiResponses,
     /// Anthropic Messages API.
     Anthropic,
-    /// Gemini `generateContent` / `streamGenerateContent`.
-    Gemini,
 }
 
 fn count(v: &Value, pointer: &str) -> Option<u64> {
@@ -135,66 +133,32 @@ pub fn from_anthropic_usage(usage: &Value) -> Option<Usage> {
     })
 }
 
-/// Reads Gemini's `usageMetadata`: the prompt count includes cached content; thoughts are
-/// billed as output but counted apart from the candidates; tool-use prompt tokens are input.
-fn from_gemini_usage(meta: &Value) -> Option<Usage> {
-    let prompt = count(meta, "/promptTokenCount")?
-        .saturating_add(count(meta, "/toolUsePromptTokenCount").unwrap_or(0));
-    let (input_uncached, cache_read, _) = split_prompt(
-        prompt,
-        count(meta, "/cachedContentTokenCount").unwrap_or(0),
-        0,
-    );
-    let thoughts = count(meta, "/thoughtsTokenCount").unwrap_or(0);
-    Some(Usage {
-        input_uncached,
-        cache_read,
-        cache_write: 0,
-        output: count(meta, "/candidatesTokenCount")
-            .unwrap_or(0)
-            .saturating_add(thoughts),
-        reasoning: thoughts,
-        ..Usage::default()
-    })
-}
-
 fn from_value(format: Format, v: &Value) -> Option<Usage> {
-    from_members(format, v.get("usage"), v.get("usageMetadata"))
+    from_member(format, v.get("usage")?)
 }
 
-/// Usage from a body's `usage` (or Gemini's `usageMetadata`) member.
-fn from_members(
-    format: Format,
-    usage: Option<&Value>,
-    usage_metadata: Option<&Value>,
-) -> Option<Usage> {
+/// Usage from a body's `usage` member.
+fn from_member(format: Format, usage: &Value) -> Option<Usage> {
     match format {
-        Format::OpenAiChat => from_openai_usage(usage?),
-        Format::OpenAiChatReasoningApart => from_reasoning_apart_usage(usage?),
-        Format::OpenAiResponses => from_responses_usage(usage?),
-        Format::Anthropic => from_anthropic_usage(usage?),
-        Format::Gemini => from_gemini_usage(usage_metadata?),
+        Format::OpenAiChat => from_openai_usage(usage),
+        Format::OpenAiChatReasoningApart => from_reasoning_apart_usage(usage),
+        Format::OpenAiResponses => from_responses_usage(usage),
+        Format::Anthropic => from_anthropic_usage(usage),
     }
 }
 
-/// The only members of a response body that carry usage. Deserializing into this skips
+/// The only member of a response body that carries usage. Deserializing into this skips
 /// everything else without building it, which is most of the cost of reading a body.
 #[derive(serde::Deserialize)]
 struct UsageMembers {
     #[serde(default)]
     usage: Option<Value>,
-    #[serde(default, rename = "usageMetadata")]
-    usage_metadata: Option<Value>,
 }
 
 /// Reads the usage of a whole (non-streamed) response body.
 pub fn from_body(format: Format, body: &[u8]) -> Option<Usage> {
     let members: UsageMembers = serde_json::from_slice(body).ok()?;
-    from_members(
-        format,
-        members.usage.as_ref(),
-        members.usage_metadata.as_ref(),
-    )
+    from_member(format, members.usage.as_ref()?)
 }
 
 /// Most bytes of generated text kept per call for an estimate: 32 blocks of
@@ -360,10 +324,6 @@ impl StreamMeter {
                 self.on_anthropic_event(&v);
                 EventRole::Other
             }
-            Format::Gemini => {
-                self.on_gemini_chunk(&v);
-                EventRole::Other
-            }
         }
     }
 
@@ -463,25 +423,6 @@ impl StreamMeter {
             _ => {}
         }
     }
-
-    fn on_gemini_chunk(&mut self, v: &Value) {
-        for part in v
-            .pointer("/candidates/0/content/parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(t) = part.get("text").and_then(Value::as_str) {
-                self.text.push(t);
-            }
-        }
-        if let Some(u) = from_value(Format::Gemini, v) {
-            self.usage = Some(u);
-        }
-        if v.pointer("/candidates/0/finishReason").is_some() {
-            self.ended = true;
-        }
-    }
 }
 
 /// Generated text of a whole response body, for estimating when it reports no usage.
@@ -534,7 +475,6 @@ pub fn output_text_of_body(format: Format, body: &[u8]) -> OutputText {
             }
             return text;
         }
-        Format::Gemini => meter.on_gemini_chunk(&v),
     }
     meter.text
 }
@@ -546,10 +486,6 @@ mod tests {
     #[test]
     fn hostile_counts_saturate_instead_of_wrapping() {
         let max = u64::MAX;
-        let gemini = serde_json::json!({"usageMetadata": {"promptTokenCount": max,
-            "toolUsePromptTokenCount": max, "candidatesTokenCount": max, "thoughtsTokenCount": max}});
-        let u = from_body(Format::Gemini, gemini.to_string().as_bytes()).unwrap();
-        assert_eq!((u.input_uncached, u.output), (max, max));
         let apart = serde_json::json!({"usage": {"prompt_tokens": max, "completion_tokens": max,
             "total_tokens": max, "prompt_tokens_details": {"cached_tokens": max}}});
         let u = from_body(

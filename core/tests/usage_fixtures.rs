@@ -140,15 +140,7 @@ fn anthropic() {
 }
 
 #[test]
-fn gemini() {
-    assert_eq!(
-        body(Format::Gemini, "gemini/generate-content.json"),
-        (217, 2028, 0, 161, 127)
-    );
-    assert_eq!(
-        stream(Format::Gemini, "gemini/stream-generate-content-alt-sse.sse"),
-        Some((196, 0, 0, 161, 127))
-    );
+fn gemini_openai_compatible() {
     assert_eq!(
         stream(
             Format::OpenAiChatReasoningApart,
@@ -212,7 +204,6 @@ fn every_stream_fixture_meters_the_same_in_any_chunking() {
             Format::Anthropic,
             "anthropic/messages-stream-wire-padding.sse",
         ),
-        (Format::Gemini, "gemini/stream-generate-content-alt-sse.sse"),
         (
             Format::OpenAiChatReasoningApart,
             "gemini/openai-compat-chat-stream.sse",

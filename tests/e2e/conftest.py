@@ -23,6 +23,7 @@ PRICES = {
     "claude-sonnet": (3.0, 15.0, 0.3, 3.75),
     "gemini-2.5-flash": (0.3, 2.5, 0.075, 0.0),
     "deepseek-chat": (0.27, 1.1, 0.07, 0.0),
+    "grok-4-fast": (0.2, 0.5, 0.05, 0.0),
     "slow-model": (1.0, 1.0, 0.0, 0.0),
     "ghost-model": (1.0, 1.0, 0.0, 0.0),
 }
@@ -30,6 +31,7 @@ ALPHA_KEY = "sk-alpha-provider-secret-0001"
 ANTHROPIC_KEY = "sk-ant-offline-0002"
 GEMINI_KEY = "gemini-offline-0003"
 DEEPSEEK_KEY = "sk-deepseek-offline-0004"
+XAI_KEY = "xai-offline-0005"
 CLAUDE_UPSTREAM = "claude-sonnet-4-5-20250929"
 KEY_CACHE_TTL_MS = 1000
 SLOW_TIMEOUT_MS = 500
@@ -51,6 +53,7 @@ def stack(tmp_path_factory):
                      upstream_models={"claude-sonnet": CLAUDE_UPSTREAM}),
             Provider("gemini", priced("gemini-2.5-flash"), kind="gemini", api_key=GEMINI_KEY),
             Provider("deepseek", priced("deepseek-chat"), kind="deepseek", api_key=DEEPSEEK_KEY),
+            Provider("grok", priced("grok-4-fast"), kind="xai", api_key=XAI_KEY),
             Provider("slowpoke", priced("slow-model"), kind="openai", timeout_ms=SLOW_TIMEOUT_MS),
             Provider("ghost", priced("ghost-model"), kind="openai", start=False),
         ],

@@ -22,23 +22,32 @@ PROVIDERS = [
     ("claude", "claude-sonnet"),
     ("gemini", "gemini-2.5-flash"),
     ("deepseek", "deepseek-chat"),
+    ("grok", "grok-4-fast"),
 ]
 
 
 def normalize(provider: str, u: dict) -> dict:
-    """The provider's own usage object, mapped to (uncached, cache read, cache write, output)."""
+    """The provider's own usage object, mapped to every column the store keeps:
+    (uncached, cache read, cache write, output, reasoning)."""
     if provider == "claude":
         return {"input_uncached": u["input_tokens"], "cache_read": u["cache_read_input_tokens"],
-                "cache_write": u["cache_creation_input_tokens"], "output": u["output_tokens"]}
+                "cache_write": u["cache_creation_input_tokens"], "output": u["output_tokens"],
+                "reasoning": u.get("output_tokens_details", {}).get("thinking_tokens", 0)}
+    reasoning = u.get("completion_tokens_details", {}).get("reasoning_tokens", 0)
     if provider == "deepseek":
         return {"input_uncached": u["prompt_cache_miss_tokens"], "cache_read": u["prompt_cache_hit_tokens"],
-                "cache_write": 0, "output": u["completion_tokens"]}
-    cached = u.get("prompt_tokens_details", {}).get("cached_tokens", 0)
+                "cache_write": 0, "output": u["completion_tokens"], "reasoning": reasoning}
+    details = u.get("prompt_tokens_details", {})
+    cached, written = details.get("cached_tokens", 0), details.get("cache_write_tokens", 0)
     out = u["completion_tokens"]
     if provider == "gemini":  # thinking is only in total_tokens
-        out += u["total_tokens"] - u["prompt_tokens"] - u["completion_tokens"]
-    return {"input_uncached": u["prompt_tokens"] - cached, "cache_read": cached, "cache_write": 0,
-            "output": out}
+        reasoning = u["total_tokens"] - u["prompt_tokens"] - u["completion_tokens"]
+        out += reasoning
+    if provider == "grok":  # reasoning is outside completion_tokens, inside total_tokens
+        out += reasoning
+        assert u["total_tokens"] == u["prompt_tokens"] + out
+    return {"input_uncached": u["prompt_tokens"] - cached - written, "cache_read": cached,
+            "cache_write": written, "output": out, "reasoning": reasoning}
 
 
 def cost_picos(model: str, row: dict) -> int:
@@ -70,6 +79,7 @@ def test_stored_usage_equals_provider_report(stack, key, provider, model, stream
     expected = normalize(provider, reported)
     if cached:
         assert expected["cache_read"] == cached, "the provider should report the cached tokens asked for"
+        assert expected["reasoning"] == 3, "the provider should report the reasoning tokens asked for"
     row = stack.usage(request_id)
     got = {k: row[k] for k in expected}
     assert got == expected
@@ -80,9 +90,9 @@ def test_stored_usage_equals_provider_report(stack, key, provider, model, stream
         # What the client got is a well-formed OpenAI stream ending in [DONE] ...
         assert data.rstrip().endswith(b"data: [DONE]")
         # ... and, as it did not ask for usage, it sees none where the gateway asked for it
-        # (OpenAI-style providers) or translated (Anthropic). DeepSeek and Gemini send usage
-        # on the finish chunk unasked, and the client gets exactly that.
-        if provider in ("alpha", "beta", "claude"):
+        # (OpenAI-style providers, xAI) or translated (Anthropic). DeepSeek and Gemini send
+        # usage on the finish chunk unasked, and the client gets exactly that.
+        if provider in ("alpha", "beta", "claude", "grok"):
             assert b'"usage"' not in data
         else:
             assert b'"usage"' in data

@@ -98,7 +98,7 @@ OFFLINE_HEADERS = ["x-offline-fault", "x-offline-cached-tokens", "x-offline-cach
 
 # The offline provider's dialect for each provider kind of the control plane's config.
 DIALECT_OF_KIND = {"openai": "openai", "openai_compatible": "openai", "deepseek": "deepseek",
-                   "gemini": "gemini", "anthropic": "anthropic"}
+                   "gemini": "gemini", "anthropic": "anthropic", "xai": "xai"}
 
 
 @dataclass

@@ -65,15 +65,22 @@ pub async fn messages(call: Call) -> Response {
     let cache_write = call.faults.cache_write.min(prompt - cache_read);
     let input = prompt - cache_read - cache_write;
     let tool_input = json!({"echo": said});
-    let output = match &tool {
-        Some(name) => count(name.as_str().unwrap_or("")) + count(&tool_input.to_string()),
-        None => count(&text),
-    };
-    let usage = json!({
+    // Extended thinking is billed inside `output_tokens`; newer responses also say how
+    // much of it was thinking.
+    let thinking = call.faults.reasoning;
+    let output = thinking
+        + match &tool {
+            Some(name) => count(name.as_str().unwrap_or("")) + count(&tool_input.to_string()),
+            None => count(&text),
+        };
+    let mut usage = json!({
         "input_tokens": input, "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read,
         "cache_creation": {"ephemeral_5m_input_tokens": cache_write, "ephemeral_1h_input_tokens": 0},
         "output_tokens": output, "service_tier": "standard",
     });
+    if thinking > 0 {
+        usage["output_tokens_details"] = json!({"thinking_tokens": thinking});
+    }
     let report = !call.faults.no_usage;
     if report {
         call.reported(&usage);
@@ -108,6 +115,9 @@ pub async fn messages(call: Call) -> Response {
     let event = |kind: &str, data: Value| format!("event: {kind}\ndata: {data}\n\n");
     let mut start_usage = usage.clone();
     start_usage["output_tokens"] = json!(1); // Anthropic's placeholder in message_start
+    if let Some(u) = start_usage.as_object_mut() {
+        u.remove("output_tokens_details");
+    }
     let mut message = json!({"model": model, "id": id, "type": "message", "role": "assistant",
         "content": [], "stop_reason": null, "stop_sequence": null});
     if report {
@@ -155,6 +165,9 @@ pub async fn messages(call: Call) -> Response {
     if report {
         delta["usage"] = json!({"input_tokens": input, "cache_creation_input_tokens": cache_write,
             "cache_read_input_tokens": cache_read, "output_tokens": output});
+        if thinking > 0 {
+            delta["usage"]["output_tokens_details"] = json!({"thinking_tokens": thinking});
+        }
     }
     let generated = events.len();
     events.push(event("message_delta", delta));

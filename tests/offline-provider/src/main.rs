@@ -2,7 +2,7 @@
 //! wire formats.
 //!
 //! `--dialect` picks whose API it speaks: `openai` (also what vLLM and Ollama copy),
-//! `deepseek`, `gemini` (its OpenAI-compatible endpoint) or `anthropic`. Answers are
+//! `deepseek`, `gemini` (its OpenAI-compatible endpoint), `xai` or `anthropic`. Answers are
 //! deterministic and token counts are honest (tiktoken's `o200k_base`, with OpenAI's
 //! per-message overhead), so tests can check metering to the token and the demo works
 //! with no internet.
@@ -62,6 +62,8 @@ pub enum Dialect {
     Deepseek,
     /// Gemini's OpenAI endpoint: usage on the finish chunk, thinking only in `total_tokens`.
     Gemini,
+    /// xAI: OpenAI's paths, reasoning outside `completion_tokens` but in `total_tokens`.
+    Xai,
     /// Anthropic Messages.
     Anthropic,
 }
@@ -285,6 +287,7 @@ async fn handle(
         Dialect::Anthropic => path == "/v1/messages",
         Dialect::Gemini => path.starts_with("/v1beta/openai/"),
         Dialect::Deepseek => path == "/v1/chat/completions",
+        Dialect::Xai => path == "/v1/chat/completions" || path == "/v1/responses",
         Dialect::Openai => path.starts_with("/v1/") && path != "/v1/messages",
     };
     if !expected {

@@ -1,4 +1,5 @@
-//! OpenAI's API and the dialects that copy it (DeepSeek, Gemini's OpenAI endpoint, vLLM).
+//! OpenAI's API and the dialects that copy it (DeepSeek, Gemini's OpenAI endpoint, xAI,
+//! vLLM).
 
 use crate::reply::{self, Call, answer, chat_prompt_tokens, count, last_user_text};
 use crate::{Dialect, Provider};
@@ -49,6 +50,17 @@ fn usage(dialect: Dialect, c: &Counts) -> Value {
             "completion_tokens_details": {"reasoning_tokens": c.reasoning},
             "prompt_cache_hit_tokens": c.cached,
             "prompt_cache_miss_tokens": c.prompt - c.cached,
+        }),
+        // As xAI's documented example: `total = prompt + completion + reasoning`.
+        Dialect::Xai => json!({
+            "prompt_tokens": c.prompt,
+            "completion_tokens": c.text,
+            "total_tokens": c.prompt + c.text + c.reasoning,
+            "prompt_tokens_details": {"text_tokens": c.prompt, "audio_tokens": 0,
+                "image_tokens": 0, "cached_tokens": c.cached},
+            "completion_tokens_details": {"reasoning_tokens": c.reasoning, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "num_sources_used": 0,
         }),
         Dialect::Openai | Dialect::Anthropic => json!({
             "prompt_tokens": c.prompt,
