@@ -5,6 +5,9 @@
 //! The snapshots in `snapshots/` are the expected values; each was checked by hand
 //! against OpenAI's chat-completion (chunk) format and Anthropic's Messages format.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use tollgate_core::anthropic::{StreamTranslator, request, response};

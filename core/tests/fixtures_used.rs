@@ -1,6 +1,9 @@
 //! Every provider fixture is read by some test: one no test names is a sample nobody
 //! checks. A directory a test reads by listing it (`GLOBBED`) counts as read whole.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 
 /// Fixture directories whose tests list the directory instead of naming files.

@@ -6,6 +6,9 @@
 //! chat completions API calls") and 7 ("... with tool calls"). The messages and tools below
 //! are the notebook's verbatim; each expected count is the `usage.prompt_tokens` the
 //! notebook's saved output prints as "prompt tokens counted by the OpenAI API".
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg(feature = "tokenizer")]
 
 use serde_json::{Value, json};
