@@ -255,19 +255,14 @@ impl Request {
             .authorization
             .as_deref()
             .and_then(keys::bearer_token)
-            .ok_or_else(|| {
-                ApiError::unauthenticated(
-                    "You didn't provide an API key. Send it in an Authorization header \
-                     using Bearer auth (Authorization: Bearer YOUR_KEY).",
-                )
-            })?;
+            .ok_or_else(|| ApiError::from(tollgate_core::refusal::Refusal::MissingKey))?;
         self.key_hash = keys::hash_key(token);
         if self
             .unknown_keys
             .borrow()
             .contains(&self.key_hash, clock::now_ms())
         {
-            return Err(access::unknown_key());
+            return Err(tollgate_core::refusal::Refusal::UnknownKey.into());
         }
 
         if !endpoint.is_proxied() {

@@ -36,10 +36,9 @@ impl Request {
         let object = |m: &ServedModel| json!({"id": m.name, "object": "model", "created": 0, "owned_by": m.provider});
         let body = match &self.endpoint {
             Some(Endpoint::GetModel(id)) => {
-                let m = visible
-                    .into_iter()
-                    .find(|m| &m.name == id)
-                    .ok_or_else(|| ApiError::model_not_found(id))?;
+                let m = visible.into_iter().find(|m| &m.name == id).ok_or_else(|| {
+                    tollgate_core::refusal::Refusal::ModelNotFound { model: id.clone() }
+                })?;
                 object(m)
             }
             _ => json!({"object": "list", "data": visible.map(object).collect::<Vec<_>>()}),
