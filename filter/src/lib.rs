@@ -4,8 +4,8 @@
 //! 1. [`Plugin`] (this file): one per worker VM. Holds the configuration and the usage
 //!    outbox, flushes the outbox on each tick, and creates a [`request::Request`] per
 //!    HTTP stream.
-//! 2. `request`: one stream. Its [`Phase`](request) enum says where it stands; each step
-//!    is a module computing a plain decision that `request.rs` applies: `admission`
+//! 2. `request`: one stream. Its `Phase` enum says where it stands; each step is a
+//!    module computing a plain decision that `request.rs` applies: `admission`
 //!    (header time: who asks for what, may they, which header edits), `body` (validation
 //!    and rewrite), `metering` (response modes and the usage record), `models` (the
 //!    `/v1/models` answers).

@@ -173,15 +173,8 @@ impl<H: Host> Request<H> {
             self.host
                 .property(&["metadata", "filter_metadata", ns, name])
         };
-        let target = admission::target(head, end_of_stream, metadata)?;
-        if self
-            .shared
-            .unknown_keys
-            .borrow()
-            .contains(&target.key_hash, now)
-        {
-            return Err(Refusal::UnknownKey);
-        }
+        let unknown = |key_hash: &str| self.shared.unknown_keys.borrow().contains(key_hash, now);
+        let target = admission::target(head, end_of_stream, unknown, metadata)?;
         if !target.endpoint.is_proxied() {
             if let Some(answer) = models::from_cache(&self.host, &target, now) {
                 let body = answer?;
@@ -227,8 +220,8 @@ impl<H: Host> Request<H> {
     }
 
     /// Rewrites the request for the provider and lets it through.
-    fn admit(&mut self, target: Target, route: Route, key_id: String) -> Result<(), Refusal> {
-        let plan = admission::plan(&target, &route, &self.shared.settings)?;
+    fn admit(&mut self, mut target: Target, route: Route, key_id: String) -> Result<(), Refusal> {
+        let plan = admission::plan(&mut target, &route, &self.shared.settings)?;
         plan.apply(&self.host, &self.request_id);
         let body_rewritable = plan.drop_content_length;
         let kind = plan.kind;

@@ -50,7 +50,9 @@ impl Head {
 /// What a call asks for, resolved once at header time.
 #[derive(Debug)]
 pub(super) struct Target {
+    /// The endpoint called.
     pub(super) endpoint: Endpoint,
+    /// SHA-256 hex of the client's key.
     pub(super) key_hash: String,
     /// Empty for the models endpoints.
     pub(super) model: String,
@@ -63,10 +65,12 @@ pub(super) struct Target {
 }
 
 /// The call's target from its headers and the body facts `json_to_metadata` left in
-/// `metadata`, or why it is refused.
+/// `metadata`, or why it is refused. A key `recently_unknown` says was just found unknown
+/// is refused before anything about the body is.
 pub(super) fn target(
     head: Head,
     end_of_stream: bool,
+    recently_unknown: impl FnOnce(&str) -> bool,
     metadata: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> Result<Target, Refusal> {
     let endpoint = Endpoint::parse(&head.method, &head.path)?;
@@ -76,6 +80,9 @@ pub(super) fn target(
         .and_then(keys::bearer_token)
         .ok_or(Refusal::MissingKey)?;
     let key_hash = keys::hash_key(token);
+    if recently_unknown(&key_hash) {
+        return Err(Refusal::UnknownKey);
+    }
     let (model, stream_hint) = if endpoint.is_proxied() {
         let model = model_from_metadata(&head.content_type, !end_of_stream, &metadata)?;
         let stream = metadata("stream").is_some_and(|v| v.first() == Some(&1));
@@ -198,7 +205,7 @@ pub(super) struct AdmissionPlan<'a> {
     /// The new `:path`, when it changes.
     pub(super) path: Option<&'static str>,
     /// Client headers the provider may not see.
-    pub(super) removed: Vec<&'a str>,
+    pub(super) removed: Vec<String>,
     /// The provider credential: header and value.
     pub(super) credential: Option<(&'a str, &'a str)>,
     /// Headers the provider kind always needs.
@@ -211,9 +218,10 @@ pub(super) struct AdmissionPlan<'a> {
     pub(super) route_header: (&'a str, &'a str),
 }
 
-/// The header edits that send `target` to `route`, or why it cannot go there.
+/// The header edits that send `target` to `route`, or why it cannot go there. Takes the
+/// target's header names: only the plan needs them.
 pub(super) fn plan<'a>(
-    target: &'a Target,
+    target: &mut Target,
     route: &'a Route,
     settings: &'a FilterSettings,
 ) -> Result<AdmissionPlan<'a>, Refusal> {
@@ -233,12 +241,8 @@ pub(super) fn plan<'a>(
         .then_some(upstream_path);
     // Only allowed headers reach the provider: credentials, account selectors
     // (`openai-organization`), betas and cookies stay with the client.
-    let removed = target
-        .names
-        .iter()
-        .map(String::as_str)
-        .filter(|name| !headers::request_header_allowed(name, &route.forward_headers))
-        .collect();
+    let mut removed = std::mem::take(&mut target.names);
+    removed.retain(|name| !headers::request_header_allowed(name, &route.forward_headers));
     let credential = (!route.auth_value.is_empty())
         .then_some((route.auth_header.as_str(), route.auth_value.as_str()));
     // Bodies are read for usage, so they must arrive uncompressed: `accept-encoding` is

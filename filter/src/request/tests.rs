@@ -219,7 +219,7 @@ fn the_plan_names_every_header_edit() {
         ("x-keep".into(), b"1".to_vec()),
     ]);
     let metadata = |name: &str| (name == "model").then(|| b"claude".to_vec());
-    let target = admission::target(head, false, metadata).unwrap();
+    let mut target = admission::target(head, false, |_| false, metadata).unwrap();
     let route = Route {
         kind: "anthropic".into(),
         auth_header: "x-api-key".into(),
@@ -228,7 +228,7 @@ fn the_plan_names_every_header_edit() {
         timeout_ms: 0,
         ..route("anthropic")
     };
-    let plan = admission::plan(&target, &route, &settings).unwrap();
+    let plan = admission::plan(&mut target, &route, &settings).unwrap();
     assert_eq!(plan.path, Some("/v1/messages"));
     assert_eq!(plan.removed, ["authorization", "cookie"]);
     assert_eq!(plan.credential, Some(("x-api-key", "sk-ant")));
@@ -386,10 +386,15 @@ fn access_refusals_from_the_control_plane() {
 fn an_unknown_key_is_remembered_and_refused_without_asking_again() {
     let plugin = plugin();
     assert_eq!(refusal_after_on(&plugin, AuthorizeResponse::default()), 401);
+    // Refused before its body is looked at: this one has no `model` at all.
     let other = plugin.host.worker();
-    chat_request(&other, "gpt-4o", false);
+    other.set_request_headers(&[
+        (":method", "POST"),
+        (":path", CHAT),
+        ("authorization", AUTH),
+    ]);
     let mut again = Request::new(other.clone(), plugin.shared.clone(), "id-2".into());
-    assert_eq!(again.on_http_request_headers(7, false), Action::Pause);
+    assert_eq!(again.on_http_request_headers(3, false), Action::Pause);
     assert!(other.dispatches().is_empty());
     assert_eq!(refusal_code(&other), (401, "invalid_api_key".into()));
     assert_eq!(
