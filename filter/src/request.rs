@@ -311,27 +311,33 @@ impl<H: Host> Request<H> {
             return Action::Pause;
         }
         let bytes = self.host.request_body(size).unwrap_or_default();
-        let checked = match &self.phase {
-            Phase::Admitted(admitted) => body::check(admitted, &self.shared.settings, &bytes),
+        let kept = match &self.phase {
+            Phase::Admitted(admitted) => {
+                body::check(admitted, &self.shared.settings, &bytes).map(|checked| {
+                    if let Some(new_body) = &checked.rewrite {
+                        self.host.set_request_body(bytes.len(), new_body);
+                    }
+                    checked.kept
+                })
+            }
             _ => Err(Refusal::NotAdmitted),
         };
-        // The body goes on now; the call keeps only its metering state.
+        drop(bytes);
+        // The body went on; the call keeps only its metering state.
         self.hold(PER_CALL_BYTES);
-        let checked = match checked {
-            Ok(checked) => checked,
+        match kept {
+            Ok(kept) => {
+                if let Phase::Admitted(admitted) = &mut self.phase {
+                    admitted.checked = Some(kept);
+                    admitted.body = BodyStage::Checked;
+                }
+                Action::Continue
+            }
             Err(refusal) => {
                 self.refuse(refusal);
-                return Action::Pause;
+                Action::Pause
             }
-        };
-        if let Some(new_body) = &checked.rewrite {
-            self.host.set_request_body(bytes.len(), new_body);
         }
-        if let Phase::Admitted(admitted) = &mut self.phase {
-            admitted.checked = Some(checked.kept);
-            admitted.body = BodyStage::Checked;
-        }
-        Action::Continue
     }
 
     /// Sets what this call holds in the worker's in-flight account; `false` when the
