@@ -73,6 +73,36 @@ impl<H: Host> Plugin<H> {
         }
     }
 
+    /// Validates the plugin configuration and takes it; returns the period to flush usage
+    /// at, or `None` (after logging why) when the plugin must not start.
+    fn start(&mut self, raw: &[u8]) -> Option<Duration> {
+        let settings = match FilterSettings::from_json(raw) {
+            Ok(settings) => settings,
+            Err(e) => {
+                log::error!("tollgate: {e}");
+                return None;
+            }
+        };
+        if settings.count_prompt_tokens && !cfg!(feature = "exact-count") {
+            log::error!(
+                "tollgate: invalid filter configuration: `count_prompt_tokens` needs the \
+                 counting build of the filter (tollgate_filter_count.wasm, built with --features exact-count)"
+            );
+            return None;
+        }
+        match ids::RequestIds::from_os_random() {
+            Ok(ids) => self.ids = ids,
+            Err(e) => {
+                // Ids from a known seed could be guessed, and forged usage with them.
+                log::error!("tollgate: no randomness to seed request ids: {e}");
+                return None;
+            }
+        }
+        let tick = Duration::from_millis(settings.usage_flush_interval_ms);
+        self.configure(settings);
+        Some(tick)
+    }
+
     /// Takes validated settings: the outbox and per-VM bounds follow from them.
     fn configure(&mut self, settings: FilterSettings) {
         self.shared = request::Shared {
@@ -147,31 +177,12 @@ impl Context for Plugin<ProxyWasm> {
 impl RootContext for Plugin<ProxyWasm> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let raw = self.get_plugin_configuration().unwrap_or_default();
-        match FilterSettings::from_json(&raw) {
-            Ok(settings) if settings.count_prompt_tokens && !cfg!(feature = "exact-count") => {
-                log::error!(
-                    "tollgate: invalid filter configuration: `count_prompt_tokens` needs the \
-                     counting build of the filter (tollgate_filter_count.wasm, built with --features exact-count)"
-                );
-                false
-            }
-            Ok(settings) => {
-                match ids::RequestIds::from_os_random() {
-                    Ok(ids) => self.ids = ids,
-                    Err(e) => {
-                        // Ids from a known seed could be guessed, and forged usage with them.
-                        log::error!("tollgate: no randomness to seed request ids: {e}");
-                        return false;
-                    }
-                }
-                self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
-                self.configure(settings);
+        match self.start(&raw) {
+            Some(tick) => {
+                self.set_tick_period(tick);
                 true
             }
-            Err(e) => {
-                log::error!("tollgate: {e}");
-                false
-            }
+            None => false,
         }
     }
 

@@ -1234,3 +1234,30 @@ fn an_undispatched_report_waits_for_the_next_tick() {
     assert!(plugin.host.dispatches().is_empty());
     assert_eq!(outbox_records(&plugin)[0].request_id, "r1", "still waiting");
 }
+
+#[test]
+fn the_plugin_starts_only_on_a_valid_configuration() {
+    let token = "t".repeat(32);
+    let mut plugin = Plugin::new(MockHost::new());
+    let raw = format!(
+        r#"{{"control_plane_token":"{token}","usage_flush_interval_ms":400,"max_body_bytes":77}}"#
+    );
+    assert_eq!(
+        plugin.start(raw.as_bytes()),
+        Some(std::time::Duration::from_millis(400))
+    );
+    assert_eq!(plugin.shared.settings.max_body_bytes, 77);
+    let unseeded = crate::ids::RequestIds::default().next();
+    assert_ne!(
+        plugin.stream().request_id,
+        unseeded,
+        "ids are seeded from randomness at start"
+    );
+
+    let mut refused = Plugin::new(MockHost::new());
+    assert_eq!(refused.start(br#"{"control_plane_token":"short"}"#), None);
+    assert_eq!(refused.start(b"{not json"), None);
+    let counting = format!(r#"{{"control_plane_token":"{token}","count_prompt_tokens":true}}"#);
+    let expected = cfg!(feature = "exact-count").then(|| std::time::Duration::from_millis(250));
+    assert_eq!(refused.start(counting.as_bytes()), expected);
+}
