@@ -350,13 +350,14 @@ impl<H: Host> Request<H> {
         held
     }
 
-    /// The admitted call whose body is still arriving, or what to do instead.
-    fn body_arriving(&mut self) -> Result<Option<usize>, Action> {
+    /// The bytes seen so far of an admitted call's body still arriving, or what to do
+    /// instead.
+    fn body_arriving(&mut self) -> Result<usize, Action> {
         match &self.phase {
             Phase::Refused(_) | Phase::Answered => Err(Action::Continue),
             Phase::Admitted(a) => match a.body {
                 BodyStage::Checked => Err(Action::Continue),
-                BodyStage::Arriving { seen } => Ok(Some(seen)),
+                BodyStage::Arriving { seen } => Ok(seen),
             },
             Phase::AwaitingHeaders | Phase::Authorizing(_) => {
                 log::error!(
@@ -448,8 +449,7 @@ impl<H: Host> HttpContext for Request<H> {
     /// unchecked.
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         let seen = match self.body_arriving() {
-            Ok(Some(seen)) => seen,
-            Ok(None) => return Action::Continue,
+            Ok(seen) => seen,
             Err(action) => return action,
         };
         let action = self.check_body(seen);

@@ -1261,3 +1261,93 @@ fn the_plugin_starts_only_on_a_valid_configuration() {
     let expected = cfg!(feature = "exact-count").then(|| std::time::Duration::from_millis(250));
     assert_eq!(refused.start(counting.as_bytes()), expected);
 }
+
+#[test]
+fn an_answer_for_a_stream_refused_meanwhile_is_ignored() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    req.on_http_request_headers(7, false);
+    // A body before the control plane answered: refused.
+    assert_eq!(send_body(&mut req, host, b"{}"), Action::Pause);
+    let bytes = authorize_answer(&AuthorizeResponse {
+        key: Some(grant(KeyStatus::Active, &[])),
+        route: Some(route("openai")),
+        model_served: true,
+        ..AuthorizeResponse::default()
+    });
+    host.set_grpc_body(&bytes);
+    req.on_grpc_call_response(host.dispatches()[0].token, 0, bytes.len());
+    assert_eq!(host.resumes(), 0, "a refused stream is never resumed");
+    assert_eq!(refusal_code(host), (500, "not_admitted".into()));
+    assert_eq!(host.request_header("x-tollgate-provider"), None);
+}
+
+#[test]
+fn a_cached_key_without_a_cached_route_asks_again_and_a_failed_cache_write_still_admits() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let g = grant(KeyStatus::Active, &[]);
+    cache::store(host, &key_hash(), "gpt-4o", &g, None, LATER);
+    host.refuse_shared_writes(Status::InternalFailure);
+    chat_request(host, "gpt-4o-new", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Pause);
+    let asked = AuthorizeRequest::decode(host.dispatches()[0].message.as_slice()).unwrap();
+    assert_eq!(asked.model, "gpt-4o-new");
+    let bytes = authorize_answer(&AuthorizeResponse {
+        key: Some(g),
+        route: Some(route("openai")),
+        model_served: true,
+        cache_ttl_ms: 10_000,
+        ..AuthorizeResponse::default()
+    });
+    host.set_grpc_body(&bytes);
+    req.on_grpc_call_response(host.dispatches()[0].token, 0, bytes.len());
+    assert_eq!(host.resumes(), 1);
+    assert!(host.shared_value("tg:route:gpt-4o-new").is_none());
+}
+
+#[test]
+fn an_anthropic_answer_without_usage_is_estimated_from_its_text() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let mut req = admitted(&plugin, "anthropic", false, json!({"max_tokens": 10}));
+    let answer = br#"{"id":"msg_1","type":"message","role":"assistant","content":[{"type":"text","text":"no usage here"}],"stop_reason":"end_turn"}"#;
+    respond(&mut req, host, &[(":status", "200"), JSON], &[answer]);
+    req.on_log();
+    let r = &outbox_records(&plugin)[0];
+    assert!(r.estimated && !r.partial, "{r:?}");
+    let estimate = r.estimate.as_ref().unwrap();
+    assert_eq!(
+        estimate.output.as_ref().unwrap().pieces.concat(),
+        "no usage here"
+    );
+}
+
+#[test]
+fn a_stream_cut_after_its_prompt_count_estimates_only_the_output() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let mut req = admitted(&plugin, "anthropic", true, json!({"max_tokens": 10}));
+    host.set_response_headers(&[(":status", "200"), SSE]);
+    req.on_http_response_headers(2, false);
+    for event in [
+        &b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":4,\"output_tokens\":1}}}\n\n"[..],
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"cut\"}}\n\n",
+    ] {
+        host.set_response_chunk(event);
+        req.on_http_response_body(event.len(), false);
+    }
+    req.on_log();
+    let r = &outbox_records(&plugin)[0];
+    assert!(r.partial, "{r:?}");
+    assert_eq!(r.input_uncached, 4);
+    let estimate = r.estimate.as_ref().unwrap();
+    assert_eq!(estimate.output.as_ref().unwrap().pieces.concat(), "cut");
+    assert!(
+        estimate.prompt.is_none(),
+        "the prompt was counted by the provider"
+    );
+}
