@@ -1,6 +1,6 @@
 //! Whether a virtual key may call a model: the decision, apart from how its facts are fetched.
 
-use crate::errors::ApiError;
+use crate::refusal::Refusal;
 
 /// The state of a virtual key as the control plane knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,13 +13,6 @@ pub enum KeyState {
     Revoked,
 }
 
-/// The refusal for a key no one issued.
-pub fn unknown_key() -> ApiError {
-    ApiError::unauthenticated(
-        "Incorrect API key provided. Check the key or ask your administrator for a new one.",
-    )
-}
-
 /// Decides a call to `model` with a key in `state` that may use `allowed_models`
 /// (empty: all), given whether any provider serves `model`.
 ///
@@ -29,19 +22,20 @@ pub fn decide(
     allowed_models: &[String],
     model: &str,
     model_is_served: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Refusal> {
     match state {
-        KeyState::Unknown => Err(unknown_key()),
-        KeyState::Revoked => Err(ApiError::unauthenticated("This API key has been revoked.")),
+        KeyState::Unknown => Err(Refusal::UnknownKey),
+        KeyState::Revoked => Err(Refusal::RevokedKey),
         KeyState::Active
             if !allowed_models.is_empty() && !allowed_models.iter().any(|m| m == model) =>
         {
-            Err(ApiError::forbidden(
-                Some("model"),
-                format!("This API key is not allowed to use the model `{model}`."),
-            ))
+            Err(Refusal::ModelNotAllowed {
+                model: model.to_owned(),
+            })
         }
-        KeyState::Active if !model_is_served => Err(ApiError::model_not_found(model)),
+        KeyState::Active if !model_is_served => Err(Refusal::ModelNotFound {
+            model: model.to_owned(),
+        }),
         KeyState::Active => Ok(()),
     }
 }
@@ -154,21 +148,26 @@ mod tests {
         let allowed = models(&["gpt-4o-mini"]);
         assert!(decide(KeyState::Active, &allowed, "gpt-4o-mini", true).is_ok());
         let e = decide(KeyState::Active, &allowed, "gpt-4o", true).unwrap_err();
-        assert_eq!((e.status, e.param.as_deref()), (403, Some("model")));
+        assert_eq!(
+            e,
+            Refusal::ModelNotAllowed {
+                model: "gpt-4o".into()
+            }
+        );
     }
 
     #[test]
     fn unknown_and_revoked_are_401_before_model_checks() {
         for state in [KeyState::Unknown, KeyState::Revoked] {
             let e = decide(state, &models(&["x"]), "not-served", false).unwrap_err();
-            assert_eq!(e.status, 401);
+            assert_eq!(e.status(), 401);
         }
     }
 
     #[test]
     fn unserved_model_is_404() {
         let e = decide(KeyState::Active, &[], "nope", false).unwrap_err();
-        assert_eq!(e.status, 404);
-        assert_eq!(e.code, Some("model_not_found"));
+        assert_eq!(e.status(), 404);
+        assert_eq!(e.code(), "model_not_found");
     }
 }

@@ -1,7 +1,8 @@
 //! OpenAI-style error responses: `{"error":{"message","type","param","code"}}`.
 //!
 //! Clients (and the official SDKs) map the status and `type` to their own error classes,
-//! so every refusal the gateway makes goes through [`ApiError`].
+//! so every refusal the gateway makes goes through [`ApiError`]: the gateway's own reasons
+//! are named in [`crate::refusal::Refusal`], which renders itself as one.
 
 use serde::Serialize;
 use std::borrow::Cow;
@@ -71,41 +72,6 @@ impl ApiError {
             message: message.into(),
             param: None,
             code: None,
-        }
-    }
-
-    /// A 401 `authentication_error`.
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self {
-            status: 401,
-            kind: ErrorKind::AuthenticationError,
-            message: message.into(),
-            param: None,
-            code: Some("invalid_api_key"),
-        }
-    }
-
-    /// A 403 `permission_error`.
-    pub fn forbidden(param: Option<&str>, message: impl Into<String>) -> Self {
-        Self {
-            status: 403,
-            kind: ErrorKind::PermissionError,
-            message: message.into(),
-            param: param.map(str::to_owned),
-            code: None,
-        }
-    }
-
-    /// A 404 `invalid_request_error` for a model no provider serves.
-    pub fn model_not_found(model: &str) -> Self {
-        Self {
-            status: 404,
-            kind: ErrorKind::InvalidRequestError,
-            message: format!(
-                "The model `{model}` does not exist or is not served by this gateway."
-            ),
-            param: Some("model".into()),
-            code: Some("model_not_found"),
         }
     }
 
@@ -530,15 +496,5 @@ mod tests {
         ] {
             assert!(matches!(redact_secrets(text), Cow::Borrowed(_)), "{text}");
         }
-    }
-
-    #[test]
-    fn auth_error_carries_code() {
-        let e = ApiError::unauthenticated("Incorrect API key provided.");
-        assert_eq!(e.status, 401);
-        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
-        assert_eq!(v["error"]["type"], "authentication_error");
-        assert_eq!(v["error"]["code"], "invalid_api_key");
-        assert!(v["error"]["param"].is_null());
     }
 }

@@ -13,6 +13,7 @@ pub mod json_scan;
 pub mod keys;
 pub mod pricing;
 pub mod providers;
+pub mod refusal;
 pub mod sample;
 pub mod settings;
 pub mod sidecar;

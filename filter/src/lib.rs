@@ -1,17 +1,36 @@
 //! The Tollgate filter: a proxy-wasm HTTP filter that guards every call to an LLM provider.
 //!
-//! Reading order: [`Plugin`] (one per worker VM: configuration, the usage outbox) creates a
-//! [`request::Request`] per HTTP stream, which authorizes, validates, routes and meters it.
-//! The decisions themselves live in `tollgate-core`; this crate only adapts Envoy's callbacks.
+//! Reading order, top-down:
+//! 1. [`Plugin`] (this file): one per worker VM. Holds the configuration and the usage
+//!    outbox, flushes the outbox on each tick, and creates a [`request::Request`] per
+//!    HTTP stream.
+//! 2. `request`: one stream. Its `Phase` enum says where it stands; each step is a
+//!    module computing a plain decision that `request.rs` applies: `admission`
+//!    (header time: who asks for what, may they, which header edits), `body` (validation
+//!    and rewrite), `metering` (response modes and the usage record), `models` (the
+//!    `/v1/models` answers).
+//! 3. `host`: the seam to Envoy. Everything above is generic over [`host::Host`]; the
+//!    proxy-wasm implementation is a zero-sized value, and native tests use
+//!    `host::mock::MockHost` (a native test that reached a real proxy-wasm host call
+//!    would fail to link).
+//! 4. `calls` (host calls in flight, by token, each answer to its handler), `cache`
+//!    (typed shared-data entries, compare-and-swap writes), `usage` (the outbox), `ids`
+//!    (request ids).
+//!
+//! The decisions themselves mostly live in `tollgate-core`; this crate adapts them to
+//! Envoy's callbacks.
 
 mod cache;
-mod clock;
+mod calls;
+mod host;
 mod ids;
 mod request;
 mod usage;
 
+use calls::Calls;
+use host::{Host, ProxyWasm};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{ContextType, LogLevel, Status};
+use proxy_wasm::types::{ContextType, LogLevel};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -21,118 +40,158 @@ use tollgate_core::settings::FilterSettings;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Plugin::default()) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Plugin::new(ProxyWasm))
+    });
 }}
 
+/// The kinds of call the root context makes; each answer goes to the handler of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RootCall {
+    /// A `ReportUsage` batch from the outbox.
+    UsageReport,
+}
+
 /// The per-VM root context: holds the settings and flushes usage to the control plane.
-#[derive(Default)]
-struct Plugin {
-    settings: Rc<FilterSettings>,
-    outbox: Rc<RefCell<usage::Outbox>>,
-    unknown_keys: Rc<RefCell<UnknownKeys>>,
-    inflight: Rc<RefCell<InflightBytes>>,
+struct Plugin<H: Host> {
+    host: H,
+    shared: request::Shared,
     ids: ids::RequestIds,
+    calls: Calls<RootCall>,
 }
 
 /// Unknown keys remembered per worker VM.
 const UNKNOWN_KEYS_KEPT: usize = 4096;
 
-/// Dispatches one call to the control plane's `Gateway` service, with the token that
-/// proves it comes from this filter; returns the call's token for its answer.
-fn call_control_plane(
-    context: &impl Context,
-    settings: &FilterSettings,
-    method: &str,
-    message: &[u8],
-) -> Result<u32, Status> {
-    let bearer = settings.control_plane_token.bearer();
-    context.dispatch_grpc_call(
-        &settings.control_plane_cluster,
-        tollgate_proto::GATEWAY_SERVICE,
-        method,
-        vec![("authorization", bearer.as_bytes())],
-        Some(message),
-        Duration::from_millis(settings.control_plane_timeout_ms),
-    )
-}
-
-impl Context for Plugin {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        let ack = (status_code == 0)
-            .then(|| self.get_grpc_call_response_body(0, response_size))
-            .flatten();
-        self.outbox
-            .borrow_mut()
-            .settle(token_id, status_code, ack.as_deref());
-    }
-}
-
-impl RootContext for Plugin {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = self.get_plugin_configuration().unwrap_or_default();
-        match FilterSettings::from_json(&raw) {
-            Ok(settings) if settings.count_prompt_tokens && !cfg!(feature = "exact-count") => {
-                log::error!(
-                    "tollgate: invalid filter configuration: `count_prompt_tokens` needs the \
-                     counting build of the filter (tollgate_filter_count.wasm, built with --features exact-count)"
-                );
-                false
-            }
-            Ok(settings) => {
-                match ids::RequestIds::from_os_random() {
-                    Ok(ids) => self.ids = ids,
-                    Err(e) => {
-                        // Ids from a known seed could be guessed, and forged usage with them.
-                        log::error!("tollgate: no randomness to seed request ids: {e}");
-                        return false;
-                    }
-                }
-                self.set_tick_period(Duration::from_millis(settings.usage_flush_interval_ms));
-                self.outbox = Rc::new(RefCell::new(usage::Outbox::new(&settings)));
-                self.unknown_keys = Rc::new(RefCell::new(UnknownKeys::new(
-                    UNKNOWN_KEYS_KEPT,
-                    settings.unknown_key_cache_ms,
-                )));
-                self.inflight = Rc::new(RefCell::new(InflightBytes::new(
-                    settings.max_inflight_bytes,
-                )));
-                self.settings = Rc::new(settings);
-                true
-            }
-            Err(e) => {
-                log::error!("tollgate: {e}");
-                false
-            }
+impl<H: Host> Plugin<H> {
+    fn new(host: H) -> Self {
+        Self {
+            host,
+            shared: request::Shared::default(),
+            ids: ids::RequestIds::default(),
+            calls: Calls::default(),
         }
     }
 
-    fn on_tick(&mut self) {
-        let Some(batch) = self.outbox.borrow_mut().next_batch() else {
+    /// Validates the plugin configuration and takes it; returns the period to flush usage
+    /// at, or `None` (after logging why) when the plugin must not start.
+    fn start(&mut self, raw: &[u8]) -> Option<Duration> {
+        let settings = match FilterSettings::from_json(raw) {
+            Ok(settings) => settings,
+            Err(e) => {
+                log::error!("tollgate: {e}");
+                return None;
+            }
+        };
+        if settings.count_prompt_tokens && !cfg!(feature = "exact-count") {
+            log::error!(
+                "tollgate: invalid filter configuration: `count_prompt_tokens` needs the \
+                 counting build of the filter (tollgate_filter_count.wasm, built with --features exact-count)"
+            );
+            return None;
+        }
+        match ids::RequestIds::from_os_random() {
+            Ok(ids) => self.ids = ids,
+            Err(e) => {
+                // Ids from a known seed could be guessed, and forged usage with them.
+                log::error!("tollgate: no randomness to seed request ids: {e}");
+                return None;
+            }
+        }
+        let tick = Duration::from_millis(settings.usage_flush_interval_ms);
+        self.configure(settings);
+        Some(tick)
+    }
+
+    /// Takes validated settings: the outbox and per-VM bounds follow from them.
+    fn configure(&mut self, settings: FilterSettings) {
+        self.shared = request::Shared {
+            outbox: Rc::new(RefCell::new(usage::Outbox::new(&settings))),
+            unknown_keys: Rc::new(RefCell::new(UnknownKeys::new(
+                UNKNOWN_KEYS_KEPT,
+                settings.unknown_key_cache_ms,
+            ))),
+            inflight: Rc::new(RefCell::new(InflightBytes::new(
+                settings.max_inflight_bytes,
+            ))),
+            settings: Rc::new(settings),
+        };
+    }
+
+    /// Sends the outbox's next batch, if one is due.
+    fn flush(&mut self) {
+        let Some(batch) = self.shared.outbox.borrow_mut().next_batch() else {
             return;
         };
-        let sent = call_control_plane(
-            self,
-            &self.settings,
+        let sent = calls::control_plane(
+            &self.host,
+            &self.shared.settings,
             tollgate_proto::REPORT_USAGE_METHOD,
             &batch,
         );
         match sent {
-            Ok(token) => self.outbox.borrow_mut().sent(token),
+            Ok(token) => {
+                self.calls.register(token, RootCall::UsageReport);
+                self.shared.outbox.borrow_mut().sent(token);
+            }
             Err(status) => {
                 log::warn!("tollgate: cannot dispatch usage report: {status:?}");
-                self.outbox.borrow_mut().unsent();
+                self.shared.outbox.borrow_mut().unsent();
             }
         }
     }
 
+    /// Routes the answer to call `token` to its handler.
+    fn on_answer(&mut self, token: u32, status: u32, size: usize) {
+        let Some(kind) = self.calls.take(token) else {
+            return;
+        };
+        match kind {
+            RootCall::UsageReport => {
+                let ack = (status == 0)
+                    .then(|| self.host.grpc_response_body(size))
+                    .flatten();
+                self.shared
+                    .outbox
+                    .borrow_mut()
+                    .settle(token, status, ack.as_deref());
+            }
+        }
+    }
+
+    /// The context of a new HTTP stream.
+    fn stream(&self) -> request::Request<H>
+    where
+        H: Clone,
+    {
+        request::Request::new(self.host.clone(), self.shared.clone(), self.ids.next())
+    }
+}
+
+impl Context for Plugin<ProxyWasm> {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.on_answer(token_id, status_code, response_size);
+    }
+}
+
+impl RootContext for Plugin<ProxyWasm> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = self.get_plugin_configuration().unwrap_or_default();
+        match self.start(&raw) {
+            Some(tick) => {
+                self.set_tick_period(tick);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.flush();
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(request::Request::new(
-            Rc::clone(&self.settings),
-            Rc::clone(&self.outbox),
-            Rc::clone(&self.unknown_keys),
-            Rc::clone(&self.inflight),
-            self.ids.next(),
-        )))
+        Some(Box::new(self.stream()))
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -1,12 +1,12 @@
 //! The response side of a call: how its body is read, rewritten and metered, and the
 //! usage record it leaves.
 
-use super::{Admitted, Request};
-use crate::clock;
-use proxy_wasm::traits::HttpContext;
+use super::{Admitted, REQUEST_ID_HEADER};
+use crate::host::Host;
+use proxy_wasm::types::Action;
 use tollgate_core::anthropic::{self, StreamTranslator};
-use tollgate_core::endpoints::Endpoint;
 use tollgate_core::errors;
+use tollgate_core::headers;
 use tollgate_core::json_scan::{JsonScanner, ScanConfig, Verdict};
 use tollgate_core::sample;
 use tollgate_core::stream::{Rewrite, StreamRewriter};
@@ -14,9 +14,22 @@ use tollgate_core::usage::{self, Estimation, Format, OutputText, Usage};
 use tollgate_core::validation;
 use tollgate_proto::v1::{Estimate, TextSample, UsageRecord};
 
+/// What an admitted call learns from its response.
+#[derive(Default)]
+pub(super) struct Response {
+    /// The provider's HTTP status; 0 until its headers arrive.
+    status: u32,
+    mode: ResponseMode,
+    usage: Option<Usage>,
+    /// The body ended (the client got all of it).
+    complete: bool,
+}
+
 /// How the response body is handled.
+#[derive(Default)]
 pub(super) enum ResponseMode {
-    /// Not metered (refused calls, non-JSON bodies).
+    /// Not metered (non-JSON bodies, or no response yet).
+    #[default]
     Ignore,
     /// A JSON answer passed on chunk by chunk, as it comes, and read as it passes: it may
     /// be larger than anything Envoy would buffer (a 20 MiB embeddings answer). The
@@ -40,69 +53,172 @@ pub(super) enum ResponseMode {
     Stream(Box<StreamRewriter>),
 }
 
-impl Request {
-    pub(super) fn start_response(&mut self, status: u32, content_type: &[u8]) {
-        let Some(admitted) = &self.admitted else {
-            return;
+/// Header edits a response mode needs, besides those every response gets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reshape {
+    /// The body will change length: its `content-length` goes.
+    pub(super) drop_content_length: bool,
+    /// The body becomes an OpenAI error: it is JSON whatever the provider said.
+    pub(super) json_content_type: bool,
+}
+
+/// How a response with `status` and `content_type` is read, and what its headers need.
+fn mode_for(
+    admitted: &Admitted,
+    status: u32,
+    content_type: &[u8],
+    now_s: u64,
+) -> (ResponseMode, Reshape) {
+    let kind = admitted.kind;
+    let format = kind.usage_format(&admitted.target.endpoint);
+    let event_stream = content_type
+        .get(..17)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
+    let kept = admitted.checked.as_ref();
+    if event_stream && status < 300 {
+        let rewrite = if kind.translates() {
+            Rewrite::FromAnthropic(Box::new(StreamTranslator::new(
+                &admitted.target.model,
+                now_s,
+                kept.is_some_and(|k| k.client_include_usage),
+            )))
+        } else if kept.is_some_and(|k| k.injected_usage) {
+            Rewrite::UnrequestedUsage
+        } else {
+            Rewrite::Passthrough
         };
-        let endpoint = self.endpoint.clone().unwrap_or(Endpoint::ChatCompletions);
-        let format = admitted.kind.usage_format(&endpoint);
-        let event_stream = content_type
-            .get(..17)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream"));
-        if event_stream && status < 300 {
-            let rewrite = if admitted.kind.translates() {
-                Rewrite::FromAnthropic(Box::new(StreamTranslator::new(
-                    &self.model,
-                    clock::now_ms() / 1000,
-                    self.client_include_usage,
-                )))
-            } else if self.injected_usage {
-                Rewrite::UnrequestedUsage
-            } else {
-                Rewrite::Passthrough
-            };
-            if !matches!(rewrite, Rewrite::Passthrough) {
-                self.set_http_response_header("content-length", None);
+        let reshape = Reshape {
+            drop_content_length: !matches!(rewrite, Rewrite::Passthrough),
+            json_content_type: false,
+        };
+        let mode = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
+        (mode, reshape)
+    } else if status < 300 && !kind.translates() && validation::is_json_content_type(content_type) {
+        let mode = ResponseMode::Scan {
+            format,
+            scanner: Some(Box::new(JsonScanner::new(ScanConfig::ANSWER))),
+            text: OutputText::default(),
+            whole: false,
+        };
+        (mode, Reshape::default())
+    } else if status >= 400 || validation::is_json_content_type(content_type) {
+        let translate = kind.translates() && status < 300;
+        let normalize_error = status >= 400;
+        let reshape = Reshape {
+            drop_content_length: translate || normalize_error,
+            json_content_type: normalize_error,
+        };
+        let mode = ResponseMode::Buffer {
+            format,
+            translate,
+            normalize_error,
+            text: OutputText::default(),
+        };
+        (mode, reshape)
+    } else {
+        (ResponseMode::Ignore, Reshape::default())
+    }
+}
+
+/// Reads the response status and type, hides headers the client may not see, and picks
+/// how the body is read.
+pub(super) fn on_response_headers(
+    host: &impl Host,
+    admitted: &mut Admitted,
+    request_id: &str,
+    end_of_stream: bool,
+) {
+    // All headers in one host call; those the client may not see are removed.
+    let mut content_type = Vec::new();
+    let mut status = 0;
+    for (name, value) in host.response_headers() {
+        match name.as_str() {
+            ":status" => {
+                status = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
             }
-            self.response = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
-        } else if status < 300
-            && !admitted.kind.translates()
-            && validation::is_json_content_type(content_type)
-        {
-            self.response = ResponseMode::Scan {
-                format,
-                scanner: Some(Box::new(JsonScanner::new(ScanConfig::ANSWER))),
-                text: OutputText::default(),
-                whole: false,
-            };
-        } else if status >= 400 || validation::is_json_content_type(content_type) {
-            let translate = admitted.kind.translates() && status < 300;
-            let normalize_error = status >= 400;
-            if translate || normalize_error {
-                self.set_http_response_header("content-length", None);
-                if normalize_error {
-                    self.set_http_response_header("content-type", Some("application/json"));
-                }
-            }
-            self.response = ResponseMode::Buffer {
-                format,
-                translate,
-                normalize_error,
-                text: OutputText::default(),
-            };
+            "content-type" => content_type = value,
+            _ => {}
+        }
+        if !headers::response_header_allowed(&name) {
+            host.set_response_header(&name, None);
         }
     }
+    host.set_response_header(REQUEST_ID_HEADER, Some(request_id));
+    let (mode, reshape) = mode_for(admitted, status, &content_type, host.now_ms() / 1000);
+    if reshape.drop_content_length {
+        host.set_response_header("content-length", None);
+    }
+    if reshape.json_content_type {
+        host.set_response_header("content-type", Some("application/json"));
+    }
+    admitted.response = Response {
+        status,
+        mode,
+        usage: None,
+        complete: end_of_stream,
+    };
+}
 
+/// One response body callback: metered, and rewritten where the mode says.
+pub(super) fn on_response_body(
+    host: &impl Host,
+    admitted: &mut Admitted,
+    body_size: usize,
+    end_of_stream: bool,
+) -> Action {
+    let response = &mut admitted.response;
+    match &mut response.mode {
+        ResponseMode::Ignore => {}
+        ResponseMode::Scan { .. } => {
+            let chunk = chunk(host, body_size);
+            // Never paused: the answer goes on as it comes, whatever its size.
+            response.scan(&chunk, end_of_stream);
+        }
+        ResponseMode::Buffer { .. } => {
+            if !end_of_stream {
+                return Action::Pause;
+            }
+            let body = host.response_body(body_size).unwrap_or_default();
+            let now_s = host.now_ms() / 1000;
+            if let Some(new_body) = response.finish_buffered(&body, &admitted.target.model, now_s) {
+                host.set_response_body(body.len(), &new_body);
+            }
+        }
+        ResponseMode::Stream(rewriter) => {
+            let chunk = chunk(host, body_size);
+            // Never paused: each chunk goes on at once, rewritten or not.
+            if let Some(out) = rewriter.on_chunk(&chunk, end_of_stream) {
+                host.set_response_body(body_size, &out);
+            }
+        }
+    }
+    if end_of_stream {
+        response.complete = true;
+    }
+    Action::Continue
+}
+
+/// The response bytes this callback was given (none on a 0-byte final call).
+fn chunk(host: &impl Host, size: usize) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    host.response_body(size).unwrap_or_default()
+}
+
+impl Response {
     /// Reads one chunk of a scanned JSON answer; at its end (or when the call ends before
     /// it), takes the usage and text the scanner found.
-    pub(super) fn scan_chunk(&mut self, chunk: &[u8], end_of_stream: bool) {
+    fn scan(&mut self, chunk: &[u8], end_of_stream: bool) {
         let ResponseMode::Scan {
             format,
             scanner,
             text,
             whole,
-        } = &mut self.response
+        } = &mut self.mode
         else {
             return;
         };
@@ -121,100 +237,104 @@ impl Request {
         }
     }
 
-    pub(super) fn finish_buffered(&mut self, body: &[u8]) {
+    /// Reads a whole buffered body; returns what the client gets instead, if it changes.
+    fn finish_buffered(&mut self, body: &[u8], model: &str, now_s: u64) -> Option<Vec<u8>> {
         let ResponseMode::Buffer {
             format,
             translate,
             normalize_error,
             text,
-        } = &mut self.response
+        } = &mut self.mode
         else {
-            return;
+            return None;
         };
         self.usage = usage::from_body(*format, body);
         if self.usage.is_none() && self.status < 300 {
             *text = usage::output_text_of_body(*format, body);
         }
-        let replacement = if *translate {
-            anthropic::response(body, &self.model, clock::now_ms() / 1000)
+        if *translate {
+            anthropic::response(body, model, now_s)
         } else if *normalize_error {
-            errors::openai_error_body(self.status as u16, body)
+            errors::openai_error_body(u16::try_from(self.status).unwrap_or(u16::MAX), body)
         } else {
             None
-        };
-        if let Some(new_body) = replacement {
-            self.set_http_response_body(0, body.len(), &new_body);
         }
     }
+}
 
-    /// The usage to record: as reported, with what the control plane needs to count
-    /// whatever the report lacks.
-    fn final_usage(&self) -> (Usage, Option<Estimate>) {
-        let (reported, text, ended) = match &self.response {
-            ResponseMode::Stream(s) => {
-                (s.meter().usage(), Some(s.meter().text()), s.meter().ended())
-            }
-            // A buffered body is read only once whole.
-            ResponseMode::Buffer { text, .. } => (self.usage, Some(text), true),
-            ResponseMode::Scan { text, whole, .. } => (self.usage, Some(text), *whole),
-            ResponseMode::Ignore => (self.usage, None, true),
-        };
-        let output_seen = text.is_some_and(|t| !t.is_empty());
-        let output = || {
-            text.filter(|t| !t.is_empty())
-                .map(|t| proto_sample(t.sample()))
-        };
-        match usage::estimation(reported.as_ref(), ended, self.status, output_seen) {
-            Estimation::Reported => (reported.unwrap_or_default(), None),
-            Estimation::Free => (Usage::default(), None),
-            Estimation::Output => {
-                let estimate = Estimate {
-                    output: output(),
-                    ..Estimate::default()
-                };
-                (reported.unwrap_or_default(), Some(estimate))
-            }
-            Estimation::Whole => {
-                let usage = Usage {
-                    estimated: true,
-                    ..Usage::default()
-                };
-                let prompt = self.prompt.as_ref();
-                let estimate = Estimate {
-                    prompt_overhead: prompt.map_or(0, |p| p.overhead),
-                    counted_prompt_tokens: self.counted_prompt,
-                    prompt: match self.counted_prompt {
-                        Some(_) => None,
-                        None => prompt.map(|p| proto_sample(p.texts.clone())),
-                    },
-                    output: output(),
-                };
-                (usage, Some(estimate))
-            }
+/// The usage to record: as reported, with what the control plane needs to count
+/// whatever the report lacks.
+fn final_usage(admitted: &Admitted) -> (Usage, Option<Estimate>) {
+    let response = &admitted.response;
+    let (reported, text, ended) = match &response.mode {
+        ResponseMode::Stream(s) => (s.meter().usage(), Some(s.meter().text()), s.meter().ended()),
+        // A buffered body is read only once whole.
+        ResponseMode::Buffer { text, .. } => (response.usage, Some(text), true),
+        ResponseMode::Scan { text, whole, .. } => (response.usage, Some(text), *whole),
+        ResponseMode::Ignore => (response.usage, None, true),
+    };
+    let output_seen = text.is_some_and(|t| !t.is_empty());
+    let output = || {
+        text.filter(|t| !t.is_empty())
+            .map(|t| proto_sample(t.sample()))
+    };
+    match usage::estimation(reported.as_ref(), ended, response.status, output_seen) {
+        Estimation::Reported => (reported.unwrap_or_default(), None),
+        Estimation::Free => (Usage::default(), None),
+        Estimation::Output => {
+            let estimate = Estimate {
+                output: output(),
+                ..Estimate::default()
+            };
+            (reported.unwrap_or_default(), Some(estimate))
+        }
+        Estimation::Whole => {
+            let usage = Usage {
+                estimated: true,
+                ..Usage::default()
+            };
+            let kept = admitted.checked.as_ref();
+            let counted = kept.and_then(|k| k.counted_prompt);
+            let estimate = Estimate {
+                prompt_overhead: kept.map_or(0, |k| k.prompt.overhead),
+                counted_prompt_tokens: counted,
+                prompt: match counted {
+                    Some(_) => None,
+                    None => kept.map(|k| proto_sample(k.prompt.texts.clone())),
+                },
+                output: output(),
+            };
+            (usage, Some(estimate))
         }
     }
+}
 
-    pub(super) fn usage_record(&self, admitted: &Admitted) -> UsageRecord {
-        let (usage, estimate) = self.final_usage();
-        let finished = clock::now_ms();
-        UsageRecord {
-            request_id: self.request_id.clone(),
-            key_id: admitted.key_id.clone(),
-            model: self.model.clone(),
-            provider: admitted.route.provider.clone(),
-            status: self.status,
-            input_uncached: usage.input_uncached,
-            cache_read: usage.cache_read,
-            cache_write: usage.cache_write,
-            output: usage.output,
-            reasoning: usage.reasoning,
-            estimated: usage.estimated,
-            partial: usage.partial || !self.response_complete,
-            finished_at_ms: i64::try_from(finished).unwrap_or(i64::MAX),
-            duration_ms: u32::try_from(finished.saturating_sub(self.started_ms))
-                .unwrap_or(u32::MAX),
-            estimate,
-        }
+/// The call's usage record, at log time.
+pub(super) fn usage_record(
+    admitted: &mut Admitted,
+    request_id: &str,
+    started_ms: u64,
+    now_ms: u64,
+) -> UsageRecord {
+    // An answer cut before its end still leaves the text the client received.
+    admitted.response.scan(&[], true);
+    let (usage, estimate) = final_usage(admitted);
+    UsageRecord {
+        request_id: request_id.to_owned(),
+        key_id: admitted.key_id.clone(),
+        model: admitted.target.model.clone(),
+        provider: admitted.route.provider.clone(),
+        status: admitted.response.status,
+        input_uncached: usage.input_uncached,
+        cache_read: usage.cache_read,
+        cache_write: usage.cache_write,
+        output: usage.output,
+        reasoning: usage.reasoning,
+        estimated: usage.estimated,
+        partial: usage.partial || !admitted.response.complete,
+        finished_at_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
+        duration_ms: u32::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(u32::MAX),
+        estimate,
     }
 }
 
