@@ -270,6 +270,20 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_are_written_absolute() {
+        // Envoy resolves a relative path from its own working directory, not from the
+        // directory `tollgate --config conf/tollgate.toml envoy-config` was run in.
+        let text = format!("{PROVIDERS}[envoy]\nwasm = \"f.wasm\"\nca_bundle = \"cas.pem\"\n");
+        let c = Config::parse(&text, Path::new("conf"), |_| None).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.envoy.wasm.as_deref().map(Path::new),
+            Some(here.join("conf/f.wasm").as_path())
+        );
+        assert_eq!(Path::new(&c.envoy.ca_bundle), here.join("conf/cas.pem"));
+    }
+
+    #[test]
     fn filter_settings_are_checked_by_the_filter_parser() {
         let c =
             load("[envoy.filter]\nroute_header = \"x-route\"\nmax_body_bytes = 1000\n").unwrap();
