@@ -93,6 +93,13 @@ impl EnvoySection {
         };
         let listen = address("listen", file.listen, "127.0.0.1:10000")?;
         let admin = address("admin", file.admin, "127.0.0.1:9901")?;
+        // Envoy validates such a file, then cannot bind the second at start.
+        if admin == listen {
+            return Err(field_error(
+                "envoy.admin",
+                "must differ from envoy.listen: both are Envoy listeners",
+            ));
+        }
         let path = |field: &str, value: PathBuf| {
             base.join(value)
                 .to_str()
@@ -306,6 +313,10 @@ mod tests {
         for (envoy, field) in [
             ("[envoy]\nlisten = \"10000\"", "envoy.listen"),
             ("[envoy]\nadmin = \"localhost:9901\"", "envoy.admin"),
+            (
+                "[envoy]\nlisten = \"127.0.0.1:9901\"\nadmin = \"127.0.0.1:9901\"",
+                "envoy.admin",
+            ),
             ("[envoy]\ncontrol_plane = \"cp\"", "envoy.control_plane"),
             (
                 "[envoy]\nbuffer_limit_bytes = 1000",
