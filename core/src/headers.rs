@@ -65,6 +65,16 @@ pub fn never_forwarded(name: &str) -> bool {
         || name.starts_with("x-envoy-")
 }
 
+/// Whether `name` may carry the filter's routing decision (`route_header`): a private `x-`
+/// header that HTTP, Envoy and providers give no meaning to, since the filter overwrites it
+/// with a provider's name and Envoy routes on it.
+pub fn free_for_routing(name: &str) -> bool {
+    name.starts_with("x-")
+        && !name.starts_with("x-envoy-")
+        && !name.starts_with("x-forwarded-")
+        && !matches!(name, "x-api-key" | "x-request-id" | "x-tollgate-request-id")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

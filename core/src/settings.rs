@@ -3,6 +3,7 @@
 //! Parsed and checked once when the plugin starts; a bad field fails plugin start with
 //! an error naming it, so a typo shows up at deploy time rather than as odd traffic.
 
+use crate::headers;
 use crate::sidecar::SidecarToken;
 use serde::Deserialize;
 use thiserror::Error;
@@ -128,18 +129,24 @@ impl FilterSettings {
         if !(1..=60_000).contains(&self.control_plane_timeout_ms) {
             return field("control_plane_timeout_ms", "must be between 1 and 60000");
         }
-        if self.metadata_namespace.is_empty() {
-            return field("metadata_namespace", "must not be empty");
+        // Envoy reserves `envoy.*` metadata for its own filters (envoy.lb feeds load balancing).
+        if self.metadata_namespace.is_empty() || self.metadata_namespace.starts_with("envoy.") {
+            return field(
+                "metadata_namespace",
+                "must be non-empty and not start with `envoy.` (Envoy's own namespaces)",
+            );
         }
-        let header_ok = !self.route_header.is_empty()
-            && self
-                .route_header
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let header_ok = self
+            .route_header
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && headers::free_for_routing(&self.route_header);
         if !header_ok {
             return field(
                 "route_header",
-                "must be a lower-case header name (a-z, 0-9, -)",
+                "must be a lower-case `x-` header name (a-z, 0-9, -) that HTTP, Envoy and \
+                 providers give no meaning to (not x-envoy-*, x-forwarded-*, x-api-key, \
+                 x-request-id, x-tollgate-request-id)",
             );
         }
         if self.unknown_key_cache_ms > 60_000 {
@@ -214,6 +221,44 @@ mod tests {
         .unwrap();
         assert_eq!(s.max_key_cache_ms, 500);
         assert_eq!(s.route_header, "x-p");
+    }
+
+    #[test]
+    fn route_header_and_namespace_cannot_take_names_http_or_envoy_give_meaning() {
+        // Each would be overwritten with a provider's name (a credential, the body's length,
+        // the Host) or read by Envoy itself; `envoy.` namespaces are Envoy's own.
+        for header in [
+            "authorization",
+            "host",
+            "connection",
+            "content-length",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "cookie",
+            "x-api-key",
+            "x-envoy-upstream-rq-timeout-ms",
+            "x-forwarded-for",
+            "x-request-id",
+            "x-tollgate-request-id",
+        ] {
+            let json = format!(r#"{{"route_header": "{header}"}}"#);
+            let e = FilterSettings::from_json(&with_token(&json)).unwrap_err();
+            assert!(e.to_string().contains("route_header"), "{header}: {e}");
+        }
+        for ns in ["envoy.lb", "envoy.filters.http.wasm"] {
+            let json = format!(r#"{{"metadata_namespace": "{ns}"}}"#);
+            let e = FilterSettings::from_json(&with_token(&json)).unwrap_err();
+            assert!(e.to_string().contains("metadata_namespace"), "{ns}: {e}");
+        }
+        let ok = FilterSettings::from_json(&with_token(
+            r#"{"route_header": "x-route", "metadata_namespace": "com.example.meter"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (ok.route_header.as_str(), ok.metadata_namespace.as_str()),
+            ("x-route", "com.example.meter")
+        );
     }
 
     #[test]

@@ -92,3 +92,38 @@ def test_a_bad_setting_is_refused_by_name(tmp_path):
               filter_settings={"max_body_bytez": 1})
     with pytest.raises(RuntimeError, match="max_body_bytez"):
         s.render_envoy()
+
+
+@pytest.mark.parametrize("url", [
+    "HTTPS://API.OpenAI.com",      # scheme and host are case-insensitive
+    "https://[2001:db8::1]:8443",  # an IPv6 literal: IP SAN, no SNI
+    "https://bücher.example",      # IDN: dialed and checked as its punycode
+    "http://10.0.0.12:8000",
+], ids=["uppercase", "ipv6", "idn", "ipv4"])
+def test_unusual_provider_urls_render_files_envoy_accepts(tmp_path, url):
+    # Envoy's validation loads the filter: the real build, beside the config.
+    (tmp_path / "f.wasm").write_bytes(harness.WASM.read_bytes())
+    config = tmp_path / "tollgate.toml"
+    config.write_text(f'[envoy]\nwasm = "f.wasm"\n[[providers]]\nname = "p"\nurl = "{url}"\n'
+                      '[[models]]\nname = "m"\nprovider = "p"\nfree = true\n')
+    out = tmp_path / "envoy.yaml"
+    run = subprocess.run([str(harness.native_bin("tollgate")), "--config", str(config), "envoy-config",
+                          "--output", str(out)], env={**os.environ, "TOLLGATE_FILTER_TOKEN": TOKEN},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    text = out.read_text()
+    assert f"filename: {tmp_path / 'f.wasm'}\n" in text, "a relative wasm path is written absolute"
+    envoy_validate(out)
+
+
+def test_check_config_refuses_what_envoy_config_refuses(tmp_path):
+    config = tmp_path / "tollgate.toml"
+    config.write_text('[[providers]]\nname = "tollgate_control_plane"\nurl = "http://127.0.0.1:9"\n'
+                      '[[models]]\nname = "m"\nprovider = "tollgate_control_plane"\nfree = true\n')
+    env = {**os.environ, "TOLLGATE_FILTER_TOKEN": TOKEN}
+    for command in (["check-config"], ["envoy-config", "--without-filter"]):
+        run = subprocess.run([str(harness.native_bin("tollgate")), "--config", str(config), *command],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0, command
+        assert "envoy.filter.control_plane_cluster" in run.stderr, (command, run.stderr)
+        assert TOKEN not in run.stderr + run.stdout

@@ -76,3 +76,19 @@ def test_cut_stream_bills_prompt_text_in_every_billed_field(stack, key, case):
     assert row["estimated"] and row["partial"]
     assert row["input_uncached"] >= floor, (
         f"{case}: {len(HIDDEN)} bytes of billed prompt recorded as {row['input_uncached']} tokens")
+
+
+@pytest.mark.parametrize("authorized", [False, True], ids=["no_key", "key"])
+def test_route_header_cannot_reach_the_control_plane(stack, key, authorized):
+    """A client naming the control plane's cluster in the route header gets the filter's
+    refusal (an unknown URL, gRPC-framed by Envoy as UNIMPLEMENTED), never the control
+    plane, which would answer an untokened call UNAUTHENTICATED (16)."""
+    from tests.harness.stack import request
+
+    headers = {"content-type": "application/grpc", "te": "trailers",
+               "x-tollgate-provider": "tollgate_control_plane"}
+    if authorized:
+        headers["authorization"] = f"Bearer {key}"
+    status, got, _ = request("POST", stack.gateway_url + "/tollgate.v1.Gateway/Authorize",
+                             b"\0\0\0\0\0", headers)
+    assert (status, got.get("grpc-status")) == (200, "12"), got

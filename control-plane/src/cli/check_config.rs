@@ -2,13 +2,18 @@
 
 use super::CliError;
 use crate::config::Config;
+use crate::envoy_config;
 use std::io::Write;
 use std::path::Path;
 
 /// Checks what only `serve` and `envoy-config` would otherwise find missing or wrong (the
-/// filter token, the filter's settings) and prints a one-line summary of the file at `path`.
+/// filter token, the filter's settings, names Envoy's file must keep apart) and prints a
+/// one-line summary of the file at `path`.
 pub(super) fn run(path: &Path, config: &Config, out: &mut impl Write) -> Result<(), CliError> {
-    config.envoy.resolve_filter(config.server.filter_token()?)?;
+    // Rendering (and dropping) Envoy's file runs every check `envoy-config` makes; without
+    // the filter, since a control plane host need not hold the .wasm.
+    envoy_config::render(config, envoy_config::Variant::WithoutFilter)
+        .map_err(envoy_config::EnvoyConfigError::from)?;
     writeln!(
         out,
         "{}: ok ({} providers, {} models, database {})",
@@ -37,6 +42,22 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "t.toml: ok (1 providers, 2 models, database postgres://…@db/t)\n"
         );
+    }
+
+    #[test]
+    fn what_envoy_config_refuses_is_refused() {
+        // A provider's cluster would shadow the control plane's: envoy-config refuses it.
+        let file = FILE
+            .replace("name = \"p\"", "name = \"tollgate_control_plane\"")
+            .replace("provider = \"p\"", "provider = \"tollgate_control_plane\"");
+        let config = Config::parse(&file, Path::new("/"), |_| Some("t".repeat(32))).unwrap();
+        let mut out = Vec::new();
+        let e = run(Path::new("t.toml"), &config, &mut out).unwrap_err();
+        assert!(
+            e.to_string().contains("envoy.filter.control_plane_cluster"),
+            "{e}"
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl Config {
         })
     }
 
-    /// Validates TOML text; relative paths are taken from `base`.
+    /// Validates TOML text; relative paths are taken from `base`, and made absolute.
     pub fn parse(
         text: &str,
         base: &Path,
@@ -109,6 +109,13 @@ impl Config {
             path: PathBuf::new(),
             message: e.to_string(),
         })?;
+        // Paths end up in files other processes read from their own working directory
+        // (Envoy's bootstrap), so they are made absolute here, from this process's.
+        let base = std::path::absolute(base).map_err(|source| ConfigError::Read {
+            path: base.to_owned(),
+            source,
+        })?;
+        let base = base.as_path();
         let server = server::validate(file.server, &env)?;
         let storage = storage::validate(file.storage, base)?;
         let gateway = gateway::validate(file.gateway)?;

@@ -62,27 +62,63 @@ pub fn run(config: &Config, args: &EnvoyConfigArgs) -> Result<(), EnvoyConfigErr
     }
 }
 
-/// Writes `text` to a file only its owner can read: it may hold the filter's token.
+/// Writes `text` to a new file only its owner (this user) can read, since it may hold the
+/// filter's token, then renames it to `path`. Writing through an existing `path` would
+/// follow a symlink planted there, or leave the token in a file another user owns; the
+/// rename also means Envoy never reads a half-written file.
 fn write_private(path: &Path, text: &str) -> Result<(), EnvoyConfigError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let write = || -> std::io::Result<()> {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            options.mode(0o600);
-            let file = options.open(path)?;
-            // `mode` applies only to a new file; an existing one is narrowed too.
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            (&file).write_all(text.as_bytes())
-        }
-        #[cfg(not(unix))]
-        {
-            options.open(path)?.write_all(text.as_bytes())
-        }
+        // Created 0600 (tempfile's default on Unix).
+        let mut file = tempfile::NamedTempFile::new_in(dir)?;
+        file.write_all(text.as_bytes())?;
+        file.as_file().sync_all()?;
+        file.persist(path).map_err(|e| e.error)?;
+        Ok(())
     };
     write().map_err(|source| EnvoyConfigError::Write {
         path: path.to_owned(),
         source,
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    #[test]
+    fn output_replaces_a_symlink_instead_of_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = dir.path().join("envoy.yaml");
+        symlink(&victim, &out).unwrap();
+
+        write_private(&out, "secret").unwrap();
+
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "the link's target is left alone");
+        let meta = std::fs::symlink_metadata(&out).unwrap();
+        assert!(meta.file_type().is_file(), "the link itself is replaced");
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "secret");
+    }
+
+    #[test]
+    fn output_over_an_existing_file_is_private_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("envoy.yaml");
+        std::fs::write(&out, "an older, longer bootstrap").unwrap();
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&out, "new").unwrap();
+        let meta = std::fs::metadata(&out).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "new");
+    }
 }

@@ -65,6 +65,18 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
         )
         .into());
     }
+    let route_header = &filter.settings.route_header;
+    if let Some(p) = providers.iter().find(|p| &p.auth_header == route_header) {
+        return Err(field_error(
+            "envoy.filter.route_header",
+            format!(
+                "is `{route_header}`, the header provider `{}` gets its credential in \
+                 (its auth_header): the filter would overwrite one with the other",
+                p.name
+            ),
+        )
+        .into());
+    }
     let mut clusters = vec![control_plane_cluster(config, cp_cluster)];
     clusters.extend(providers.iter().map(|p| provider_cluster(config, p)));
 
@@ -522,6 +534,27 @@ mod tests {
         assert!(
             text.starts_with('#') && text.contains("SECRET"),
             "the header warns"
+        );
+    }
+
+    #[test]
+    fn a_provider_credential_in_the_route_header_is_refused() {
+        // The filter sets the route header after the credential: it would overwrite it.
+        let text = "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n\
+                    auth_header = \"x-route\"\napi_key_env = \"K\"\n\
+                    [[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n\
+                    [envoy.filter]\nroute_header = \"x-route\"\n";
+        let config = Config::parse(text, Path::new("/srv"), |v| match v {
+            "TOLLGATE_FILTER_TOKEN" => Some(TOKEN.to_owned()),
+            _ => Some("sk-x".to_owned()),
+        })
+        .unwrap();
+        let e = render(&config, Variant::WithoutFilter)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("envoy.filter.route_header") && e.contains("auth_header"),
+            "{e}"
         );
     }
 

@@ -93,6 +93,13 @@ impl EnvoySection {
         };
         let listen = address("listen", file.listen, "127.0.0.1:10000")?;
         let admin = address("admin", file.admin, "127.0.0.1:9901")?;
+        // Envoy validates such a file, then cannot bind the second at start.
+        if admin == listen {
+            return Err(field_error(
+                "envoy.admin",
+                "must differ from envoy.listen: both are Envoy listeners",
+            ));
+        }
         let path = |field: &str, value: PathBuf| {
             base.join(value)
                 .to_str()
@@ -270,6 +277,20 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_are_written_absolute() {
+        // Envoy resolves a relative path from its own working directory, not from the
+        // directory `tollgate --config conf/tollgate.toml envoy-config` was run in.
+        let text = format!("{PROVIDERS}[envoy]\nwasm = \"f.wasm\"\nca_bundle = \"cas.pem\"\n");
+        let c = Config::parse(&text, Path::new("conf"), |_| None).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.envoy.wasm.as_deref().map(Path::new),
+            Some(here.join("conf/f.wasm").as_path())
+        );
+        assert_eq!(Path::new(&c.envoy.ca_bundle), here.join("conf/cas.pem"));
+    }
+
+    #[test]
     fn filter_settings_are_checked_by_the_filter_parser() {
         let c =
             load("[envoy.filter]\nroute_header = \"x-route\"\nmax_body_bytes = 1000\n").unwrap();
@@ -292,6 +313,10 @@ mod tests {
         for (envoy, field) in [
             ("[envoy]\nlisten = \"10000\"", "envoy.listen"),
             ("[envoy]\nadmin = \"localhost:9901\"", "envoy.admin"),
+            (
+                "[envoy]\nlisten = \"127.0.0.1:9901\"\nadmin = \"127.0.0.1:9901\"",
+                "envoy.admin",
+            ),
             ("[envoy]\ncontrol_plane = \"cp\"", "envoy.control_plane"),
             (
                 "[envoy]\nbuffer_limit_bytes = 1000",

@@ -113,7 +113,14 @@ fn host_and_port(url: &Url, text: &str) -> Result<(Host, u16), String> {
         Some(url::Host::Ipv6(ip)) => Host::Ip(IpAddr::V6(ip)),
         None => return Err(format!("`{text}` has no host")),
     };
-    Ok((host, url.port_or_known_default().unwrap_or(80)))
+    let port = url.port_or_known_default().unwrap_or(80);
+    // Envoy takes port 0 and then connects nowhere.
+    if port == 0 {
+        return Err(format!(
+            "`{text}` has port 0: name the port the server listens on"
+        ));
+    }
+    Ok((host, port))
 }
 
 #[cfg(test)]
@@ -157,6 +164,7 @@ mod tests {
             ("https://a_b.example", "not a DNS name"),
             ("https://a..b", "not a DNS name"),
             ("https://x:99999", "not a URL"),
+            ("http://127.0.0.1:0", "port 0"),
         ] {
             let e = Upstream::parse(url).unwrap_err();
             assert!(e.contains(why), "{url}: {e}");
@@ -179,5 +187,6 @@ mod tests {
                 .contains("no port")
         );
         assert!(parse_endpoint("cp:1/x").is_err());
+        assert!(parse_endpoint("cp:0").unwrap_err().contains("port 0"));
     }
 }
