@@ -190,7 +190,7 @@ def test_client_headers_and_query_that_reach_the_account_are_dropped(stack, key)
     seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
     names = set(seen["header_names"])
     for dropped in ["openai-organization", "openai-project", "anthropic-beta", "cookie", "x-api-key",
-                    "api-key", "x-custom-thing", "x-forwarded-for"]:
+                    "api-key", "x-custom-thing", "x-forwarded-for", "x-tollgate-provider"]:
         assert dropped not in names, dropped
     assert "x-offline-cached-tokens" in names, "the operator's forward_headers pass"
     assert seen["path_and_query"] is None and seen["path"] == CHAT

@@ -185,6 +185,8 @@ fn listener(config: &Config, filter: &ResolvedFilter, http_filters: Vec<Value>) 
                                     "auto_host_rewrite": true,
                                     "timeout": "600s",
                                 },
+                                // It chose the cluster; the provider has no use for it.
+                                "request_headers_to_remove": [filter.settings.route_header],
                             }],
                         }],
                     },
@@ -444,6 +446,9 @@ mod tests {
             let settings = filter_settings(&b);
             let route = &hcm(&b)["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
             assert_eq!(route["cluster_header"], settings.route_header.as_str());
+            let removed = &hcm(&b)["route_config"]["virtual_hosts"][0]["routes"][0]
+                ["request_headers_to_remove"];
+            assert_eq!(removed[0], settings.route_header.as_str());
             let ns = namespaces(&b);
             assert_eq!(ns.len(), 4, "{ns:?}");
             assert!(
