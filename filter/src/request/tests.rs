@@ -597,8 +597,6 @@ fn body_refusal(route: Route, stream_hint: bool, body: &[u8]) -> (u32, Value) {
 #[test]
 fn body_refusals() {
     let openai = || route("openai");
-    let (status, e) = body_refusal(openai(), false, b"{\"model\":");
-    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_request")));
     let (status, e) = body_refusal(
         openai(),
         false,
@@ -1414,4 +1412,16 @@ fn a_revocation_replaces_an_active_entry_after_the_clock_steps_back() {
 fn a_revocation_replaces_an_active_entry_after_the_ttl_is_shortened() {
     // An operator lowers key_cache_ttl_ms to 1 s to make revocations quick, then revokes.
     assert_revocation_reaches_cached_routes(6_000, 1_000);
+}
+
+#[test]
+fn a_body_problem_has_one_code_wherever_it_is_caught() {
+    // At header time json_to_metadata's verdict gives `invalid_json` and `missing_body`
+    // (header_time_refusals); the body check must name the same problems the same way.
+    let (status, e) = body_refusal(route("openai"), false, b"{\"model\":");
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_json")));
+    let (status, e) = body_refusal(route("openai"), false, b" \n");
+    assert_eq!((status, e["code"].as_str()), (400, Some("missing_body")));
+    let (status, e) = body_refusal(route("openai"), false, b"[1]");
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_request")));
 }
