@@ -212,6 +212,8 @@ impl From<ApiError> for Refusal {
             (Some("method_not_allowed"), _) => Refusal::MethodNotAllowed { message: e.message },
             (Some("unknown_url"), _) => Refusal::EndpointNotFound { message: e.message },
             (Some("request_too_large"), _) => Refusal::BodyTooLarge { message: e.message },
+            (Some("invalid_json"), _) => Refusal::BadJson { message: e.message },
+            (Some("missing_body"), _) => Refusal::NoBody,
             (_, Some(param)) => Refusal::InvalidParam {
                 param,
                 message: e.message,
@@ -360,8 +362,21 @@ mod tests {
         let field = Refusal::from(ApiError::invalid("n", "`n` must be 1."));
         assert_eq!(field, Refusal::invalid("n", "`n` must be 1."));
         assert_eq!(field.to_error().param.as_deref(), Some("n"));
-        let whole = Refusal::from(ApiError::bad_request("The request body is empty."));
+        let whole = Refusal::from(ApiError::bad_request("The request body is not an object."));
         assert_eq!((whole.status(), whole.code()), (400, "invalid_request"));
+    }
+
+    #[test]
+    fn body_problems_named_at_header_time_keep_their_codes_from_the_validator() {
+        let lifted = |body: &[u8]| {
+            let e = crate::validation::request(&Endpoint::ChatCompletions, body, 1024);
+            e.map(|_| ()).map_err(Refusal::from)
+        };
+        let bad = lifted(b"{\"model\":").unwrap_err();
+        assert!(matches!(bad, Refusal::BadJson { .. }), "{bad:?}");
+        assert_eq!((bad.status(), bad.code()), (400, "invalid_json"));
+        assert!(bad.to_string().contains("not valid JSON"), "{bad}");
+        assert_eq!(lifted(b"  "), Err(Refusal::NoBody));
     }
 
     #[test]

@@ -56,13 +56,17 @@ pub fn request(
     if body.len() > max_bytes {
         return Err(ApiError::too_large(max_bytes));
     }
+    // The codes are those of the same problems caught at header time (`Refusal`), so a
+    // client sees one code for one problem wherever the gateway notices it.
     if body.trim_ascii().is_empty() {
-        return Err(ApiError::bad_request(
-            "The request body is empty; expected a JSON object.",
-        ));
+        return Err(ApiError {
+            code: Some("missing_body"),
+            ..ApiError::bad_request("The request body is empty; expected a JSON object.")
+        });
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!(
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError {
+        code: Some("invalid_json"),
+        ..ApiError::bad_request(format!(
             "The request body is not valid JSON: {e}. Expected a JSON object."
         ))
     })?;

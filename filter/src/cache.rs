@@ -8,18 +8,13 @@
 //! provider's credential and is read for every key: it is stored only from an answer that
 //! admitted a call, the only kind the control plane sends a route with.
 //!
-//! Workers write concurrently, so every write is a compare-and-swap loop
-//! ([`update`]): read with the entry's version, compute, write against that version, and
-//! start over if another worker wrote in between, a bounded number of times.
+//! Workers write concurrently and the last writer wins: every writer holds an answer the
+//! control plane just gave.
 
 use crate::host::Host;
 use prost::Message;
-use proxy_wasm::types::Status;
 use std::borrow::Cow;
 use tollgate_proto::v1::{AuthorizeResponse, KeyGrant, KeyStatus, Route, ServedModel};
-
-/// Attempts of one compare-and-swap write before it gives up.
-pub const CAS_ATTEMPTS: usize = 8;
 
 /// A kind of shared-data entry: where it lives and what it holds.
 pub trait Entry {
@@ -75,62 +70,18 @@ pub fn read<E: Entry>(host: &impl Host, entry: &E, now_ms: u64) -> Option<E::Val
     E::Value::decode(message).ok()
 }
 
-/// How a compare-and-swap write ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// The new value is stored.
-    Stored,
-    /// The current value was kept: nothing to write.
-    Kept,
-}
-
-/// Why a compare-and-swap write did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CasError {
-    /// Other writers changed the entry between every read and write.
-    Contended,
-    /// The host refused a read or write.
-    Host(Status),
-}
-
-/// Reads `key` with its version, computes its new bytes from the current ones (`None`:
-/// keep them), and writes them only if no one wrote meanwhile; on a mismatch, starts over,
-/// at most [`CAS_ATTEMPTS`] times.
-pub fn update(
-    host: &impl Host,
-    key: &str,
-    mut compute: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
-) -> Result<Written, CasError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, cas) = host.shared_data(key).map_err(CasError::Host)?;
-        let Some(new) = compute(current.as_deref()) else {
-            return Ok(Written::Kept);
-        };
-        match host.set_shared_data(key, &new, cas) {
-            Ok(()) => return Ok(Written::Stored),
-            Err(Status::CasMismatch) => continue,
-            Err(status) => return Err(CasError::Host(status)),
-        }
-    }
-    Err(CasError::Contended)
-}
-
-/// Stores `value` until `expires_at_ms`, unless the entry already holds an answer that
-/// lives as long: that one is at least as recent, and a slow answer must not replace it.
+/// Stores `value` until `expires_at_ms`, replacing whatever the entry held: the answer just
+/// received is the control plane's latest word. Keeping a longer-lived entry instead would
+/// keep a key admitted after its revocation was learnt, whenever the revoked answer expires
+/// sooner (a shortened `key_cache_ttl_ms`, a clock stepped back); and a slower answer
+/// cannot be told apart by its expiry, which is counted from its arrival.
 pub fn write<E: Entry>(host: &impl Host, entry: &E, value: &E::Value, expires_at_ms: u64) {
     let key = entry.key();
-    let written = update(host, &key, |current| {
-        let current_expiry = current.and_then(split).map(|(e, _)| e);
-        if current_expiry.is_some_and(|e| e >= expires_at_ms) {
-            return None;
-        }
-        let mut bytes = Vec::with_capacity(8 + value.encoded_len());
-        bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
-        value.encode_raw(&mut bytes);
-        Some(bytes)
-    });
-    if let Err(e) = written {
-        log::warn!("tollgate: could not cache {key}: {e:?}");
+    let mut bytes = Vec::with_capacity(8 + value.encoded_len());
+    bytes.extend_from_slice(&expires_at_ms.to_be_bytes());
+    value.encode_raw(&mut bytes);
+    if let Err(status) = host.set_shared_data(&key, &bytes, None) {
+        log::warn!("tollgate: could not cache {key}: {status:?}");
     }
 }
 
@@ -189,57 +140,22 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_between_read_and_write_causes_a_retry() {
+    fn the_latest_answer_replaces_a_longer_lived_one() {
         let host = MockHost::new();
-        host.interleave_writes("tg:key:h", 1);
+        write(&host, &KeyGrantEntry("h"), &grant("active"), 2_000);
+        write(&host, &KeyGrantEntry("h"), &grant("revoked"), 1_500);
+        assert_eq!(
+            read(&host, &KeyGrantEntry("h"), 0).map(|g| g.key_id),
+            Some("revoked".into())
+        );
+    }
+
+    #[test]
+    fn a_host_refusal_leaves_the_entry_unwritten() {
+        let host = MockHost::new();
+        host.refuse_shared_writes(proxy_wasm::types::Status::InternalFailure);
         write(&host, &KeyGrantEntry("h"), &grant("k1"), 1_000);
-        let stats = host.shared_stats();
-        assert_eq!(
-            (stats.gets, stats.mismatches, stats.sets),
-            (2, 1, 1),
-            "{stats:?}"
-        );
-        assert_eq!(
-            read(&host, &KeyGrantEntry("h"), 0).map(|g| g.key_id),
-            Some("k1".into())
-        );
-    }
-
-    #[test]
-    fn the_retry_bound_holds_under_endless_contention() {
-        let host = MockHost::new();
-        host.interleave_writes("k", usize::MAX);
-        let mut computed = 0;
-        let result = update(&host, "k", |_| {
-            computed += 1;
-            Some(b"v".to_vec())
-        });
-        assert_eq!(result, Err(CasError::Contended));
-        assert_eq!(computed, CAS_ATTEMPTS);
-        let stats = host.shared_stats();
-        assert_eq!((stats.gets, stats.mismatches), (CAS_ATTEMPTS, CAS_ATTEMPTS));
-        assert_eq!(stats.sets, 0);
-    }
-
-    #[test]
-    fn a_longer_lived_answer_is_not_replaced_by_a_shorter_one() {
-        let host = MockHost::new();
-        write(&host, &KeyGrantEntry("h"), &grant("new"), 2_000);
-        write(&host, &KeyGrantEntry("h"), &grant("old"), 1_500);
-        assert_eq!(
-            read(&host, &KeyGrantEntry("h"), 0).map(|g| g.key_id),
-            Some("new".into())
-        );
-        assert_eq!(host.shared_stats().sets, 1);
-    }
-
-    #[test]
-    fn host_refusals_end_the_loop_at_once() {
-        let host = MockHost::new();
-        host.refuse_shared_writes(Status::InternalFailure);
-        let result = update(&host, "k", |_| Some(b"v".to_vec()));
-        assert_eq!(result, Err(CasError::Host(Status::InternalFailure)));
-        assert_eq!(host.shared_stats().gets, 1);
+        assert_eq!(host.shared_value("tg:key:h"), None);
     }
 
     #[test]

@@ -97,6 +97,7 @@ def test_malformed_json_is_400_naming_the_problem(stack, key):
     err = error_of(data)
     assert err["type"] == "invalid_request_error"
     assert "not valid JSON" in err["message"]
+    assert err["code"] == "invalid_json"
 
     status, _, data = request("POST", stack.gateway_url + CHAT, b"model=gpt-4o-mini",
                               {"authorization": f"Bearer {key}", "content-type": "text/plain"})

@@ -597,8 +597,6 @@ fn body_refusal(route: Route, stream_hint: bool, body: &[u8]) -> (u32, Value) {
 #[test]
 fn body_refusals() {
     let openai = || route("openai");
-    let (status, e) = body_refusal(openai(), false, b"{\"model\":");
-    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_request")));
     let (status, e) = body_refusal(
         openai(),
         false,
@@ -1350,4 +1348,80 @@ fn a_stream_cut_after_its_prompt_count_estimates_only_the_output() {
         estimate.prompt.is_none(),
         "the prompt was counted by the provider"
     );
+}
+
+// ---- revocation through the shared cache ----
+
+/// A chat call for `model` on a fresh stream of another worker; when it asks the control
+/// plane, `answer` is delivered. Returns that stream's host, to read what it did.
+fn call_on_worker(plugin: &Plugin<MockHost>, model: &str, answer: &AuthorizeResponse) -> MockHost {
+    let host = plugin.host.worker();
+    chat_request(&host, model, false);
+    let mut req = Request::new(host.clone(), plugin.shared.clone(), "id".into());
+    if req.on_http_request_headers(7, false) == Action::Pause
+        && let Some(call) = host.dispatches().first()
+    {
+        let bytes = authorize_answer(answer);
+        host.set_grpc_body(&bytes);
+        req.on_grpc_call_response(call.token, 0, bytes.len());
+    }
+    host
+}
+
+fn answer_for(status: KeyStatus, cache_ttl_ms: u32) -> AuthorizeResponse {
+    let admits = status == KeyStatus::Active;
+    AuthorizeResponse {
+        key: Some(grant(status, &[])),
+        route: admits.then(|| route("openai")),
+        model_served: true,
+        cache_ttl_ms,
+        ..AuthorizeResponse::default()
+    }
+}
+
+/// Once the control plane says a key is revoked, the cache says so too, whatever the
+/// expiry of the active entry it replaces: revocation must not wait for that entry.
+fn assert_revocation_reaches_cached_routes(clock_after: u64, revoked_ttl_ms: u32) {
+    let plugin = plugin();
+    let first = call_on_worker(&plugin, "gpt-4o", &answer_for(KeyStatus::Active, 10_000));
+    assert_eq!(first.resumes(), 1, "admitted and cached");
+
+    plugin.host.set_now(clock_after);
+    // A model whose route is not cached makes the next call ask, and learn the revocation.
+    let asking = call_on_worker(
+        &plugin,
+        "gpt-4o-mini",
+        &answer_for(KeyStatus::Revoked, revoked_ttl_ms),
+    );
+    assert_eq!(refusal_code(&asking), (401, "api_key_revoked".into()));
+
+    // A call to the model whose route is cached is answered from the cache: revoked.
+    let cached = call_on_worker(&plugin, "gpt-4o", &answer_for(KeyStatus::Active, 10_000));
+    assert!(cached.dispatches().is_empty(), "answered from the cache");
+    assert_eq!(refusal_code(&cached), (401, "api_key_revoked".into()));
+}
+
+#[test]
+fn a_revocation_replaces_an_active_entry_after_the_clock_steps_back() {
+    // Cached at 5_000 until 15_000; the clock steps back 3 s, the revocation is learnt at
+    // 2_000 with the same TTL, so it would expire at 12_000, before the active entry.
+    assert_revocation_reaches_cached_routes(2_000, 10_000);
+}
+
+#[test]
+fn a_revocation_replaces_an_active_entry_after_the_ttl_is_shortened() {
+    // An operator lowers key_cache_ttl_ms to 1 s to make revocations quick, then revokes.
+    assert_revocation_reaches_cached_routes(6_000, 1_000);
+}
+
+#[test]
+fn a_body_problem_has_one_code_wherever_it_is_caught() {
+    // At header time json_to_metadata's verdict gives `invalid_json` and `missing_body`
+    // (header_time_refusals); the body check must name the same problems the same way.
+    let (status, e) = body_refusal(route("openai"), false, b"{\"model\":");
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_json")));
+    let (status, e) = body_refusal(route("openai"), false, b" \n");
+    assert_eq!((status, e["code"].as_str()), (400, Some("missing_body")));
+    let (status, e) = body_refusal(route("openai"), false, b"[1]");
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_request")));
 }
