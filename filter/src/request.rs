@@ -22,6 +22,7 @@ mod models;
 #[cfg(test)]
 mod tests;
 
+use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
 use crate::usage::Outbox;
@@ -67,6 +68,14 @@ enum StreamCall {
     Admission,
     /// `Authorize` for `/v1/models`: answer it from the served models.
     ModelList,
+}
+
+/// A call in flight: its kind, and its ticket, which orders its answer against other
+/// workers' answers in the shared cache.
+#[derive(Debug, Clone, Copy)]
+struct Question {
+    kind: StreamCall,
+    ticket: Ticket,
 }
 
 /// Where the stream stands. Only `Admitted` calls reach a provider and are metered.
@@ -125,7 +134,7 @@ pub struct Request<H: Host> {
     request_id: String,
     started_ms: u64,
     phase: Phase,
-    calls: Calls<StreamCall>,
+    calls: Calls<Question>,
 }
 
 impl<H: Host> Request<H> {
@@ -199,6 +208,8 @@ impl<H: Host> Request<H> {
     }
 
     fn ask_control_plane(&mut self, target: Target, kind: StreamCall) -> Result<(), Refusal> {
+        // Drawn before asking: an answer is as new as the question it answers.
+        let ticket = cache::next_ticket(&self.host);
         let message = AuthorizeRequest {
             key_hash: target.key_hash.clone(),
             model: target.model.clone(),
@@ -214,7 +225,7 @@ impl<H: Host> Request<H> {
             log::warn!("tollgate: cannot dispatch Authorize: {status:?}");
             Refusal::ControlPlaneUnavailable
         })?;
-        self.calls.register(token, kind);
+        self.calls.register(token, Question { kind, ticket });
         self.phase = Phase::Authorizing(target);
         Ok(())
     }
@@ -251,9 +262,14 @@ impl<H: Host> Request<H> {
         })
     }
 
-    /// Caches what the answer says about the key (and remembers an unknown one); returns
-    /// the expiry of what it cached, if anything may be.
-    fn learn(&self, target: &Target, answer: &AuthorizeResponse) -> Option<u64> {
+    /// Remembers an unknown key; returns how fresh the answer to question `ticket` is, if
+    /// it may be cached at all.
+    fn learn(
+        &self,
+        target: &Target,
+        answer: &AuthorizeResponse,
+        ticket: Ticket,
+    ) -> Option<Freshness> {
         let now = self.host.now_ms();
         let grant = answer.key.as_ref();
         if grant.is_none_or(|g| g.status() == tollgate_proto::v1::KeyStatus::Unknown) {
@@ -263,27 +279,32 @@ impl<H: Host> Request<H> {
                 .insert(&target.key_hash, now);
         }
         let ttl = u64::from(answer.cache_ttl_ms).min(self.shared.settings.max_key_cache_ms);
-        (ttl > 0).then(|| now.saturating_add(ttl))
+        (ttl > 0).then(|| Freshness {
+            ticket,
+            now_ms: now,
+            expires_at_ms: now.saturating_add(ttl),
+        })
     }
 
     fn on_admission_answer(
         &mut self,
         target: Target,
         answer: AuthorizeResponse,
+        ticket: Ticket,
     ) -> Result<(), Refusal> {
-        let expires = self.learn(&target, &answer);
+        let fresh = self.learn(&target, &answer, ticket);
         let grant = answer.key.unwrap_or_default();
         let decision = admission::decide(&grant, &target.model, answer.model_served, answer.route);
-        if let Some(expires) = expires {
+        if let Some(fresh) = fresh {
             // The route carries the provider's credential and serves every key from the
             // cache: it is kept only from an answer that admits this call.
-            crate::cache::store(
+            cache::store(
                 &self.host,
                 &target.key_hash,
                 &target.model,
                 &grant,
                 decision.as_ref().ok(),
-                expires,
+                fresh,
             );
         }
         self.admit(target, decision?, grant.key_id)
@@ -293,12 +314,13 @@ impl<H: Host> Request<H> {
         &mut self,
         target: &Target,
         answer: AuthorizeResponse,
+        ticket: Ticket,
     ) -> Result<Vec<u8>, Refusal> {
-        let expires = self.learn(target, &answer);
+        let fresh = self.learn(target, &answer, ticket);
         let grant = answer.key.unwrap_or_default();
-        if let Some(expires) = expires {
-            crate::cache::store(&self.host, &target.key_hash, "", &grant, None, expires);
-            crate::cache::store_served_models(&self.host, &answer.served_models, expires);
+        if let Some(fresh) = fresh {
+            cache::store(&self.host, &target.key_hash, "", &grant, None, fresh);
+            cache::store_served_models(&self.host, &answer.served_models, fresh);
         }
         models::answer(&target.endpoint, &grant, &answer.served_models)
     }
@@ -380,7 +402,7 @@ impl<H: Host> Drop for Request<H> {
 
 impl<H: Host> Context for Request<H> {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        let Some(kind) = self.calls.take(token_id) else {
+        let Some(Question { kind, ticket }) = self.calls.take(token_id) else {
             return;
         };
         let target = match std::mem::replace(&mut self.phase, Phase::AwaitingHeaders) {
@@ -394,18 +416,20 @@ impl<H: Host> Context for Request<H> {
         let answer = self.authorize_answer(status_code, response_size);
         match kind {
             StreamCall::Admission => {
-                match answer.and_then(|a| self.on_admission_answer(target, a)) {
+                match answer.and_then(|a| self.on_admission_answer(target, a, ticket)) {
                     Ok(()) => self.host.resume_request(),
                     Err(refusal) => self.refuse(refusal),
                 }
             }
-            StreamCall::ModelList => match answer.and_then(|a| self.on_models_answer(&target, a)) {
-                Ok(body) => {
-                    self.reply(200, &body);
-                    self.phase = Phase::Answered;
+            StreamCall::ModelList => {
+                match answer.and_then(|a| self.on_models_answer(&target, a, ticket)) {
+                    Ok(body) => {
+                        self.reply(200, &body);
+                        self.phase = Phase::Answered;
+                    }
+                    Err(refusal) => self.refuse(refusal),
                 }
-                Err(refusal) => self.refuse(refusal),
-            },
+            }
         }
     }
 }

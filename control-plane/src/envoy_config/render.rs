@@ -446,8 +446,7 @@ mod tests {
             let settings = filter_settings(&b);
             let route = &hcm(&b)["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
             assert_eq!(route["cluster_header"], settings.route_header.as_str());
-            let removed = &hcm(&b)["route_config"]["virtual_hosts"][0]["routes"][0]
-                ["request_headers_to_remove"];
+            let removed = &hcm(&b)["route_config"]["virtual_hosts"][0]["routes"][0]["request_headers_to_remove"];
             assert_eq!(removed[0], settings.route_header.as_str());
             let ns = namespaces(&b);
             assert_eq!(ns.len(), 4, "{ns:?}");

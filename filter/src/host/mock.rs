@@ -52,6 +52,8 @@ struct Shared {
     now_ms: u64,
     entries: HashMap<String, (Vec<u8>, u32)>,
     stats: SharedStats,
+    /// A simulated writer on another worker: after each read of this key, it writes once.
+    interleave: Option<(String, usize)>,
     refuse_writes: Option<Status>,
 }
 
@@ -109,9 +111,22 @@ impl MockHost {
             .map(|(v, _)| v.clone())
     }
 
+    /// Stores `value` under `key` as a writer outside the code under test would.
+    pub fn put_shared(&self, key: &str, value: &[u8]) {
+        let mut shared = self.shared.borrow_mut();
+        let entry = shared.entries.entry(key.to_owned()).or_default();
+        entry.0 = value.to_vec();
+        entry.1 += 1;
+    }
+
     /// Shared-data counters so far.
     pub fn shared_stats(&self) -> SharedStats {
         self.shared.borrow().stats
+    }
+
+    /// After each of the next `times` reads of `key`, another writer changes it.
+    pub fn interleave_writes(&self, key: &str, times: usize) {
+        self.shared.borrow_mut().interleave = Some((key.to_owned(), times));
     }
 
     /// Every shared-data write fails with `status`.
@@ -233,6 +248,16 @@ impl Host for MockHost {
         let mut shared = self.shared.borrow_mut();
         shared.stats.gets += 1;
         let found = shared.entries.get(key).cloned();
+        if let Some((k, times)) = shared.interleave.as_mut()
+            && k == key
+            && *times > 0
+        {
+            *times -= 1;
+            let entry = shared.entries.entry(key.to_owned()).or_default();
+            // An entry that expired long ago: a stale write the loop must replace.
+            entry.0 = 0u64.to_be_bytes().to_vec();
+            entry.1 += 1;
+        }
         Ok(match found {
             Some((value, version)) => (Some(value), Some(version)),
             None => (None, Some(0)),

@@ -18,6 +18,13 @@ const CHAT: &str = "/v1/chat/completions";
 /// Far enough ahead that cached entries never expire in a test.
 const LATER: u64 = 1_000_000;
 
+/// An answer cached earlier, as another call would have left it.
+const CACHED: cache::Freshness = cache::Freshness {
+    ticket: cache::Ticket(0),
+    now_ms: 0,
+    expires_at_ms: LATER,
+};
+
 /// A worker VM on the mock host, configured with the default settings.
 fn plugin() -> Plugin<MockHost> {
     plugin_with(FilterSettings::default())
@@ -58,7 +65,7 @@ fn key_hash() -> String {
 /// Caches an active key and `route` for `model`, as an earlier call would have.
 fn cache_admission(host: &MockHost, model: &str, route: &Route) {
     let g = grant(KeyStatus::Active, &[]);
-    cache::store(host, &key_hash(), model, &g, Some(route), LATER);
+    cache::store(host, &key_hash(), model, &g, Some(route), CACHED);
 }
 
 /// Sets the request line, the key and `json_to_metadata`'s view of the body.
@@ -397,9 +404,11 @@ fn an_unknown_key_is_remembered_and_refused_without_asking_again() {
     assert_eq!(again.on_http_request_headers(3, false), Action::Pause);
     assert!(other.dispatches().is_empty());
     assert_eq!(refusal_code(&other), (401, "invalid_api_key".into()));
+    let hash = key_hash();
+    let entry = cache::Entry::key(&cache::KeyGrantEntry(&hash)).into_owned();
     assert_eq!(
-        plugin.host.shared_stats().sets,
-        0,
+        plugin.host.shared_value(&entry),
+        None,
         "unknown keys are not cached"
     );
 }
@@ -420,7 +429,7 @@ fn cached_refusals_need_no_call() {
     let plugin = plugin();
     let host = &plugin.host;
     let revoked = grant(KeyStatus::Revoked, &[]);
-    cache::store(host, &key_hash(), "gpt-4o", &revoked, None, LATER);
+    cache::store(host, &key_hash(), "gpt-4o", &revoked, None, CACHED);
     chat_request(host, "gpt-4o", false);
     let mut req = plugin.stream();
     assert_eq!(req.on_http_request_headers(7, false), Action::Pause);
@@ -1287,7 +1296,7 @@ fn a_cached_key_without_a_cached_route_asks_again_and_a_failed_cache_write_still
     let plugin = plugin();
     let host = &plugin.host;
     let g = grant(KeyStatus::Active, &[]);
-    cache::store(host, &key_hash(), "gpt-4o", &g, None, LATER);
+    cache::store(host, &key_hash(), "gpt-4o", &g, None, CACHED);
     host.refuse_shared_writes(Status::InternalFailure);
     chat_request(host, "gpt-4o-new", false);
     let mut req = plugin.stream();
@@ -1304,7 +1313,7 @@ fn a_cached_key_without_a_cached_route_asks_again_and_a_failed_cache_write_still
     host.set_grpc_body(&bytes);
     req.on_grpc_call_response(host.dispatches()[0].token, 0, bytes.len());
     assert_eq!(host.resumes(), 1);
-    assert!(host.shared_value("tg:route:gpt-4o-new").is_none());
+    assert!(host.shared_value("tg:v2:route:gpt-4o-new").is_none());
 }
 
 #[test]
@@ -1424,4 +1433,34 @@ fn a_body_problem_has_one_code_wherever_it_is_caught() {
     assert_eq!((status, e["code"].as_str()), (400, Some("missing_body")));
     let (status, e) = body_refusal(route("openai"), false, b"[1]");
     assert_eq!((status, e["code"].as_str()), (400, Some("invalid_request")));
+}
+
+#[test]
+fn a_slow_answer_does_not_undo_the_revocation_a_later_question_learnt() {
+    // Two workers ask about the same key; the control plane revokes it in between. The
+    // later question's answer (revoked) arrives first, the earlier one's (active) last.
+    let plugin = plugin();
+    let (early_host, late_host) = (plugin.host.worker(), plugin.host.worker());
+    chat_request(&early_host, "gpt-4o", false);
+    chat_request(&late_host, "gpt-4o", false);
+    let mut early = Request::new(early_host.clone(), plugin.shared.clone(), "a".into());
+    let mut late = Request::new(late_host.clone(), plugin.shared.clone(), "b".into());
+    assert_eq!(early.on_http_request_headers(7, false), Action::Pause);
+    assert_eq!(late.on_http_request_headers(7, false), Action::Pause);
+
+    let revoked = authorize_answer(&answer_for(KeyStatus::Revoked, 10_000));
+    late_host.set_grpc_body(&revoked);
+    late.on_grpc_call_response(late_host.dispatches()[0].token, 0, revoked.len());
+    let active = authorize_answer(&answer_for(KeyStatus::Active, 10_000));
+    early_host.set_grpc_body(&active);
+    early.on_grpc_call_response(early_host.dispatches()[0].token, 0, active.len());
+    assert_eq!(
+        early_host.resumes(),
+        1,
+        "the earlier call itself was admitted"
+    );
+
+    let next = call_on_worker(&plugin, "gpt-4o", &answer_for(KeyStatus::Active, 10_000));
+    assert!(next.dispatches().is_empty(), "answered from the cache");
+    assert_eq!(refusal_code(&next), (401, "api_key_revoked".into()));
 }
