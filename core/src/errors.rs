@@ -19,6 +19,8 @@ pub enum ErrorKind {
     PermissionError,
     /// A limit was hit.
     RateLimitError,
+    /// A requests-per-minute limit was hit: OpenAI's own `type` for it.
+    Requests,
     /// The gateway or the provider failed.
     ApiError,
 }

@@ -11,6 +11,7 @@ pub mod headers;
 pub mod inflight;
 pub mod json_scan;
 pub mod keys;
+pub mod limits;
 pub mod pricing;
 pub mod providers;
 pub mod refusal;

@@ -94,6 +94,18 @@ pub enum Refusal {
         /// The method and path, and what is served.
         message: String,
     },
+    /// The key used up its requests per minute.
+    #[error(
+        "Rate limit reached for this API key on requests per min (RPM): Limit {limit}, \
+         Requested 1. Please try again in {}.",
+        crate::limits::openai_duration(std::time::Duration::from_millis(*retry_after_ms))
+    )]
+    RequestsPerMinute {
+        /// The key's limit.
+        limit: u32,
+        /// How long until a request is free again.
+        retry_after_ms: u64,
+    },
     /// The endpoint exists but not with this method.
     #[error("{message}")]
     MethodNotAllowed {
@@ -124,6 +136,7 @@ impl Refusal {
             Refusal::EndpointNotSupported { .. } => "endpoint_not_supported",
             Refusal::EndpointNotFound { .. } => "unknown_url",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
+            Refusal::RequestsPerMinute { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -148,6 +161,7 @@ impl Refusal {
             Refusal::NotAdmitted => (500, ErrorKind::ApiError),
             Refusal::MisconfiguredProvider => (502, ErrorKind::ApiError),
             Refusal::ControlPlaneUnavailable | Refusal::Overloaded => (503, ErrorKind::ApiError),
+            Refusal::RequestsPerMinute { .. } => (429, ErrorKind::Requests),
         }
     }
 
@@ -262,6 +276,10 @@ mod tests {
             Refusal::EndpointNotSupported { message: s() },
             Refusal::EndpointNotFound { message: s() },
             Refusal::MethodNotAllowed { message: s() },
+            Refusal::RequestsPerMinute {
+                limit: 1,
+                retry_after_ms: 1,
+            },
         ]
     }
 
@@ -285,7 +303,8 @@ mod tests {
             | Refusal::MisconfiguredProvider
             | Refusal::EndpointNotSupported { .. }
             | Refusal::EndpointNotFound { .. }
-            | Refusal::MethodNotAllowed { .. } => {}
+            | Refusal::MethodNotAllowed { .. }
+            | Refusal::RequestsPerMinute { .. } => {}
         }
     }
 
@@ -320,12 +339,13 @@ mod tests {
             let expected = match e.status {
                 401 => "authentication_error",
                 403 => "permission_error",
+                429 => "requests",
                 400..=499 => "invalid_request_error",
                 _ => "api_error",
             };
             assert_eq!(kind, expected, "{code}");
         }
-        assert_eq!(codes.len(), 18);
+        assert_eq!(codes.len(), 19);
     }
 
     #[test]
@@ -377,6 +397,23 @@ mod tests {
         assert_eq!((bad.status(), bad.code()), (400, "invalid_json"));
         assert!(bad.to_string().contains("not valid JSON"), "{bad}");
         assert_eq!(lifted(b"  "), Err(Refusal::NoBody));
+    }
+
+    #[test]
+    fn a_spent_rate_limit_reads_as_openais_429() {
+        let e = Refusal::RequestsPerMinute {
+            limit: 10,
+            retry_after_ms: 6_000,
+        }
+        .to_error();
+        assert_eq!(e.status, 429);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "requests");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("Rate limit reached"), "{message}");
+        assert!(message.contains("Limit 10"), "{message}");
+        assert!(message.ends_with("try again in 6s."), "{message}");
     }
 
     #[test]
