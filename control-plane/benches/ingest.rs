@@ -128,6 +128,7 @@ async fn bench(label: &str, database_url: &str, records: usize) {
         .add_service(gateway::server(
             LiveCatalog::new(config.catalog),
             config.gateway,
+            config.limits,
             store.clone(),
             token,
         ))

@@ -5,7 +5,7 @@
 //! most half the database connections.
 
 use crate::catalog::{Catalog, LiveCatalog};
-use crate::config::GatewaySettings;
+use crate::config::{GatewaySettings, LimitSettings};
 use crate::store::{Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +45,8 @@ pub struct GatewayService {
     /// Routes and prices; each call reads the snapshot in force when it starts.
     catalog: LiveCatalog,
     settings: GatewaySettings,
+    /// Limits of keys without their own.
+    limits: LimitSettings,
     store: Store,
     /// Usage reports handled at once; the rest wait here, not for a database connection.
     report_permits: Semaphore,
@@ -59,6 +61,7 @@ pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>
 pub fn server(
     catalog: LiveCatalog,
     settings: GatewaySettings,
+    limits: LimitSettings,
     store: Store,
     token: SidecarToken,
 ) -> Server {
@@ -66,6 +69,7 @@ pub fn server(
     let service = GatewayServer::new(GatewayService {
         catalog,
         settings,
+        limits,
         store,
         report_permits,
         counting: Arc::new(Semaphore::new(counting_jobs())),
@@ -265,6 +269,7 @@ impl Gateway for GatewayService {
                     status: status as i32,
                     key_id: k.id,
                     allowed_models: k.models,
+                    requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
                 };
                 (state, grant)
             }
@@ -425,6 +430,7 @@ mod tests {
         let service = Arc::new(GatewayService {
             catalog: LiveCatalog::new(config.catalog),
             settings: config.gateway,
+            limits: config.limits,
             store,
             report_permits: Semaphore::new(1),
             counting: Arc::new(Semaphore::new(1)),

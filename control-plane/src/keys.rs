@@ -31,13 +31,15 @@ pub struct IssuedKey {
     pub secret: String,
 }
 
-/// Issues a key named `name`, allowed `models` (empty: all models `catalog` serves).
+/// Issues a key named `name`, allowed `models` (empty: all models `catalog` serves),
+/// with its own `requests_per_minute` (`None`: the config's default).
 pub async fn create(
     store: &Store,
     catalog: &Catalog,
     clock: &Clock,
     name: &str,
     models: Vec<String>,
+    requests_per_minute: Option<u32>,
 ) -> Result<IssuedKey, KeyError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -57,6 +59,7 @@ pub async fn create(
         models,
         created_at_ms: clock.now_ms(),
         revoked_at_ms: None,
+        requests_per_minute,
     };
     store.insert_key(&row).await?;
     Ok(IssuedKey { row, secret })

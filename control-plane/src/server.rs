@@ -175,6 +175,7 @@ pub async fn serve(
 
     let catalog = LiveCatalog::new(config.catalog.clone());
     let gateway_settings = config.gateway;
+    let config_limits = config.limits;
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
@@ -194,6 +195,7 @@ pub async fn serve(
         .add_service(gateway::server(
             catalog,
             gateway_settings,
+            config_limits,
             store.clone(),
             token,
         ))

@@ -39,6 +39,8 @@ pub struct KeyRow {
     pub created_at_ms: i64,
     /// Revocation time, Unix ms, if revoked.
     pub revoked_at_ms: Option<i64>,
+    /// The key's own requests per minute; `None`: the config's default.
+    pub requests_per_minute: Option<u32>,
 }
 
 /// One call's usage and cost as stored.
@@ -168,8 +170,9 @@ impl Store {
     /// Stores a new key.
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO virtual_keys (id, name, key_hash, key_prefix, models, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO virtual_keys \
+             (id, name, key_hash, key_prefix, models, created_at_ms, requests_per_minute) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -177,6 +180,7 @@ impl Store {
         .bind(&key.key_prefix)
         .bind(key.models.join(","))
         .bind(key.created_at_ms)
+        .bind(key.requests_per_minute.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -185,7 +189,8 @@ impl Store {
     /// Every key, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms \
+            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
+             requests_per_minute \
              FROM virtual_keys ORDER BY created_at_ms, id",
         )
         .fetch_all(&self.pool)
@@ -196,7 +201,8 @@ impl Store {
     /// The key with this secret hash, revoked or not.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms \
+            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
+             requests_per_minute \
              FROM virtual_keys WHERE key_hash = $1",
         )
         .bind(key_hash)
@@ -335,6 +341,10 @@ fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
             .collect(),
         created_at_ms: row.try_get("created_at_ms")?,
         revoked_at_ms: row.try_get("revoked_at_ms")?,
+        requests_per_minute: row
+            .try_get::<Option<i64>, _>("requests_per_minute")?
+            .map(|n| u32::try_from(n).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+            .transpose()?,
     })
 }
 
@@ -404,8 +414,21 @@ mod tests {
             models: vec!["a".into(), "b".into()],
             created_at_ms: 1,
             revoked_at_ms: None,
+            requests_per_minute: None,
         };
         store.insert_key(&key).await.unwrap();
+        // A key's own limit keeps 0 apart from none.
+        for rpm in [Some(0), Some(u32::MAX)] {
+            let limited = KeyRow {
+                id: format!("{}-{rpm:?}", key.id),
+                key_hash: hex::encode(rand::random::<[u8; 32]>()),
+                requests_per_minute: rpm,
+                ..key.clone()
+            };
+            store.insert_key(&limited).await.unwrap();
+            let read = store.key_by_hash(&limited.key_hash).await.unwrap();
+            assert_eq!(read.and_then(|k| k.requests_per_minute), rpm);
+        }
         assert_eq!(
             store.key_by_hash(&key.key_hash).await.unwrap().as_ref(),
             Some(&key)

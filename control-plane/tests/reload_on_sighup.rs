@@ -118,9 +118,16 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
     let store = Store::open(&config.storage.database_url)
         .await
         .expect("SQLite store");
-    let key = keys::create(&store, &config.catalog, &Clock::system(), "k", Vec::new())
-        .await
-        .expect("key issued");
+    let key = keys::create(
+        &store,
+        &config.catalog,
+        &Clock::system(),
+        "k",
+        Vec::new(),
+        None,
+    )
+    .await
+    .expect("key issued");
     let key_hash = tollgate_core::keys::hash_key(key.secret.as_bytes());
     let listeners = Listeners::bind(&config.server).await.expect("bound");
     let setup = Setup {

@@ -185,6 +185,29 @@ impl Window {
     }
 }
 
+impl Decision {
+    /// OpenAI's `x-ratelimit-*-requests` headers for this decision, and `retry-after`
+    /// (whole seconds, rounded up) when refused.
+    pub fn response_headers(&self) -> Vec<(&'static str, String)> {
+        let quota = self.quota();
+        let mut headers = vec![
+            ("x-ratelimit-limit-requests", quota.limit.to_string()),
+            (
+                "x-ratelimit-remaining-requests",
+                quota.remaining.to_string(),
+            ),
+            (
+                "x-ratelimit-reset-requests",
+                openai_duration(Duration::from_millis(quota.reset_ms)),
+            ),
+        ];
+        if let Decision::Refuse { retry_after_ms, .. } = self {
+            headers.push(("retry-after", retry_after_secs(*retry_after_ms).to_string()));
+        }
+        headers
+    }
+}
+
 /// Where slot `slot` lives in the ring.
 fn slot_index(slot: u64) -> usize {
     // The remainder is below SLOTS, so it fits a usize.
@@ -313,6 +336,35 @@ mod tests {
         assert_eq!(Window::from_bytes(&bytes), Some(w));
         assert_eq!(Window::from_bytes(&bytes[1..]), None);
         assert_eq!(Window::from_bytes(&[]), None);
+    }
+
+    #[test]
+    fn headers_say_where_the_limit_stands_and_refusals_when_to_retry() {
+        let quota = Quota {
+            limit: 10,
+            remaining: 0,
+            reset_ms: 59_500,
+        };
+        let expected = [
+            ("x-ratelimit-limit-requests", "10"),
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "59.5s"),
+        ];
+        let admit = Decision::Admit(quota).response_headers();
+        assert_eq!(
+            admit
+                .iter()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect::<Vec<_>>(),
+            expected
+        );
+        let refuse = Decision::Refuse {
+            quota,
+            retry_after_ms: 1_200,
+        }
+        .response_headers();
+        assert_eq!(refuse.len(), 4);
+        assert_eq!(refuse[3], ("retry-after", "2".to_owned()));
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //!    `host::mock::MockHost` (a native test that reached a real proxy-wasm host call
 //!    would fail to link).
 //! 4. `calls` (host calls in flight, by token, each answer to its handler), `cache`
-//!    (typed shared-data entries, compare-and-swap writes), `usage` (the outbox), `ids`
-//!    (request ids).
+//!    (typed shared-data entries, compare-and-swap writes), `limits` (per-key request
+//!    windows in shared data), `usage` (the outbox), `ids` (request ids).
 //!
 //! The decisions themselves mostly live in `tollgate-core`; this crate adapts them to
 //! Envoy's callbacks.
@@ -24,6 +24,7 @@ mod cache;
 mod calls;
 mod host;
 mod ids;
+mod limits;
 mod request;
 mod usage;
 

@@ -26,7 +26,7 @@ use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
 use crate::usage::Outbox;
-use admission::{Head, Target};
+use admission::{Caller, Head, Target};
 use metering::Response;
 use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -35,6 +35,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
+use tollgate_core::limits::Decision;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
@@ -135,6 +136,8 @@ pub struct Request<H: Host> {
     started_ms: u64,
     phase: Phase,
     calls: Calls<Question>,
+    /// The `x-ratelimit-*` (and `retry-after`) headers of the key's limit, for the answer.
+    rate_headers: Vec<(&'static str, String)>,
 }
 
 impl<H: Host> Request<H> {
@@ -148,19 +151,18 @@ impl<H: Host> Request<H> {
             started_ms: 0,
             phase: Phase::AwaitingHeaders,
             calls: Calls::default(),
+            rate_headers: Vec::new(),
         }
     }
 
     /// Answers the client directly; the provider is never called.
     fn reply(&self, status: u16, body: &[u8]) {
-        self.host.send_reply(
-            u32::from(status),
-            &[
-                ("content-type", "application/json"),
-                (REQUEST_ID_HEADER, &self.request_id),
-            ],
-            body,
-        );
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            (REQUEST_ID_HEADER, &self.request_id),
+        ];
+        headers.extend(self.rate_headers.iter().map(|(n, v)| (*n, v.as_str())));
+        self.host.send_reply(u32::from(status), &headers, body);
     }
 
     /// Answers the client with the refusal's OpenAI-style error.
@@ -196,8 +198,8 @@ impl<H: Host> Request<H> {
         }
         match admission::from_cache(&self.host, &target, now) {
             Some(decision) => {
-                let (route, key_id) = decision?;
-                self.admit(target, route, key_id)?;
+                let (route, caller) = decision?;
+                self.admit(target, route, caller)?;
                 Ok(Next::Continue)
             }
             None => {
@@ -230,9 +232,23 @@ impl<H: Host> Request<H> {
         Ok(())
     }
 
-    /// Rewrites the request for the provider and lets it through.
-    fn admit(&mut self, mut target: Target, route: Route, key_id: String) -> Result<(), Refusal> {
+    /// Takes the call from its key's limit, rewrites the request for the provider and
+    /// lets it through.
+    fn admit(&mut self, mut target: Target, route: Route, caller: Caller) -> Result<(), Refusal> {
         let plan = admission::plan(&mut target, &route, &self.shared.settings)?;
+        // Last of the checks, so a call refused for anything else costs no request.
+        if let Some(limit) = caller.requests_per_minute {
+            let decision =
+                crate::limits::take(&self.host, &caller.key_id, limit, self.host.now_ms());
+            self.rate_headers = decision.response_headers();
+            if let Decision::Refuse { retry_after_ms, .. } = decision {
+                return Err(Refusal::RequestsPerMinute {
+                    limit,
+                    retry_after_ms,
+                });
+            }
+        }
+        let key_id = caller.key_id;
         plan.apply(&self.host, &self.request_id);
         let body_rewritable = plan.drop_content_length;
         let kind = plan.kind;
@@ -307,7 +323,7 @@ impl<H: Host> Request<H> {
                 fresh,
             );
         }
-        self.admit(target, decision?, grant.key_id)
+        self.admit(target, decision?, Caller::of(&grant))
     }
 
     fn on_models_answer(
@@ -489,6 +505,11 @@ impl<H: Host> HttpContext for Request<H> {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        // For a key with a limit the gateway's `-requests` headers replace the provider's,
+        // which describe the operator's account; without one the provider's pass.
+        for (name, value) in &self.rate_headers {
+            self.host.set_response_header(name, Some(value));
+        }
         if let Phase::Admitted(admitted) = &mut self.phase {
             metering::on_response_headers(&self.host, admitted, &self.request_id, end_of_stream);
         }

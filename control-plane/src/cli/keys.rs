@@ -15,7 +15,7 @@ pub(super) async fn create(
     args: CreateKeyArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let issued = keys::create(store, catalog, clock, &args.name, args.models).await?;
+    let issued = keys::create(store, catalog, clock, &args.name, args.models, args.rpm).await?;
     if args.quiet {
         writeln!(out, "{}", issued.secret)?;
     } else {
@@ -82,6 +82,7 @@ fn json_line(k: &KeyRow) -> serde_json::Value {
     serde_json::json!({
         "id": k.id, "name": k.name, "prefix": k.key_prefix, "models": k.models,
         "status": status(k), "created_at_ms": k.created_at_ms, "revoked_at_ms": k.revoked_at_ms,
+        "requests_per_minute": k.requests_per_minute,
     })
 }
 
@@ -117,6 +118,7 @@ mod tests {
             name: "ci".into(),
             models: vec!["m".into()],
             quiet: true,
+            rpm: None,
         };
         create(&store, &catalog, &clock, args, &mut out)
             .await
@@ -137,6 +139,7 @@ mod tests {
         assert_eq!(line["models"], serde_json::json!(["m"]));
         assert_eq!(line["status"], "active");
         assert_eq!(line["created_at_ms"], 1_000);
+        assert_eq!(line["requests_per_minute"], serde_json::Value::Null);
         let id = line["id"].as_str().unwrap().to_owned();
 
         time.advance_ms(500);
@@ -169,6 +172,7 @@ mod tests {
             name: "k".into(),
             models: vec!["gpt-9".into()],
             quiet: false,
+            rpm: None,
         };
         let mut out = Vec::new();
         let e = create(&store, &catalog, &Clock::system(), args, &mut out)
@@ -178,5 +182,42 @@ mod tests {
         assert!(e.contains("gpt-9") && e.contains("served models: m"), "{e}");
         assert!(out.is_empty());
         assert!(store.list_keys().await.unwrap().is_empty());
+    }
+
+    /// The `keys create` arguments a command line parsed into.
+    fn create_args(cli: super::super::Cli) -> CreateKeyArgs {
+        match cli.command {
+            super::super::Command::Keys(super::super::KeysCommand::Create(args)) => args,
+            other => panic!("not keys create: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_created_with_rpm_stores_its_own_limit() {
+        use clap::Parser;
+        let (_dir, store, catalog) = setup().await;
+        for (flag, stored) in [("0", Some(0)), ("25", Some(25))] {
+            let cli = super::super::Cli::try_parse_from([
+                "tollgate", "keys", "create", "--name", "k", "--rpm", flag, "--quiet",
+            ])
+            .unwrap();
+            let args = create_args(cli);
+            assert_eq!(args.rpm, stored);
+            create(&store, &catalog, &Clock::system(), args, &mut Vec::new())
+                .await
+                .unwrap();
+        }
+        let stored: Vec<Option<u32>> = store
+            .list_keys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.requests_per_minute)
+            .collect();
+        assert_eq!(stored, [Some(0), Some(25)]);
+        let negative = super::super::Cli::try_parse_from([
+            "tollgate", "keys", "create", "--name", "k", "--rpm", "-1",
+        ]);
+        assert!(negative.is_err());
     }
 }

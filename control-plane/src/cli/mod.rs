@@ -114,6 +114,9 @@ pub struct CreateKeyArgs {
     /// Print the secret alone, for scripts.
     #[arg(long)]
     pub quiet: bool,
+    /// The key's own requests per minute (0 refuses every call); default: `[limits]`.
+    #[arg(long)]
+    pub rpm: Option<u32>,
 }
 
 /// `tollgate keys list`.

@@ -6,6 +6,7 @@
 //! misprices calls.
 
 mod gateway;
+mod limits;
 mod models;
 mod providers;
 mod raw;
@@ -13,6 +14,7 @@ mod server;
 mod storage;
 
 pub use gateway::GatewaySettings;
+pub use limits::LimitSettings;
 pub use raw::AuthScheme;
 pub use server::ServerSettings;
 pub use storage::StorageSettings;
@@ -76,6 +78,8 @@ pub struct Config {
     pub storage: StorageSettings,
     /// `[gateway]`: what the filter is told about caching.
     pub gateway: GatewaySettings,
+    /// `[limits]`: the defaults of every key's limits.
+    pub limits: LimitSettings,
     /// `[[providers]]` and `[[models]]`: what is served, the part that reloads live.
     pub catalog: Catalog,
     /// `[envoy]`: the Envoy in front of the filter, for `tollgate envoy-config`.
@@ -119,6 +123,7 @@ impl Config {
         let server = server::validate(file.server, &env)?;
         let storage = storage::validate(file.storage, base)?;
         let gateway = gateway::validate(file.gateway)?;
+        let limits = limits::validate(file.limits)?;
         let providers = providers::validate(file.providers, &env)?;
         let models = models::validate(file.models, &providers)?;
         let envoy = EnvoySection::from_file(file.envoy, server.grpc_listen, base)?;
@@ -126,6 +131,7 @@ impl Config {
             server,
             storage,
             gateway,
+            limits,
             catalog: Catalog {
                 providers,
                 models,
@@ -149,6 +155,7 @@ impl Config {
             ),
             ("storage", self.storage != newer.storage),
             ("gateway", self.gateway != newer.gateway),
+            ("limits", self.limits != newer.limits),
         ]
         .into_iter()
         .filter_map(|(field, changed)| changed.then_some(field))

@@ -15,6 +15,8 @@ pub(super) struct File {
     #[serde(default)]
     pub gateway: GatewayFile,
     #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
@@ -62,6 +64,13 @@ impl Default for GatewayFile {
             key_cache_ttl_ms: 5_000,
         }
     }
+}
+
+/// `[limits]`. Signed, so a negative value is refused with the field's name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct LimitsFile {
+    pub requests_per_minute: Option<i64>,
 }
 
 /// One `[[providers]]` entry.

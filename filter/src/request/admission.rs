@@ -160,12 +160,31 @@ pub(super) fn key_state(grant: &KeyGrant) -> KeyState {
     }
 }
 
+/// Who an admitted call is charged to, as its grant says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Caller {
+    /// The key's stable id.
+    pub(super) key_id: String,
+    /// The key's requests per minute; `None` is unlimited.
+    pub(super) requests_per_minute: Option<u32>,
+}
+
+impl Caller {
+    /// The caller a grant names.
+    pub(super) fn of(grant: &KeyGrant) -> Self {
+        Self {
+            key_id: grant.key_id.clone(),
+            requests_per_minute: grant.requests_per_minute,
+        }
+    }
+}
+
 /// The decision from cached facts, or `None` if the control plane must be asked.
 pub(super) fn from_cache(
     host: &impl Host,
     target: &Target,
     now_ms: u64,
-) -> Option<Result<(Route, String), Refusal>> {
+) -> Option<Result<(Route, Caller), Refusal>> {
     let grant = cache::read(host, &KeyGrantEntry(&target.key_hash), now_ms)?;
     let route = cache::read(host, &RouteEntry(&target.model), now_ms);
     if key_state(&grant) == KeyState::Active && route.is_none() {
@@ -173,7 +192,7 @@ pub(super) fn from_cache(
         return None;
     }
     let served = route.is_some();
-    Some(decide(&grant, &target.model, served, route).map(|r| (r, grant.key_id)))
+    Some(decide(&grant, &target.model, served, route).map(|r| (r, Caller::of(&grant))))
 }
 
 /// The route of an admitted call, or why it is refused. The control plane sends a route

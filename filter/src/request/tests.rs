@@ -55,6 +55,7 @@ fn grant(status: KeyStatus, allowed: &[&str]) -> KeyGrant {
         status: status.into(),
         key_id: "key-1".into(),
         allowed_models: allowed.iter().map(|m| (*m).to_owned()).collect(),
+        requests_per_minute: None,
     }
 }
 
@@ -1463,4 +1464,194 @@ fn a_slow_answer_does_not_undo_the_revocation_a_later_question_learnt() {
     let next = call_on_worker(&plugin, "gpt-4o", &answer_for(KeyStatus::Active, 10_000));
     assert!(next.dispatches().is_empty(), "answered from the cache");
     assert_eq!(refusal_code(&next), (401, "api_key_revoked".into()));
+}
+
+// ---- requests per minute ----
+
+/// Caches an active key limited to `rpm` and the OpenAI route for `gpt-4o`.
+fn cache_limited(host: &MockHost, rpm: Option<u32>) {
+    let g = KeyGrant {
+        requests_per_minute: rpm,
+        ..grant(KeyStatus::Active, &[])
+    };
+    cache::store(
+        host,
+        &key_hash(),
+        "gpt-4o",
+        &g,
+        Some(&route("openai")),
+        CACHED,
+    );
+}
+
+/// Starts one chat stream on `host` (a worker), returning it and its header-time action.
+fn limited_call(
+    plugin: &Plugin<MockHost>,
+    host: &MockHost,
+    id: &str,
+) -> (Request<MockHost>, Action) {
+    chat_request(host, "gpt-4o", false);
+    let mut req = Request::new(host.clone(), plugin.shared.clone(), id.into());
+    let action = req.on_http_request_headers(7, false);
+    (req, action)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_limited_key_is_admitted_up_to_its_limit_then_refused_with_openais_429() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_limited(host, Some(3));
+    for i in 0..3 {
+        let (_req, action) = limited_call(&plugin, host, &format!("id-{i}"));
+        assert_eq!(action, Action::Continue, "call {i}");
+    }
+    assert!(host.replies().is_empty());
+    let (_req, action) = limited_call(&plugin, host, "id-3");
+    assert_eq!(action, Action::Pause);
+    let (status, body) = reply_of(host);
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["type"], "requests");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let headers = &host.replies()[0].headers;
+    // Admitted at 5 s, slot 5: free again when slot 66 begins, 61 s later.
+    assert_eq!(header(headers, "retry-after"), Some("61"));
+    assert_eq!(header(headers, "x-ratelimit-limit-requests"), Some("3"));
+    assert_eq!(header(headers, "x-ratelimit-remaining-requests"), Some("0"));
+    assert_eq!(header(headers, "x-ratelimit-reset-requests"), Some("1m1s"));
+}
+
+#[test]
+fn an_admitted_answer_carries_the_gateways_headers_over_the_providers() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_limited(host, Some(5));
+    let (mut req, action) = limited_call(&plugin, host, "id-1");
+    assert_eq!(action, Action::Continue);
+    respond(
+        &mut req,
+        host,
+        &[
+            (":status", "200"),
+            JSON,
+            ("x-ratelimit-remaining-requests", "9999"),
+        ],
+        &[],
+    );
+    let edits = host.response_edits();
+    let set = |name: &str| {
+        edits
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+    };
+    assert_eq!(set("x-ratelimit-limit-requests").as_deref(), Some("5"));
+    assert_eq!(set("x-ratelimit-remaining-requests").as_deref(), Some("4"));
+    assert_eq!(set("x-ratelimit-reset-requests").as_deref(), Some("1m1s"));
+    assert_eq!(set("retry-after"), None);
+}
+
+#[test]
+fn two_workers_draw_from_one_window() {
+    let plugin = plugin();
+    let worker_a = &plugin.host;
+    let worker_b = worker_a.worker();
+    cache_limited(worker_a, Some(2));
+    let (_a, first) = limited_call(&plugin, worker_a, "id-a");
+    let (_b, second) = limited_call(&plugin, &worker_b, "id-b");
+    assert_eq!((first, second), (Action::Continue, Action::Continue));
+    let (_c, third) = limited_call(&plugin, &worker_b, "id-c");
+    assert_eq!(third, Action::Pause);
+    assert_eq!(refusal_code(&worker_b), (429, "rate_limit_exceeded".into()));
+    assert!(worker_a.replies().is_empty());
+}
+
+#[test]
+fn a_limit_of_zero_blocks_every_call() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_limited(host, Some(0));
+    let (_req, action) = limited_call(&plugin, host, "id-1");
+    assert_eq!(action, Action::Pause);
+    assert_eq!(refusal_code(host), (429, "rate_limit_exceeded".into()));
+}
+
+#[test]
+fn an_unset_limit_is_unlimited_and_leaves_the_providers_headers() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_limited(host, None);
+    for i in 0..200 {
+        let (_req, action) = limited_call(&plugin, host, &format!("id-{i}"));
+        assert_eq!(action, Action::Continue, "call {i}");
+    }
+    let (mut req, _) = limited_call(&plugin, host, "id-last");
+    respond(&mut req, host, &[(":status", "200"), JSON], &[]);
+    assert!(
+        !host
+            .response_edits()
+            .iter()
+            .any(|(n, _)| n.starts_with("x-ratelimit")),
+        "{:?}",
+        host.response_edits()
+    );
+    assert!(host.replies().is_empty());
+}
+
+#[test]
+fn a_call_refused_for_another_reason_costs_no_request() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let g = KeyGrant {
+        requests_per_minute: Some(1),
+        ..grant(KeyStatus::Active, &[])
+    };
+    let mut broken = route("openai");
+    broken.kind = "no-such-kind".into();
+    cache::store(host, &key_hash(), "bad", &g, Some(&broken), CACHED);
+    cache::store(
+        host,
+        &key_hash(),
+        "gpt-4o",
+        &g,
+        Some(&route("openai")),
+        CACHED,
+    );
+    chat_request(host, "bad", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Pause);
+    assert_eq!(refusal_code(host).1, "provider_misconfigured");
+    let other = host.worker();
+    let (_req, action) = limited_call(&plugin, &other, "id-2");
+    assert_eq!(action, Action::Continue);
+}
+
+#[test]
+fn a_limit_learnt_from_the_control_plane_applies_to_that_call() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let answer = AuthorizeResponse {
+        key: Some(KeyGrant {
+            requests_per_minute: Some(0),
+            ..grant(KeyStatus::Active, &[])
+        }),
+        route: Some(route("openai")),
+        cache_ttl_ms: 10_000,
+        model_served: true,
+        ..AuthorizeResponse::default()
+    };
+    let (mut req, action) = limited_call(&plugin, host, "id-1");
+    assert_eq!(action, Action::Pause);
+    let bytes = authorize_answer(&answer);
+    host.set_grpc_body(&bytes);
+    req.on_grpc_call_response(host.dispatches()[0].token, 0, bytes.len());
+    assert_eq!(host.resumes(), 0);
+    assert_eq!(refusal_code(host), (429, "rate_limit_exceeded".into()));
 }
