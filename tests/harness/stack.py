@@ -153,6 +153,8 @@ class Stack:
     admin_port: int = 0
     filter_settings: dict = field(default_factory=dict)
     envoy_concurrency: int = 2
+    # `[limits]` of the config, e.g. {"requests_per_minute": 5}.
+    limits: dict = field(default_factory=dict)
     # CPU lists for `taskset` (e.g. "0"), so benchmarks keep Envoy and the load apart.
     envoy_cpus: str | None = None
     helper_cpus: str | None = None
@@ -261,10 +263,12 @@ class Stack:
             raise RuntimeError(f"tollgate {' '.join(args)} failed: {out.stderr}")
         return out.stdout
 
-    def create_key(self, name: str, models: list[str] | None = None) -> str:
+    def create_key(self, name: str, models: list[str] | None = None, rpm: int | None = None) -> str:
         args = ["keys", "create", "--name", name, "--quiet"]
         if models:
             args += ["--models", ",".join(models)]
+        if rpm is not None:
+            args += ["--rpm", str(rpm)]
         return self.cli(*args).strip()
 
     def key_id(self, name: str) -> str:
@@ -333,6 +337,8 @@ class Stack:
             'data_dir = "data"',
             "[gateway]",
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
+            "[limits]",
+            *(f"{k} = {_toml(v)}" for k, v in self.limits.items()),
             "[envoy]",
             f'listen = "127.0.0.1:{self.gateway_port}"',
             f'admin = "127.0.0.1:{self.admin_port}"',
