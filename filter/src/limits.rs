@@ -39,6 +39,21 @@ pub fn take(host: &impl Host, key_id: &str, limit: u32, now_ms: u64) -> Decision
     }
 }
 
+/// What [`take`] would decide now, storing nothing: lets a spent key be refused at its
+/// headers, before its body is buffered, while only a call that passes every check is
+/// charged. A window that cannot be read is taken as empty; the [`take`] decides then.
+pub fn peek(host: &impl Host, key_id: &str, limit: u32, now_ms: u64) -> Decision {
+    let current = host
+        .shared_data(&window_key(key_id))
+        .ok()
+        .and_then(|(b, _)| b);
+    let mut window = current
+        .as_deref()
+        .and_then(Window::from_bytes)
+        .unwrap_or_default();
+    window.take(limit, now_ms)
+}
+
 /// The refusal given when the window could not be read or written.
 fn fail_closed(limit: u32) -> Decision {
     Decision::Refuse {
@@ -82,6 +97,16 @@ mod tests {
         assert!(admits(take(&host, "k", 2, 0)));
         assert!(admits(take(&host, "k", 2, 0)));
         assert!(!admits(take(&host, "k", 2, 0)));
+    }
+
+    #[test]
+    fn a_peek_takes_nothing() {
+        let host = MockHost::new();
+        for _ in 0..3 {
+            assert!(admits(peek(&host, "k", 1, 0)));
+        }
+        assert!(admits(take(&host, "k", 1, 0)));
+        assert!(!admits(peek(&host, "k", 1, 0)));
     }
 
     #[test]

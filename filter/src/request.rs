@@ -108,6 +108,8 @@ enum BodyStage {
 struct Admitted {
     target: Target,
     key_id: String,
+    /// The key's requests per minute, taken once the body is checked; `None`: unlimited.
+    requests_per_minute: Option<u32>,
     route: Route,
     kind: ProviderKind,
     /// `content-length` was removed at header time, so the body may be rewritten.
@@ -236,25 +238,26 @@ impl<H: Host> Request<H> {
     /// lets it through.
     fn admit(&mut self, mut target: Target, route: Route, caller: Caller) -> Result<(), Refusal> {
         let plan = admission::plan(&mut target, &route, &self.shared.settings)?;
-        // Last of the checks, so a call refused for anything else costs no request.
+        // A spent key is refused before its body is buffered; the request itself is taken
+        // once the body has passed its checks, so a call refused for anything else costs
+        // no request.
         if let Some(limit) = caller.requests_per_minute {
             let decision =
-                crate::limits::take(&self.host, &caller.key_id, limit, self.host.now_ms());
+                crate::limits::peek(&self.host, &caller.key_id, limit, self.host.now_ms());
             self.rate_headers = decision.response_headers();
-            if let Decision::Refuse { retry_after_ms, .. } = decision {
-                return Err(Refusal::RequestsPerMinute {
-                    limit,
-                    retry_after_ms,
-                });
-            }
+            rate_limited(limit, decision)?;
         }
-        let key_id = caller.key_id;
+        let Caller {
+            key_id,
+            requests_per_minute,
+        } = caller;
         plan.apply(&self.host, &self.request_id);
         let body_rewritable = plan.drop_content_length;
         let kind = plan.kind;
         self.phase = Phase::Admitted(Box::new(Admitted {
             target,
             key_id,
+            requests_per_minute,
             route,
             kind,
             body_rewritable,
@@ -263,6 +266,19 @@ impl<H: Host> Request<H> {
             response: Response::default(),
         }));
         Ok(())
+    }
+
+    /// Takes an admitted call whose body passed from its key's limit.
+    fn take_request(&mut self) -> Result<(), Refusal> {
+        let Phase::Admitted(admitted) = &self.phase else {
+            return Err(Refusal::NotAdmitted);
+        };
+        let Some(limit) = admitted.requests_per_minute else {
+            return Ok(());
+        };
+        let decision = crate::limits::take(&self.host, &admitted.key_id, limit, self.host.now_ms());
+        self.rate_headers = decision.response_headers();
+        rate_limited(limit, decision)
     }
 
     /// The control plane's answer about this stream's call, or why there is none.
@@ -363,6 +379,7 @@ impl<H: Host> Request<H> {
         drop(bytes);
         // The body went on; the call keeps only its metering state.
         self.hold(PER_CALL_BYTES);
+        let kept = kept.and_then(|kept| self.take_request().map(|()| kept));
         match kept {
             Ok(kept) => {
                 if let Phase::Admitted(admitted) = &mut self.phase {
@@ -405,6 +422,17 @@ impl<H: Host> Request<H> {
                 Err(Action::Pause)
             }
         }
+    }
+}
+
+/// A limit's decision as the call's outcome: a refusal is the 429.
+fn rate_limited(limit: u32, decision: Decision) -> Result<(), Refusal> {
+    match decision {
+        Decision::Admit(_) => Ok(()),
+        Decision::Refuse { retry_after_ms, .. } => Err(Refusal::RequestsPerMinute {
+            limit,
+            retry_after_ms,
+        }),
     }
 }
 

@@ -1484,7 +1484,8 @@ fn cache_limited(host: &MockHost, rpm: Option<u32>) {
     );
 }
 
-/// Starts one chat stream on `host` (a worker), returning it and its header-time action.
+/// Makes one chat call on `host` (a worker), its body sent if its headers pass: the
+/// stream and the last action.
 fn limited_call(
     plugin: &Plugin<MockHost>,
     host: &MockHost,
@@ -1492,7 +1493,10 @@ fn limited_call(
 ) -> (Request<MockHost>, Action) {
     chat_request(host, "gpt-4o", false);
     let mut req = Request::new(host.clone(), plugin.shared.clone(), id.into());
-    let action = req.on_http_request_headers(7, false);
+    let mut action = req.on_http_request_headers(7, false);
+    if action == Action::Continue {
+        action = send_body(&mut req, host, &chat_body("gpt-4o", json!({})));
+    }
     (req, action)
 }
 
@@ -1654,4 +1658,64 @@ fn a_limit_learnt_from_the_control_plane_applies_to_that_call() {
     req.on_grpc_call_response(host.dispatches()[0].token, 0, bytes.len());
     assert_eq!(host.resumes(), 0);
     assert_eq!(refusal_code(host), (429, "rate_limit_exceeded".into()));
+}
+
+#[test]
+fn a_call_whose_body_is_refused_costs_no_request() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_limited(host, Some(1));
+    // A body with an unmetered option, then one of another model than the metadata's:
+    // both refused after the headers were admitted.
+    for (i, body) in [
+        chat_body("gpt-4o", json!({"service_tier": "flex"})),
+        chat_body("gpt-4o-mini", json!({})),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let worker = host.worker();
+        chat_request(&worker, "gpt-4o", false);
+        let mut req = Request::new(worker.clone(), plugin.shared.clone(), format!("bad-{i}"));
+        assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+        assert_eq!(send_body(&mut req, &worker, body), Action::Pause);
+        assert_eq!(refusal_code(&worker).0, 400);
+    }
+    let worker = host.worker();
+    let (_req, action) = limited_call(&plugin, &worker, "good");
+    assert_eq!(action, Action::Continue);
+    assert!(worker.replies().is_empty(), "{:?}", worker.replies());
+    let (_req, action) = limited_call(&plugin, &host.worker(), "over");
+    assert_eq!(action, Action::Pause, "the good call took the only request");
+}
+
+#[test]
+fn headers_alone_take_nothing_and_a_spent_key_is_refused_before_its_body() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_limited(host, Some(1));
+    let waiting: Vec<Request<MockHost>> = (0..3)
+        .map(|i| {
+            let worker = host.worker();
+            chat_request(&worker, "gpt-4o", false);
+            let mut req = Request::new(worker, plugin.shared.clone(), format!("h-{i}"));
+            assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+            req
+        })
+        .collect();
+    let (_req, action) = limited_call(&plugin, &host.worker(), "first");
+    assert_eq!(action, Action::Continue);
+    // One of the streams whose headers passed sends its body after the key is spent.
+    let mut late = waiting.into_iter().next().unwrap();
+    let worker = late.host.clone();
+    assert_eq!(
+        send_body(&mut late, &worker, &chat_body("gpt-4o", json!({}))),
+        Action::Pause
+    );
+    assert_eq!(refusal_code(&worker), (429, "rate_limit_exceeded".into()));
+    let worker = host.worker();
+    chat_request(&worker, "gpt-4o", false);
+    let mut req = Request::new(worker.clone(), plugin.shared.clone(), "spent".into());
+    assert_eq!(req.on_http_request_headers(7, false), Action::Pause);
+    assert_eq!(refusal_code(&worker), (429, "rate_limit_exceeded".into()));
 }
