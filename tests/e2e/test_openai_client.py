@@ -202,3 +202,15 @@ def test_error_classes(stack, client):
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
                                        extra_headers={"x-offline-fault": "status=429"})
+
+
+def test_a_spent_rate_limit_raises_the_sdks_rate_limit_error(stack):
+    limited = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key=stack.create_key("sdk-rpm", rpm=1),
+                            max_retries=0, timeout=30)
+    messages = [{"role": "user", "content": "once a minute"}]
+    limited.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    with pytest.raises(openai.RateLimitError) as refused:
+        limited.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    assert refused.value.status_code == 429
+    assert refused.value.code == "rate_limit_exceeded"
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 61
