@@ -33,6 +33,23 @@ pub struct Provider {
     pub allow_background: bool,
 }
 
+#[cfg(test)]
+impl Provider {
+    /// A plain OpenAI-kind provider on loopback, without credential, for tests.
+    pub(crate) fn for_tests(name: &str) -> Self {
+        Provider {
+            name: name.into(),
+            url: Upstream::parse("http://127.0.0.1:9000").unwrap(),
+            kind: ProviderKind::OpenAi,
+            timeout_ms: 1_000,
+            auth_header: "authorization".into(),
+            auth_value: None,
+            forward_headers: Vec::new(),
+            allow_background: false,
+        }
+    }
+}
+
 /// A model the gateway serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Model {
@@ -135,16 +152,7 @@ mod tests {
     }
 
     fn catalog(models: &[Model]) -> Catalog {
-        let provider = Provider {
-            name: "p".into(),
-            url: crate::envoy_config::Upstream::parse("http://127.0.0.1:9000").unwrap(),
-            kind: ProviderKind::OpenAi,
-            timeout_ms: 1_000,
-            auth_header: "authorization".into(),
-            auth_value: None,
-            forward_headers: Vec::new(),
-            allow_background: false,
-        };
+        let provider = Provider::for_tests("p");
         Catalog {
             providers: HashMap::from([(provider.name.clone(), provider)]),
             models: models.iter().map(|m| (m.name.clone(), m.clone())).collect(),

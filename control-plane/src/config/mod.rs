@@ -63,6 +63,28 @@ pub(crate) fn field_error(field: impl Into<String>, problem: impl Into<String>) 
     }
 }
 
+/// Entries of a `[[section]]` by name, each name once: the second use of a name is refused
+/// at `section[i].name`.
+fn by_name<T>(
+    section: &str,
+    entries: impl IntoIterator<Item = Result<T, ConfigError>>,
+    name: impl Fn(&T) -> &str,
+) -> Result<HashMap<String, T>, ConfigError> {
+    let mut named = HashMap::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        let entry = entry?;
+        let key = name(&entry).to_owned();
+        if named.contains_key(&key) {
+            return Err(field_error(
+                format!("{section}[{i}].name"),
+                format!("`{key}` is defined twice"),
+            ));
+        }
+        named.insert(key, entry);
+    }
+    Ok(named)
+}
+
 /// Resolves an environment variable's name to its value (the process's, or a test's).
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 

@@ -1,7 +1,7 @@
 //! `[[models]]`: what clients may ask for, who serves it and at which price.
 
 use super::raw::ModelFile;
-use super::{ConfigError, field_error};
+use super::{ConfigError, by_name, field_error};
 use crate::catalog::{Model, Provider};
 use std::collections::HashMap;
 use tollgate_core::pricing::{self, Price};
@@ -14,17 +14,12 @@ pub(super) fn validate(
     files: Vec<ModelFile>,
     providers: &HashMap<String, Provider>,
 ) -> Result<HashMap<String, Model>, ConfigError> {
-    let mut models = HashMap::new();
-    for (i, m) in files.into_iter().enumerate() {
-        let model = model(i, m, providers)?;
-        if models.contains_key(&model.name) {
-            return Err(field_error(
-                format!("models[{i}].name"),
-                format!("`{}` is defined twice", model.name),
-            ));
-        }
-        models.insert(model.name.clone(), model);
-    }
+    let entries = files.into_iter().enumerate();
+    let models = by_name(
+        "models",
+        entries.map(|(i, m)| model(i, m, providers)),
+        |m| &m.name,
+    )?;
     if models.is_empty() {
         return Err(field_error("models", "must list at least one model"));
     }
@@ -89,19 +84,9 @@ fn model(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_core::providers::ProviderKind;
 
     fn providers() -> HashMap<String, Provider> {
-        let p = Provider {
-            name: "p".into(),
-            url: crate::envoy_config::Upstream::parse("http://127.0.0.1:9000").unwrap(),
-            kind: ProviderKind::OpenAi,
-            timeout_ms: 1_000,
-            auth_header: "authorization".into(),
-            auth_value: None,
-            forward_headers: Vec::new(),
-            allow_background: false,
-        };
+        let p = Provider::for_tests("p");
         HashMap::from([(p.name.clone(), p)])
     }
 

@@ -1,7 +1,7 @@
 //! `[[providers]]`: where calls go and with which credential.
 
 use super::raw::{AuthScheme, ProviderFile};
-use super::{ConfigError, Env, field_error};
+use super::{ConfigError, Env, by_name, field_error};
 use crate::catalog::Provider;
 use crate::envoy_config::Upstream;
 use std::collections::HashMap;
@@ -16,18 +16,12 @@ pub(super) fn validate(
     files: Vec<ProviderFile>,
     env: &Env<'_>,
 ) -> Result<HashMap<String, Provider>, ConfigError> {
-    let mut providers = HashMap::new();
-    for (i, p) in files.into_iter().enumerate() {
-        let provider = provider(i, p, env)?;
-        if providers.contains_key(&provider.name) {
-            return Err(field_error(
-                format!("providers[{i}].name"),
-                format!("`{}` is defined twice", provider.name),
-            ));
-        }
-        providers.insert(provider.name.clone(), provider);
-    }
-    Ok(providers)
+    let entries = files.into_iter().enumerate();
+    by_name(
+        "providers",
+        entries.map(|(i, p)| provider(i, p, env)),
+        |p| &p.name,
+    )
 }
 
 /// A name that is also a valid Envoy cluster name.
