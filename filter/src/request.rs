@@ -365,21 +365,22 @@ impl<H: Host> Request<H> {
             return Action::Pause;
         }
         let bytes = self.host.request_body(size).unwrap_or_default();
-        let kept = match &self.phase {
-            Phase::Admitted(admitted) => {
-                body::check(admitted, &self.shared.settings, &bytes).map(|checked| {
-                    if let Some(new_body) = &checked.rewrite {
-                        self.host.set_request_body(bytes.len(), new_body);
-                    }
-                    checked.kept
-                })
-            }
+        let checked = match &self.phase {
+            Phase::Admitted(admitted) => body::check(admitted, &self.shared.settings, &bytes),
             _ => Err(Refusal::NotAdmitted),
         };
+        // The request is taken from the key's limit only for a body that passed, and the
+        // body is rewritten only for a call that goes on.
+        let kept = checked.and_then(|checked| {
+            self.take_request()?;
+            if let Some(new_body) = &checked.rewrite {
+                self.host.set_request_body(bytes.len(), new_body);
+            }
+            Ok(checked.kept)
+        });
         drop(bytes);
         // The body went on; the call keeps only its metering state.
         self.hold(PER_CALL_BYTES);
-        let kept = kept.and_then(|kept| self.take_request().map(|()| kept));
         match kept {
             Ok(kept) => {
                 if let Phase::Admitted(admitted) = &mut self.phase {
