@@ -5,21 +5,18 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{charged, start, stored_cost, with_token};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
 use tollgate_control_plane::clock::Clock;
-use tollgate_control_plane::config::ConfigSource;
 use tollgate_control_plane::keys;
 use tollgate_control_plane::reload::ReloadOutcome;
-use tollgate_control_plane::server::{self, Listeners, Setup};
-use tollgate_control_plane::store::Store;
 use tollgate_proto::v1::gateway_client::GatewayClient;
-use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, UsageBatch, UsageRecord};
-use tonic::Request;
+use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse};
 use tonic::transport::Channel;
-
-const TOKEN: &str = "reload-test-token-reload-test-token-0123";
 
 /// The config file with model `m` at `input` USD per 1M tokens, plus `extra` TOML.
 fn config_text(input: &str, extra: &str) -> String {
@@ -29,44 +26,6 @@ fn config_text(input: &str, extra: &str) -> String {
          [[providers]]\nname = \"alpha\"\nurl = \"http://127.0.0.1:9000\"\n\
          [[models]]\nname = \"m\"\nprovider = \"alpha\"\ninput = {input}\noutput = 2\n{extra}"
     )
-}
-
-fn with_token<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {TOKEN}").parse().expect("header value");
-    request.metadata_mut().insert("authorization", value);
-    request
-}
-
-/// Reports one call to `model` of 1000 uncached prompt tokens and no output.
-async fn report(client: &mut GatewayClient<Channel>, request_id: &str, model: &str) {
-    let record = UsageRecord {
-        request_id: request_id.into(),
-        key_id: "key_test".into(),
-        model: model.into(),
-        provider: "alpha".into(),
-        status: 200,
-        input_uncached: 1_000,
-        ..UsageRecord::default()
-    };
-    let ack = client
-        .report_usage(with_token(UsageBatch {
-            records: vec![record],
-        }))
-        .await
-        .expect("ReportUsage answered")
-        .into_inner();
-    assert_eq!(ack.stored, 1, "{request_id}");
-}
-
-async fn stored_cost(store: &Store, request_id: &str) -> i64 {
-    let rows = store
-        .list_usage(None, Some(request_id), 1)
-        .await
-        .expect("usage listed");
-    rows.first()
-        .unwrap_or_else(|| panic!("{request_id} stored"))
-        .cost_picos
 }
 
 async fn authorize(
@@ -111,16 +70,10 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, config_text("1", "")).expect("config written");
-    let source = ConfigSource::new(&path, |var| {
-        (var == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
-    });
-    let config = source.load().expect("valid config");
-    let store = Store::open(&config.storage.database_url)
-        .await
-        .expect("SQLite store");
+    let (running, store, mut client) = start(&path).await;
     let key = keys::create(
         &store,
-        &config.catalog,
+        &running.catalog().current(),
         &Clock::system(),
         "k",
         Vec::new(),
@@ -129,29 +82,18 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
     .await
     .expect("key issued");
     let key_hash = tollgate_core::keys::hash_key(key.secret.as_bytes());
-    let listeners = Listeners::bind(&config.server).await.expect("bound");
-    let setup = Setup {
-        source,
-        config,
-        store: store.clone(),
-        clock: Clock::system(),
-    };
-    let running = server::serve(setup, listeners, std::future::pending())
-        .await
-        .expect("serving");
     assert_ne!(
         running.grpc_addr().port(),
         0,
         "port 0 was bound to a real port"
     );
     let mut reloads = running.reloads();
-    let mut client = GatewayClient::connect(format!("http://{}", running.grpc_addr()))
-        .await
-        .expect("gRPC connection");
 
     // 1000 tokens at $1 per 1M tokens: $0.001, 1e9 pico-dollars.
-    report(&mut client, "before", "m").await;
-    assert_eq!(stored_cost(&store, "before").await, 1_000_000_000);
+    assert_eq!(
+        charged(&mut client, &store, "before", "m").await,
+        1_000_000_000
+    );
 
     let repriced = edit_and_hang_up(&path, &config_text("3", ""), &mut reloads).await;
     assert!(
@@ -162,8 +104,10 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
         ),
         "{repriced:?}"
     );
-    report(&mut client, "after", "m").await;
-    assert_eq!(stored_cost(&store, "after").await, 3_000_000_000);
+    assert_eq!(
+        charged(&mut client, &store, "after", "m").await,
+        3_000_000_000
+    );
     assert_eq!(
         stored_cost(&store, "before").await,
         1_000_000_000,
@@ -175,8 +119,10 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
         panic!("a negative price is refused: {refused:?}");
     };
     assert!(error.contains("models[0].input"), "{error}");
-    report(&mut client, "after-bad-edit", "m").await;
-    assert_eq!(stored_cost(&store, "after-bad-edit").await, 3_000_000_000);
+    assert_eq!(
+        charged(&mut client, &store, "after-bad-edit", "m").await,
+        3_000_000_000
+    );
 
     assert!(
         !authorize(&mut client, &key_hash, "fresh")
@@ -196,8 +142,10 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
         Some("alpha"),
         "the key, allowed every model, is admitted to the new one"
     );
-    report(&mut client, "fresh-call", "fresh").await;
-    assert_eq!(stored_cost(&store, "fresh-call").await, 5_000_000_000);
+    assert_eq!(
+        charged(&mut client, &store, "fresh-call", "fresh").await,
+        5_000_000_000
+    );
 
     running.shutdown().await.expect("clean shutdown");
 }

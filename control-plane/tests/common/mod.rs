@@ -1,0 +1,96 @@
+//! The control plane started in-process for integration tests, and the filter's side of
+//! its gRPC API: shared by the test binaries that `mod common;` it.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::path::Path;
+use tollgate_control_plane::clock::Clock;
+use tollgate_control_plane::config::ConfigSource;
+use tollgate_control_plane::server::{self, Listeners, Running};
+use tollgate_control_plane::store::Store;
+use tollgate_proto::v1::gateway_client::GatewayClient;
+use tollgate_proto::v1::{UsageBatch, UsageRecord};
+use tonic::Request;
+use tonic::transport::Channel;
+
+/// The filter token every test config names through `TOLLGATE_FILTER_TOKEN`.
+pub const TOKEN: &str = "in-process-test-token-in-process-test-0";
+
+/// The config at `path`, with `TOLLGATE_FILTER_TOKEN` set to [`TOKEN`].
+pub fn source(path: &Path) -> ConfigSource {
+    ConfigSource::new(path, |var| {
+        (var == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+    })
+}
+
+/// `serve()` on the config at `path`, on the listeners its `[server]` names (port 0 for a
+/// free one), with a gRPC client connected as the filter would be.
+pub async fn start(path: &Path) -> (Running, Store, GatewayClient<Channel>) {
+    let source = source(path);
+    let config = source.load().expect("valid config");
+    let store = Store::open(&config.storage.database_url)
+        .await
+        .expect("store");
+    let listeners = Listeners::bind(&config.server).await.expect("bound");
+    let setup = server::Setup {
+        source,
+        config,
+        store: store.clone(),
+        clock: Clock::system(),
+    };
+    let running = server::serve(setup, listeners, std::future::pending())
+        .await
+        .expect("serving");
+    let client = GatewayClient::connect(format!("http://{}", running.grpc_addr()))
+        .await
+        .expect("connected");
+    (running, store, client)
+}
+
+/// `message` with the filter's token, as the filter sends it.
+pub fn with_token<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {TOKEN}").parse().expect("header value");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// Reports one call to `model` (provider `alpha`) of 1000 uncached prompt tokens and no
+/// output; returns the cost stored for it.
+pub async fn charged(
+    client: &mut GatewayClient<Channel>,
+    store: &Store,
+    request_id: &str,
+    model: &str,
+) -> i64 {
+    let record = UsageRecord {
+        request_id: request_id.into(),
+        key_id: "key_test".into(),
+        model: model.into(),
+        provider: "alpha".into(),
+        status: 200,
+        input_uncached: 1_000,
+        ..UsageRecord::default()
+    };
+    let ack = client
+        .report_usage(with_token(UsageBatch {
+            records: vec![record],
+        }))
+        .await
+        .expect("ReportUsage answered")
+        .into_inner();
+    assert_eq!(ack.stored, 1, "{request_id} stored");
+    stored_cost(store, request_id).await
+}
+
+/// The cost stored for `request_id`.
+pub async fn stored_cost(store: &Store, request_id: &str) -> i64 {
+    let rows = store
+        .list_usage(None, Some(request_id), 1)
+        .await
+        .expect("usage listed");
+    rows.first()
+        .unwrap_or_else(|| panic!("{request_id} stored"))
+        .cost_picos
+}
