@@ -17,8 +17,8 @@ use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, Route, ServedModel,
-    TextSample, UsageAck, UsageBatch, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, LeaseAnswer, LeaseRequest,
+    ModelPrice, Route, ServedModel, TextSample, UsageAck, UsageBatch, UsageRecord,
 };
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
@@ -138,6 +138,13 @@ fn route(catalog: &Catalog, model: &str) -> Option<Route> {
         timeout_ms: provider.timeout_ms,
         forward_headers: provider.forward_headers.clone(),
         allow_background: provider.allow_background,
+        price: Some(ModelPrice {
+            input: model.price.input,
+            output: model.price.output,
+            cache_read: model.price.cache_read,
+            cache_write: model.price.cache_write,
+            ..ModelPrice::default()
+        }),
     })
 }
 
@@ -270,6 +277,7 @@ impl Gateway for GatewayService {
                     key_id: k.id,
                     allowed_models: k.models,
                     requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
+                    ..KeyGrant::default()
                 };
                 (state, grant)
             }
@@ -324,6 +332,13 @@ impl Gateway for GatewayService {
             .saturating_sub(stored);
         tracing::debug!(stored, duplicates, "usage batch");
         Ok(Response::new(UsageAck { stored, duplicates }))
+    }
+
+    async fn lease_budget(
+        &self,
+        _request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseAnswer>, Status> {
+        Err(Status::unimplemented("budgets are being built (issue 9)"))
     }
 }
 

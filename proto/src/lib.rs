@@ -15,6 +15,8 @@ pub const GATEWAY_SERVICE: &str = "tollgate.v1.Gateway";
 pub const AUTHORIZE_METHOD: &str = "Authorize";
 /// Method name of `Gateway.ReportUsage`.
 pub const REPORT_USAGE_METHOD: &str = "ReportUsage";
+/// Method name of `Gateway.LeaseBudget`.
+pub const LEASE_BUDGET_METHOD: &str = "LeaseBudget";
 
 /// Largest message the control plane's gRPC server decodes (its `max_decoding_message_size`);
 /// a larger one is refused with OUT_OF_RANGE.

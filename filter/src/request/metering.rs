@@ -335,6 +335,8 @@ pub(super) fn usage_record(
         finished_at_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
         duration_ms: u32::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(u32::MAX),
         estimate,
+        // Filled by the budget and identity work of issue 9.
+        ..UsageRecord::default()
     }
 }
 

@@ -47,6 +47,7 @@ fn route(kind: &str) -> Route {
         timeout_ms: 30_000,
         forward_headers: vec![],
         allow_background: false,
+        ..Route::default()
     }
 }
 
@@ -56,6 +57,7 @@ fn grant(status: KeyStatus, allowed: &[&str]) -> KeyGrant {
         key_id: "key-1".into(),
         allowed_models: allowed.iter().map(|m| (*m).to_owned()).collect(),
         requests_per_minute: None,
+        ..KeyGrant::default()
     }
 }
 
