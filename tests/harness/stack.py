@@ -155,6 +155,17 @@ class Stack:
     envoy_concurrency: int = 2
     # `[limits]` of the config, e.g. {"requests_per_minute": 5}.
     limits: dict = field(default_factory=dict)
+    # `[budgets]` of the config, e.g. {"lease_ttl_ms": 2000}.
+    budgets: dict = field(default_factory=dict)
+    # The store: None for SQLite under the work dir, else a `postgres://` URL.
+    database_url: str | None = None
+    # Control-plane replicas (sharing `database_url`) and Envoys. Envoy `i` asks replica
+    # `i % replicas`; the first of each uses the ports above, the others free ones.
+    replicas: int = 1
+    envoys: int = 1
+    # (grpc, http) ports of replicas and (listen, admin) ports of Envoys after the first.
+    _extra_replica_ports: list = field(default_factory=list)
+    _extra_envoy_ports: list = field(default_factory=list)
     # CPU lists for `taskset` (e.g. "0"), so benchmarks keep Envoy and the load apart.
     envoy_cpus: str | None = None
     helper_cpus: str | None = None
@@ -168,6 +179,16 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        """Every Envoy's listener, the first one's first."""
+        return [self.gateway_url] + [f"http://127.0.0.1:{g}" for g, _ in self._extra_envoy_ports]
+
+    @property
+    def control_plane_urls(self) -> list[str]:
+        """Every replica's HTTP address, the first one's first."""
+        return [self.control_plane_url] + [f"http://127.0.0.1:{h}" for _, h in self._extra_replica_ports]
 
     @property
     def control_plane_url(self) -> str:
@@ -192,6 +213,8 @@ class Stack:
         for attr in ("gateway_port", "http_port", "grpc_port", "admin_port"):
             if not getattr(self, attr):
                 setattr(self, attr, free_port())
+        self._extra_replica_ports = [(free_port(), free_port()) for _ in range(self.replicas - 1)]
+        self._extra_envoy_ports = [(free_port(), free_port()) for _ in range(self.envoys - 1)]
         try:
             for p in self.providers:
                 if p.remote is None and p.start:
@@ -201,18 +224,36 @@ class Stack:
             envoy_config = self.workdir / "envoy.yaml"
             envoy_config.write_text(self.render_envoy())
             self.start_control_plane()
+            for r, (grpc, http) in enumerate(self._extra_replica_ports, start=1):
+                path = self.workdir / f"tollgate-replica{r}.toml"
+                self._write_config(path, grpc_port=grpc, http_port=http)
+                self._spawn(f"control-plane-{r}", [str(native_bin("tollgate")), "--config",
+                                                   str(path), "serve"], self._env(), cpus=self.helper_cpus)
+                self._wait_http(f"http://127.0.0.1:{http}/readyz", f"control plane replica {r}")
             self.envoy_started = time.monotonic()
-            self._spawn("envoy", [envoy_bin(), "-c", str(envoy_config), "--concurrency",
-                                  str(self.envoy_concurrency), "--disable-hot-restart",
-                                  "--log-level", "warn", "--component-log-level", "wasm:info"],
-                        os.environ.copy(), cpus=self.envoy_cpus)
-            self._wait_http(f"{self.admin_url}/ready", "envoy", expect=b"LIVE")
+            self._start_envoy("envoy", envoy_config, self.admin_url)
             self.envoy_ready_seconds = time.monotonic() - self.envoy_started
+            for e, (listen, admin) in enumerate(self._extra_envoy_ports, start=1):
+                replica = e % self.replicas
+                grpc = self.grpc_port if replica == 0 else self._extra_replica_ports[replica - 1][0]
+                path = self.workdir / f"tollgate-envoy{e}.toml"
+                self._write_config(path, gateway_port=listen, admin_port=admin,
+                                   control_plane=f"127.0.0.1:{grpc}")
+                rendered = self.workdir / f"envoy{e}.yaml"
+                rendered.write_text(self.cli("envoy-config", config=path))
+                self._start_envoy(f"envoy-{e}", rendered, f"http://127.0.0.1:{admin}")
         except BaseException:
             self.dump_logs()
             self.stop()
             raise
         return self
+
+    def _start_envoy(self, name: str, config: Path, admin_url: str) -> None:
+        self._spawn(name, [envoy_bin(), "-c", str(config), "--concurrency",
+                           str(self.envoy_concurrency), "--disable-hot-restart",
+                           "--log-level", "warn", "--component-log-level", "wasm:info"],
+                    os.environ.copy(), cpus=self.envoy_cpus)
+        self._wait_http(f"{admin_url}/ready", name, expect=b"LIVE")
 
     def start_control_plane(self) -> None:
         self._spawn("control-plane", [str(native_bin("tollgate")), "--config",
@@ -256,8 +297,9 @@ class Stack:
 
     # -- the control plane's CLI -------------------------------------------------------
 
-    def cli(self, *args: str) -> str:
-        out = subprocess.run([str(native_bin("tollgate")), "--config", str(self.config_path), *args],
+    def cli(self, *args: str, config: Path | None = None) -> str:
+        config = config or self.config_path
+        out = subprocess.run([str(native_bin("tollgate")), "--config", str(config), *args],
                              env=self._env(), capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"tollgate {' '.join(args)} failed: {out.stderr}")
@@ -326,22 +368,31 @@ class Stack:
         self._spawn(f"provider-{p.name}", argv, env, cpus=self.helper_cpus)
         self._wait_http(f"http://127.0.0.1:{p.port}/_offline/health", f"provider {p.name}")
 
-    def _write_config(self) -> None:
+    def _write_config(self, path: Path | None = None, grpc_port: int | None = None,
+                      http_port: int | None = None, gateway_port: int | None = None,
+                      admin_port: int | None = None, control_plane: str | None = None) -> None:
+        """Writes a tollgate.toml (the stack's own, or a replica's or an Envoy's variant,
+        which differ from it only in the addresses given)."""
+        storage = (f"database_url = {_toml(self.database_url)}" if self.database_url
+                   else 'data_dir = "data"')
         lines = [
             "# Written by tests/harness/stack.py",
             "[server]",
-            f'grpc_listen = "127.0.0.1:{self.grpc_port}"',
-            f'http_listen = "127.0.0.1:{self.http_port}"',
+            f'grpc_listen = "127.0.0.1:{grpc_port or self.grpc_port}"',
+            f'http_listen = "127.0.0.1:{http_port or self.http_port}"',
             f'filter_token_env = "{FILTER_TOKEN_ENV}"',
             "[storage]",
-            'data_dir = "data"',
+            storage,
             "[gateway]",
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
             "[limits]",
             *(f"{k} = {_toml(v)}" for k, v in self.limits.items()),
+            *(["[budgets]"] if self.budgets else []),
+            *(f"{k} = {_toml(v)}" for k, v in self.budgets.items()),
             "[envoy]",
-            f'listen = "127.0.0.1:{self.gateway_port}"',
-            f'admin = "127.0.0.1:{self.admin_port}"',
+            f'listen = "127.0.0.1:{gateway_port or self.gateway_port}"',
+            f'admin = "127.0.0.1:{admin_port or self.admin_port}"',
+            *([f"control_plane = {_toml(control_plane)}"] if control_plane else []),
             # The counting build only where counting before admission is asked for.
             "wasm = " + _toml(str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM)),
             "[envoy.filter]",
@@ -367,7 +418,7 @@ class Stack:
                           f"cache_read = {cread}", f"cache_write = {cwrite}"]
                 if model in p.upstream_models:
                     lines.append(f'upstream_model = "{p.upstream_models[model]}"')
-        self.config_path.write_text("\n".join(lines) + "\n")
+        (path or self.config_path).write_text("\n".join(lines) + "\n")
 
     def render_envoy(self) -> str:
         """Writes tollgate.toml and returns the Envoy bootstrap `tollgate envoy-config`
@@ -410,3 +461,17 @@ def _toml(value) -> str:
     if isinstance(value, (str, int, float, list)):
         return json.dumps(value)
     raise TypeError(f"no TOML for {value!r}")
+
+
+POSTGRES_ADMIN_URL = os.environ.get("TOLLGATE_TEST_POSTGRES_ADMIN_URL",
+                                    "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def fresh_postgres_database(name: str) -> str:
+    """Drops and creates the PostgreSQL database `name` (a test's own, never `test`) and
+    returns its URL. Needs `psql` and the server the machine runs at 127.0.0.1:5432."""
+    assert name.isidentifier() and name != "test", name
+    for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):
+        subprocess.run(["psql", POSTGRES_ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+                       check=True, capture_output=True, timeout=60)
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
