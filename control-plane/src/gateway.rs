@@ -4,9 +4,11 @@
 //! its message is read. A key lookup never waits behind usage reports: reports hold at
 //! most half the database connections.
 
+use crate::budgets::{Subject, subjects_of};
 use crate::catalog::{Catalog, LiveCatalog};
-use crate::config::{GatewaySettings, LimitSettings};
-use crate::store::{Store, UsageRow};
+use crate::clock::Clock;
+use crate::config::{BudgetSettings, GatewaySettings, LimitSettings};
+use crate::store::{KeyGrantRow, LeaseAsk, LeaseOutcome, Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
@@ -17,8 +19,9 @@ use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, LeaseAnswer, LeaseRequest,
-    ModelPrice, Route, ServedModel, TextSample, UsageAck, UsageBatch, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, BudgetRef, Estimate, KeyGrant, KeyStatus, LeaseAnswer,
+    LeaseRequest, ModelPrice, RateLimit, Route, ServedModel, TextSample, UsageAck, UsageBatch,
+    UsageRecord, lease_answer,
 };
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
@@ -40,6 +43,9 @@ fn counting_jobs() -> usize {
 /// batch's counting is bounded to a few seconds of one thread.
 const MAX_COUNTED_BYTES: usize = 64 * 1024;
 
+/// Longest budget id, holder id or lease id accepted in a lease request, in bytes.
+const MAX_ID_BYTES: usize = 128;
+
 /// The service, with the state it reads.
 pub struct GatewayService {
     /// Routes and prices; each call reads the snapshot in force when it starts.
@@ -47,6 +53,10 @@ pub struct GatewayService {
     settings: GatewaySettings,
     /// Limits of keys without their own.
     limits: LimitSettings,
+    /// How long leases live.
+    budgets: BudgetSettings,
+    /// The time leases are granted at.
+    clock: Clock,
     store: Store,
     /// Usage reports handled at once; the rest wait here, not for a database connection.
     report_permits: Semaphore,
@@ -57,26 +67,47 @@ pub struct GatewayService {
 /// The gRPC service as served: [`GatewayService`] behind the token check.
 pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>;
 
+/// What [`GatewayService`] serves from, beside the database.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[gateway]`.
+    pub gateway: GatewaySettings,
+    /// `[limits]`.
+    pub limits: LimitSettings,
+    /// `[budgets]`.
+    pub budgets: BudgetSettings,
+    /// The time every lease is granted at.
+    pub clock: Clock,
+}
+
 /// The tonic server for [`GatewayService`], answering only calls that carry `token`.
 pub fn server(
     catalog: LiveCatalog,
-    settings: GatewaySettings,
-    limits: LimitSettings,
+    settings: Settings,
     store: Store,
     token: SidecarToken,
 ) -> Server {
-    let report_permits = Semaphore::new(store.usage_writers());
-    let service = GatewayServer::new(GatewayService {
-        catalog,
-        settings,
-        limits,
-        store,
-        report_permits,
-        counting: Arc::new(Semaphore::new(counting_jobs())),
-    })
+    let service = GatewayServer::new(GatewayService::new(catalog, settings, store))
     // Set here rather than left to tonic's default: the filter sizes its batches from it.
     .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
     InterceptedService::new(service, SidecarAuth::new(token))
+}
+
+impl GatewayService {
+    /// The service over `store`, with the catalog in force and the process's settings.
+    pub fn new(catalog: LiveCatalog, settings: Settings, store: Store) -> Self {
+        let report_permits = Semaphore::new(store.usage_writers());
+        GatewayService {
+            catalog,
+            settings: settings.gateway,
+            limits: settings.limits,
+            budgets: settings.budgets,
+            clock: settings.clock,
+            store,
+            report_permits,
+            counting: Arc::new(Semaphore::new(counting_jobs())),
+        }
+    }
 }
 
 /// Refuses, with UNAUTHENTICATED and before the message is decoded, any call whose
@@ -143,7 +174,7 @@ fn route(catalog: &Catalog, model: &str) -> Option<Route> {
             output: model.price.output,
             cache_read: model.price.cache_read,
             cache_write: model.price.cache_write,
-            ..ModelPrice::default()
+            max_output_tokens: model.max_output_tokens,
         }),
     })
 }
@@ -226,6 +257,85 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         cost_picos: clamp(cost),
         finished_at_ms: r.finished_at_ms,
         duration_ms: i64::from(r.duration_ms),
+        user: Some(r.user).filter(|u| !u.is_empty()),
+        team: Some(r.team).filter(|t| !t.is_empty()),
+        lease_ids: r.lease_ids,
+    }
+}
+
+/// Why a lease request is malformed, or `None` when it is well formed.
+fn lease_request_problem(req: &LeaseRequest) -> Option<&'static str> {
+    let id_ok = |id: &str, empty_ok: bool| (empty_ok || !id.is_empty()) && id.len() <= MAX_ID_BYTES;
+    if !id_ok(&req.budget_id, false) {
+        Some("budget_id must be 1 to 128 bytes")
+    } else if !id_ok(&req.holder, false) {
+        Some("holder must be 1 to 128 bytes")
+    } else if !id_ok(&req.lease_id, true) {
+        Some("lease_id must be at most 128 bytes")
+    } else if req.need_picos > req.want_picos {
+        Some("need_picos must not exceed want_picos")
+    } else if i64::try_from(req.want_picos).is_err() {
+        Some("want_picos must be at most 9223372036854775807")
+    } else {
+        None
+    }
+}
+
+impl GatewayService {
+    /// The grant of an active key: its own limits, its user's, its per-model ones (each
+    /// resolved against the config's defaults) and every budget that applies to it.
+    async fn active_grant(&self, row: KeyGrantRow) -> Result<KeyGrant, Status> {
+        let k = row.key;
+        let user = k.user.unwrap_or_default();
+        let team = k.team.unwrap_or_default();
+        let subjects = subjects_of(&k.id, &user, &team);
+        let (model_limits, budgets) = self
+            .store
+            .model_limits_and_budgets(&k.id, &subjects)
+            .await
+            .map_err(internal)?;
+        let mut rate_limits = Vec::new();
+        if !user.is_empty() {
+            let rpm = self
+                .limits
+                .user_requests_per_minute(row.user_limits.requests_per_minute);
+            let tpm = self
+                .limits
+                .user_tokens_per_minute(row.user_limits.tokens_per_minute);
+            if rpm.is_some() || tpm.is_some() {
+                rate_limits.push(RateLimit {
+                    subject: Subject::User(user.clone()).to_string(),
+                    model: String::new(),
+                    requests_per_minute: rpm,
+                    tokens_per_minute: tpm,
+                });
+            }
+        }
+        rate_limits.extend(model_limits.into_iter().map(|m| RateLimit {
+            subject: format!("key_model:{}:{}", k.id, m.model),
+            model: m.model,
+            requests_per_minute: m.limits.requests_per_minute,
+            tokens_per_minute: m.limits.tokens_per_minute,
+        }));
+        Ok(KeyGrant {
+            status: KeyStatus::Active as i32,
+            requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
+            tokens_per_minute: self.limits.tokens_per_minute(k.tokens_per_minute),
+            key_id: k.id,
+            allowed_models: k.models,
+            user,
+            team,
+            rate_limits,
+            budgets: budgets
+                .into_iter()
+                .map(|b| BudgetRef {
+                    budget_id: b.id,
+                    subject: b.subject,
+                    period: b.period.as_str().to_owned(),
+                    limit_picos: b.limit_picos,
+                })
+                .collect(),
+        })
     }
 }
 
@@ -261,26 +371,20 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         let key = self
             .store
-            .key_by_hash(&req.key_hash)
+            .key_grant_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
         let (state, grant) = match key {
             None => (KeyState::Unknown, KeyGrant::default()),
-            Some(k) => {
-                let (state, status) = if k.revoked_at_ms.is_some() {
-                    (KeyState::Revoked, KeyStatus::Revoked)
-                } else {
-                    (KeyState::Active, KeyStatus::Active)
-                };
-                let grant = KeyGrant {
-                    status: status as i32,
-                    key_id: k.id,
-                    allowed_models: k.models,
-                    requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
+            Some(row) if row.key.revoked_at_ms.is_some() => (
+                KeyState::Revoked,
+                KeyGrant {
+                    status: KeyStatus::Revoked as i32,
+                    key_id: row.key.id,
                     ..KeyGrant::default()
-                };
-                (state, grant)
-            }
+                },
+            ),
+            Some(row) => (KeyState::Active, self.active_grant(row).await?),
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
         let catalog = self.catalog.current();
@@ -336,9 +440,53 @@ impl Gateway for GatewayService {
 
     async fn lease_budget(
         &self,
-        _request: Request<LeaseRequest>,
+        request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseAnswer>, Status> {
-        Err(Status::unimplemented("budgets are being built (issue 9)"))
+        let req = request.into_inner();
+        if let Some(problem) = lease_request_problem(&req) {
+            return Err(Status::invalid_argument(problem));
+        }
+        let ask = LeaseAsk {
+            budget_id: &req.budget_id,
+            holder: &req.holder,
+            lease_id: Some(req.lease_id.as_str()).filter(|id| !id.is_empty()),
+            want_picos: req.want_picos,
+            need_picos: req.need_picos,
+            now_ms: self.clock.now_ms(),
+            ttl_ms: self.budgets.lease_ttl_ms,
+        };
+        let outcome = self.store.lease(ask).await.map_err(internal)?;
+        let answer = match outcome {
+            LeaseOutcome::Granted(lease) => {
+                tracing::debug!(budget_id = %req.budget_id, holder = %req.holder, lease_id = %lease.lease_id, granted = lease.granted_picos, "lease granted");
+                LeaseAnswer {
+                    outcome: lease_answer::Outcome::Granted as i32,
+                    lease_id: lease.lease_id,
+                    granted_picos: lease.granted_picos,
+                    lease_total_picos: lease.total_picos,
+                    expires_at_ms: lease.expires_at_ms,
+                    window_end_ms: lease.window_end_ms,
+                    available_picos: lease.available_picos,
+                }
+            }
+            LeaseOutcome::Exhausted {
+                available_picos,
+                window_end_ms,
+            } => {
+                tracing::info!(budget_id = %req.budget_id, holder = %req.holder, need = req.need_picos, available = available_picos, "budget exhausted");
+                LeaseAnswer {
+                    outcome: lease_answer::Outcome::Exhausted as i32,
+                    window_end_ms,
+                    available_picos,
+                    ..LeaseAnswer::default()
+                }
+            }
+            LeaseOutcome::UnknownBudget => LeaseAnswer {
+                outcome: lease_answer::Outcome::UnknownBudget as i32,
+                ..LeaseAnswer::default()
+            },
+        };
+        Ok(Response::new(answer))
     }
 }
 
@@ -446,6 +594,8 @@ mod tests {
             catalog: LiveCatalog::new(config.catalog),
             settings: config.gateway,
             limits: config.limits,
+            budgets: config.budgets,
+            clock: Clock::system(),
             store,
             report_permits: Semaphore::new(1),
             counting: Arc::new(Semaphore::new(1)),

@@ -1,10 +1,10 @@
-//! `tollgate keys create | list | revoke`.
+//! `tollgate keys create | list | revoke | update`.
 
-use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs};
+use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs, UpdateKeyArgs};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::keys;
-use crate::store::{KeyRow, Store};
+use crate::keys::{self, KeySpec};
+use crate::store::{KeyRow, KeyUpdate, Limits, Store};
 use std::io::Write;
 
 /// Issues a key and prints its secret, the only time it is shown.
@@ -15,7 +15,15 @@ pub(super) async fn create(
     args: CreateKeyArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let issued = keys::create(store, catalog, clock, &args.name, args.models, args.rpm).await?;
+    let spec = KeySpec {
+        name: args.name,
+        models: args.models,
+        requests_per_minute: args.rpm,
+        tokens_per_minute: args.tpm,
+        user: args.user,
+        team: args.team,
+    };
+    let issued = keys::create(store, catalog, clock, spec).await?;
     if args.quiet {
         writeln!(out, "{}", issued.secret)?;
     } else {
@@ -40,17 +48,71 @@ pub(super) async fn list(
             } else {
                 k.models.join(",")
             };
+            let limit = |l: Option<u64>| l.map_or_else(|| "default".to_owned(), |n| n.to_string());
+            let mut owner = String::new();
+            if let Some(user) = &k.user {
+                owner.push_str(&format!("  user={user}"));
+            }
+            if let Some(team) = &k.team {
+                owner.push_str(&format!("  team={team}"));
+            }
             writeln!(
                 out,
-                "{}  {:8}  {}…  models={}  {}",
+                "{}  {:8}  {}…  models={}  rpm={} tpm={}{}  {}",
                 k.id,
                 status(&k),
                 k.key_prefix,
                 models,
+                limit(k.requests_per_minute.map(u64::from)),
+                limit(k.tokens_per_minute),
+                owner,
                 k.name
             )?;
         }
     }
+    Ok(())
+}
+
+/// Changes a key's limits, user or team, and its per-model limits.
+pub(super) async fn update(
+    store: &Store,
+    catalog: &Catalog,
+    args: UpdateKeyArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let clear_or = |clear: bool, value: Option<String>| {
+        if clear { Some(None) } else { value.map(Some) }
+    };
+    let update = KeyUpdate {
+        requests_per_minute: args
+            .rpm
+            .map(|l| l.0.and_then(|n| u32::try_from(n).ok())),
+        tokens_per_minute: args.tpm.map(|l| l.0),
+        user: clear_or(args.no_user, args.user),
+        team: clear_or(args.no_team, args.team),
+    };
+    if update == KeyUpdate::default() && args.model_limits.is_empty() {
+        return Err(CliError::NothingToChange(
+            "--rpm, --tpm, --user, --no-user, --team, --no-team, --model-limit",
+        ));
+    }
+    let model_limits: Vec<(String, Limits)> = args
+        .model_limits
+        .iter()
+        .map(|m| {
+            let limits = Limits {
+                requests_per_minute: m.rpm,
+                tokens_per_minute: m.tpm,
+            };
+            (m.model.clone(), limits)
+        })
+        .collect();
+    keys::update(store, catalog, &args.id, update, &model_limits).await?;
+    writeln!(
+        out,
+        "Updated {}. Gateways apply it within their key cache time.",
+        args.id
+    )?;
     Ok(())
 }
 
@@ -83,6 +145,7 @@ fn json_line(k: &KeyRow) -> serde_json::Value {
         "id": k.id, "name": k.name, "prefix": k.key_prefix, "models": k.models,
         "status": status(k), "created_at_ms": k.created_at_ms, "revoked_at_ms": k.revoked_at_ms,
         "requests_per_minute": k.requests_per_minute,
+        "tokens_per_minute": k.tokens_per_minute, "user": k.user, "team": k.team,
     })
 }
 
@@ -119,6 +182,9 @@ mod tests {
             models: vec!["m".into()],
             quiet: true,
             rpm: None,
+            tpm: None,
+            user: None,
+            team: None,
         };
         create(&store, &catalog, &clock, args, &mut out)
             .await
@@ -158,7 +224,7 @@ mod tests {
         let table = text(out);
         assert!(
             table.starts_with(&format!(
-                "{id}  revoked   {}…  models=m  ci",
+                "{id}  revoked   {}…  models=m  rpm=default tpm=default  ci",
                 row.key_prefix
             )),
             "{table}"
@@ -173,6 +239,9 @@ mod tests {
             models: vec!["gpt-9".into()],
             quiet: false,
             rpm: None,
+            tpm: None,
+            user: None,
+            team: None,
         };
         let mut out = Vec::new();
         let e = create(&store, &catalog, &Clock::system(), args, &mut out)
