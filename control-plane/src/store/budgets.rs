@@ -637,3 +637,6 @@ async fn leases_of(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests;
