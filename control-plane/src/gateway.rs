@@ -655,4 +655,259 @@ mod tests {
         );
         assert!(rows[0].estimated);
     }
+
+    fn service_with(config: Config, store: Store, clock: Clock) -> GatewayService {
+        GatewayService::new(
+            LiveCatalog::new(config.catalog),
+            Settings {
+                gateway: config.gateway,
+                limits: config.limits,
+                budgets: config.budgets,
+                clock,
+            },
+            store,
+        )
+    }
+
+    #[tokio::test]
+    async fn authorize_returns_the_resolved_limits_and_budgets() {
+        use crate::budgets::Period;
+        use crate::keys::{self, KeySpec};
+        use crate::store::Limits;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[limits]\ntokens_per_minute = 5000\nuser_requests_per_minute = 30\nuser_tokens_per_minute = 9000\nmax_output_tokens = 2048\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\nmax_output_tokens = 4096\n\
+             [[models]]\nname = \"mini\"\nprovider = \"local\"\ninput = 1\noutput = 2\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let clock = Clock::system();
+        let issued = keys::create(
+            &store,
+            &catalog,
+            &clock,
+            KeySpec {
+                name: "k".into(),
+                requests_per_minute: Some(0),
+                user: Some("alice".into()),
+                team: Some("ml".into()),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let key_id = issued.row.id.clone();
+        store
+            .set_key_model_limit(
+                &key_id,
+                "gpt-4o",
+                Limits {
+                    requests_per_minute: Some(3),
+                    tokens_per_minute: None,
+                },
+            )
+            .await
+            .unwrap();
+        // Alice's own tokens per minute; her requests per minute stay the default.
+        store
+            .set_user_limits(
+                "alice",
+                Limits {
+                    requests_per_minute: None,
+                    tokens_per_minute: Some(0),
+                },
+            )
+            .await
+            .unwrap();
+        let mut budget_ids = Vec::new();
+        for (subject, period, limit) in [
+            (format!("key:{key_id}"), Period::Day, 1_000),
+            ("user:alice".to_owned(), Period::Month, 2_000),
+            ("team:ml".to_owned(), Period::Total, 3_000),
+            ("team:other".to_owned(), Period::Total, 4_000),
+        ] {
+            let set = store.set_budget(&subject, period, limit, 0).await.unwrap();
+            budget_ids.push(set.budget.id);
+        }
+        let service = service_with(config, store, clock);
+        let answer = service
+            .authorize(Request::new(AuthorizeRequest {
+                key_hash: issued.row.key_hash.clone(),
+                model: "gpt-4o".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let grant = answer.key.unwrap();
+        assert_eq!(grant.status(), KeyStatus::Active);
+        assert_eq!(grant.requests_per_minute, Some(0), "the key's own 0 wins");
+        assert_eq!(grant.tokens_per_minute, Some(5000), "the default");
+        assert_eq!((grant.user.as_str(), grant.team.as_str()), ("alice", "ml"));
+        assert_eq!(
+            grant.rate_limits,
+            vec![
+                RateLimit {
+                    subject: "user:alice".into(),
+                    model: String::new(),
+                    requests_per_minute: Some(30),
+                    tokens_per_minute: Some(0),
+                },
+                RateLimit {
+                    subject: format!("key_model:{key_id}:gpt-4o"),
+                    model: "gpt-4o".into(),
+                    requests_per_minute: Some(3),
+                    tokens_per_minute: None,
+                },
+            ]
+        );
+        let mut budgets: Vec<(String, String, String, u64)> = grant
+            .budgets
+            .iter()
+            .map(|b| {
+                (
+                    b.budget_id.clone(),
+                    b.subject.clone(),
+                    b.period.clone(),
+                    b.limit_picos,
+                )
+            })
+            .collect();
+        budgets.sort_by_key(|b| b.3);
+        assert_eq!(
+            budgets,
+            vec![
+                (budget_ids[0].clone(), format!("key:{key_id}"), "day".into(), 1_000),
+                (budget_ids[1].clone(), "user:alice".into(), "month".into(), 2_000),
+                (budget_ids[2].clone(), "team:ml".into(), "total".into(), 3_000),
+            ]
+        );
+        let price = answer.route.unwrap().price.unwrap();
+        assert_eq!(price.max_output_tokens, 4096);
+        assert_eq!((price.input, price.output), (2_500_000, 10_000_000));
+        let mini = service
+            .authorize(Request::new(AuthorizeRequest {
+                key_hash: issued.row.key_hash,
+                model: "mini".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            mini.route.unwrap().price.unwrap().max_output_tokens,
+            2048,
+            "[limits] max_output_tokens stands in for the model's"
+        );
+    }
+
+    #[tokio::test]
+    async fn lease_requests_are_validated_and_usage_settles_on_the_lease() {
+        use crate::budgets::Period;
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n[[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let budget = store
+            .set_budget("user:bob", Period::Day, 1_000_000_000, 0)
+            .await
+            .unwrap()
+            .budget;
+        let time = ManualClock::at(1_769_860_800_000);
+        let service = service_with(config, store.clone(), time.clock());
+        let lease = |want, need, lease_id: &str| LeaseRequest {
+            budget_id: budget.id.clone(),
+            holder: "envoy-1".into(),
+            lease_id: lease_id.into(),
+            want_picos: want,
+            need_picos: need,
+        };
+        for bad in [
+            lease(1, 2, ""),
+            lease(u64::MAX, 1, ""),
+            LeaseRequest {
+                holder: String::new(),
+                ..lease(1, 1, "")
+            },
+            LeaseRequest {
+                budget_id: "b".repeat(129),
+                ..lease(1, 1, "")
+            },
+        ] {
+            let e = service.lease_budget(Request::new(bad)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        }
+        let answer = service
+            .lease_budget(Request::new(lease(100_000_000, 50_000_000, "")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.outcome(), lease_answer::Outcome::Granted);
+        assert_eq!(answer.granted_picos, 100_000_000);
+        assert_eq!(answer.available_picos, 900_000_000);
+        assert_eq!(answer.expires_at_ms, 1_769_860_800_000 + 60_000);
+        assert_eq!(answer.window_end_ms, 1_769_904_000_000);
+        // 10 prompt tokens at $2.50/M cost a quarter of the lease; sent twice (a retry).
+        let record = UsageRecord {
+            request_id: "r1".into(),
+            key_id: "key_x".into(),
+            model: "gpt-4o".into(),
+            status: 200,
+            input_uncached: 10,
+            finished_at_ms: 1_769_860_800_500,
+            lease_ids: vec![answer.lease_id.clone()],
+            user: "bob".into(),
+            ..UsageRecord::default()
+        };
+        let ack = service
+            .report_usage(Request::new(UsageBatch {
+                records: vec![record.clone(), record],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((ack.stored, ack.duplicates), (1, 1));
+        let row = &store.list_usage(None, Some("r1"), 1).await.unwrap()[0];
+        assert_eq!(row.cost_picos, 25_000_000, "10 tokens at 2_500_000 picos each");
+        assert_eq!(row.user.as_deref(), Some("bob"));
+        let status = &store.list_budgets(1_769_860_800_000).await.unwrap()[0];
+        assert_eq!(
+            (status.spent_picos, status.leased_picos),
+            (25_000_000, 75_000_000)
+        );
+        // A top-up a minute later keeps the lease and extends it.
+        time.advance_ms(30_000);
+        let topped = service
+            .lease_budget(Request::new(lease(10, 0, &answer.lease_id)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(topped.lease_id, answer.lease_id);
+        assert_eq!(topped.lease_total_picos, 100_000_010);
+        assert_eq!(topped.expires_at_ms, 1_769_860_800_000 + 30_000 + 60_000);
+        let exhausted = service
+            .lease_budget(Request::new(lease(2_000_000_000, 2_000_000_000, "")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(exhausted.outcome(), lease_answer::Outcome::Exhausted);
+        assert_eq!(exhausted.available_picos, 900_000_000 - 10);
+        let unknown = service
+            .lease_budget(Request::new(LeaseRequest {
+                budget_id: "bud_gone".into(),
+                ..lease(1, 1, "")
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(unknown.outcome(), lease_answer::Outcome::UnknownBudget);
+    }
 }
