@@ -88,8 +88,8 @@ pub fn server(
     token: SidecarToken,
 ) -> Server {
     let service = GatewayServer::new(GatewayService::new(catalog, settings, store))
-    // Set here rather than left to tonic's default: the filter sizes its batches from it.
-    .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
+        // Set here rather than left to tonic's default: the filter sizes its batches from it.
+        .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
     InterceptedService::new(service, SidecarAuth::new(token))
 }
 
@@ -781,9 +781,24 @@ mod tests {
         assert_eq!(
             budgets,
             vec![
-                (budget_ids[0].clone(), format!("key:{key_id}"), "day".into(), 1_000),
-                (budget_ids[1].clone(), "user:alice".into(), "month".into(), 2_000),
-                (budget_ids[2].clone(), "team:ml".into(), "total".into(), 3_000),
+                (
+                    budget_ids[0].clone(),
+                    format!("key:{key_id}"),
+                    "day".into(),
+                    1_000
+                ),
+                (
+                    budget_ids[1].clone(),
+                    "user:alice".into(),
+                    "month".into(),
+                    2_000
+                ),
+                (
+                    budget_ids[2].clone(),
+                    "team:ml".into(),
+                    "total".into(),
+                    3_000
+                ),
             ]
         );
         let price = answer.route.unwrap().price.unwrap();
@@ -876,7 +891,10 @@ mod tests {
             .into_inner();
         assert_eq!((ack.stored, ack.duplicates), (1, 1));
         let row = &store.list_usage(None, Some("r1"), 1).await.unwrap()[0];
-        assert_eq!(row.cost_picos, 25_000_000, "10 tokens at 2_500_000 picos each");
+        assert_eq!(
+            row.cost_picos, 25_000_000,
+            "10 tokens at 2_500_000 picos each"
+        );
         assert_eq!(row.user.as_deref(), Some("bob"));
         let status = &store.list_budgets(1_769_860_800_000).await.unwrap()[0];
         assert_eq!(

@@ -85,7 +85,12 @@ mod tests {
         };
         // Expired, but within the grace: calls in flight may still report.
         time.advance_ms(settings.lease_ttl_ms + settings.reclaim_grace_ms);
-        assert!(sweep_once(&store, &settings, &clock).await.unwrap().is_empty());
+        assert!(
+            sweep_once(&store, &settings, &clock)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         time.advance_ms(1);
         let swept = sweep_once(&store, &settings, &clock).await.unwrap();
         assert_eq!(swept.len(), 1);
@@ -93,7 +98,12 @@ mod tests {
             (swept[0].lease_id.as_str(), swept[0].returned_picos),
             (lease.lease_id.as_str(), 500)
         );
-        assert!(sweep_once(&store, &settings, &clock).await.unwrap().is_empty());
+        assert!(
+            sweep_once(&store, &settings, &clock)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let status = &store.list_budgets(0).await.unwrap()[0];
         assert_eq!(status.available_picos(), 500);
     }

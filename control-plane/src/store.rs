@@ -6,9 +6,7 @@
 mod budgets;
 mod limits;
 
-pub use budgets::{
-    BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed,
-};
+pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -29,7 +27,10 @@ pub enum StoreError {
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
     /// A number is larger than the store's signed 64-bit columns hold.
-    #[error("{field} is {value}, more than the largest value stored ({})", i64::MAX)]
+    #[error(
+        "{field} is {value}, more than the largest value stored ({})",
+        i64::MAX
+    )]
     OutOfRange {
         /// What the number is.
         field: &'static str,

@@ -68,7 +68,11 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
     let mut granted = 0u64;
     let mut exhausted = 0;
     for call in calls {
-        let answer = call.await.unwrap().expect("LeaseBudget answered").into_inner();
+        let answer = call
+            .await
+            .unwrap()
+            .expect("LeaseBudget answered")
+            .into_inner();
         match answer.outcome() {
             Outcome::Granted => {
                 assert_eq!(answer.granted_picos, LIMIT / 10);
@@ -96,7 +100,9 @@ async fn two_replicas_on_postgres_grant_exactly_the_budget() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
-    let a = Store::open(&url).await.expect("PostgreSQL must be running (see README)");
+    let a = Store::open(&url)
+        .await
+        .expect("PostgreSQL must be running (see README)");
     let b = Store::open(&url).await.unwrap();
     race(vec![service(&config, a.clone()), service(&config, b)], &a).await;
 }

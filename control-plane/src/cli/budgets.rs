@@ -94,3 +94,212 @@ fn json_line(b: &BudgetStatus) -> serde_json::Value {
         "available_picos": b.available_picos(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::{LeaseAsk, UsageRow};
+
+    fn command(argv: &[&str]) -> super::super::BudgetsCommand {
+        use clap::Parser;
+        let argv = ["tollgate", "budgets"].iter().chain(argv).copied();
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Budgets(c) => c,
+            other => panic!("not budgets: {other:?}"),
+        }
+    }
+
+    fn parse_error(argv: &[&str]) -> String {
+        use clap::Parser;
+        let argv = ["tollgate", "budgets"].iter().chain(argv).copied();
+        super::super::Cli::try_parse_from(argv)
+            .unwrap_err()
+            .to_string()
+    }
+
+    async fn run(store: &Store, clock: &Clock, argv: &[&str]) -> Result<String, CliError> {
+        let mut out = Vec::new();
+        match command(argv) {
+            super::super::BudgetsCommand::Set(a) => set(store, clock, &a, &mut out).await?,
+            super::super::BudgetsCommand::List(a) => list(store, clock, &a, &mut out).await?,
+            super::super::BudgetsCommand::Delete(a) => delete(store, &a, &mut out).await?,
+        }
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[tokio::test]
+    async fn budgets_are_set_listed_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        // 2026-01-31T12:00Z.
+        let time = ManualClock::at(1_769_860_800_000);
+        let clock = time.clock();
+        let said = run(
+            &store,
+            &clock,
+            &["set", "--team", "ml", "--period", "day", "--usd", "12.50"],
+        )
+        .await
+        .unwrap();
+        let id = said
+            .strip_prefix("Created budget ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            said,
+            format!(
+                "Created budget {id} for team:ml: {} per day.\n",
+                format_dollars(12_500_000_000_000)
+            )
+        );
+        let said = run(
+            &store,
+            &clock,
+            &["set", "--team", "ml", "--period", "day", "--usd", "20"],
+        )
+        .await
+        .unwrap();
+        assert!(said.starts_with(&format!("Changed budget {id} ")), "{said}");
+
+        // Money leased and spent shows in the current window.
+        let ask = LeaseAsk {
+            budget_id: &id,
+            holder: "h",
+            lease_id: None,
+            want_picos: 5_000_000_000_000,
+            need_picos: 1,
+            now_ms: clock.now_ms(),
+            ttl_ms: 60_000,
+        };
+        store.lease(ask).await.unwrap();
+        store
+            .insert_usage(&[UsageRow {
+                request_id: "r".into(),
+                key_id: "key_a".into(),
+                model: "m".into(),
+                provider: "p".into(),
+                status: 200,
+                input_uncached: 0,
+                cache_read: 0,
+                cache_write: 0,
+                output: 0,
+                reasoning: 0,
+                estimated: false,
+                partial: false,
+                cost_picos: 1_000_000_000_000,
+                finished_at_ms: clock.now_ms(),
+                duration_ms: 1,
+                user: None,
+                team: Some("ml".into()),
+                lease_ids: Vec::new(),
+            }])
+            .await
+            .unwrap();
+        let table = run(&store, &clock, &["list"]).await.unwrap();
+        assert_eq!(
+            table,
+            format!(
+                "{id}  team:ml  day  limit={} spent={} leased={} available={}\n",
+                format_dollars(20_000_000_000_000),
+                format_dollars(1_000_000_000_000),
+                format_dollars(5_000_000_000_000),
+                format_dollars(14_000_000_000_000),
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            run(&store, &clock, &["list", "--json"])
+                .await
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        assert_eq!(json["available_picos"], 14_000_000_000_000u64);
+        assert_eq!(json["window_start_ms"], 1_769_817_600_000i64);
+        // The next day the window is fresh.
+        time.advance_ms(86_400_000);
+        let json: serde_json::Value = serde_json::from_str(
+            run(&store, &clock, &["list", "--json"])
+                .await
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        assert_eq!(
+            (json["spent_picos"].as_u64(), json["leased_picos"].as_u64()),
+            (Some(0), Some(0))
+        );
+
+        assert!(
+            run(&store, &clock, &["delete", &id])
+                .await
+                .unwrap()
+                .starts_with("Deleted budget")
+        );
+        let e = run(&store, &clock, &["delete", &id])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&id), "{e}");
+        assert_eq!(run(&store, &clock, &["list"]).await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn budget_commands_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let clock = Clock::system();
+        let e = run(
+            &store,
+            &clock,
+            &[
+                "set", "--key", "key_nope", "--period", "total", "--usd", "1",
+            ],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("key_nope"), "{e}");
+        for (argv, flag) in [
+            (&["set", "--period", "day", "--usd", "1"][..], "--key"),
+            (
+                &[
+                    "set", "--user", "a", "--team", "b", "--period", "day", "--usd", "1",
+                ][..],
+                "--team",
+            ),
+            (
+                &["set", "--user", "a", "--period", "week", "--usd", "1"][..],
+                "--period",
+            ),
+            (
+                &[
+                    "set",
+                    "--user",
+                    "a",
+                    "--period",
+                    "day",
+                    "--usd",
+                    "1.0000000000001",
+                ][..],
+                "--usd",
+            ),
+            (
+                &["set", "--user", "a", "--period", "day", "--usd", "-3"][..],
+                "--usd",
+            ),
+            (
+                &["set", "--user", "a", "--period", "day", "--usd", "99999999"][..],
+                "--usd",
+            ),
+        ] {
+            let e = parse_error(argv);
+            assert!(e.contains(flag), "{argv:?}: {e}");
+        }
+    }
+}

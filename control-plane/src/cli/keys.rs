@@ -84,9 +84,7 @@ pub(super) async fn update(
         if clear { Some(None) } else { value.map(Some) }
     };
     let update = KeyUpdate {
-        requests_per_minute: args
-            .rpm
-            .map(|l| l.0.and_then(|n| u32::try_from(n).ok())),
+        requests_per_minute: args.rpm.map(|l| l.0.and_then(|n| u32::try_from(n).ok())),
         tokens_per_minute: args.tpm.map(|l| l.0),
         user: clear_or(args.no_user, args.user),
         team: clear_or(args.no_team, args.team),
@@ -288,5 +286,178 @@ mod tests {
             "tollgate", "keys", "create", "--name", "k", "--rpm", "-1",
         ]);
         assert!(negative.is_err());
+    }
+
+    /// The arguments a `tollgate keys …` command line parsed into.
+    fn keys_command(args: &[&str]) -> super::super::KeysCommand {
+        use clap::Parser;
+        let argv = ["tollgate", "keys"].iter().chain(args).copied();
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Keys(command) => command,
+            other => panic!("not keys: {other:?}"),
+        }
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        use clap::Parser;
+        let argv = ["tollgate"].iter().chain(args).copied();
+        super::super::Cli::try_parse_from(argv)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn keys_are_created_with_user_team_and_tpm_and_updated() {
+        let (_dir, store, catalog) = setup().await;
+        let super::super::KeysCommand::Create(args) = keys_command(&[
+            "create", "--name", "k", "--user", "alice", "--team", "ml", "--tpm", "0", "--quiet",
+        ]) else {
+            panic!("create");
+        };
+        create(&store, &catalog, &Clock::system(), args, &mut Vec::new())
+            .await
+            .unwrap();
+        let key = store.list_keys().await.unwrap().remove(0);
+        assert_eq!(
+            (
+                key.user.as_deref(),
+                key.team.as_deref(),
+                key.tokens_per_minute
+            ),
+            (Some("alice"), Some("ml"), Some(0))
+        );
+
+        let super::super::KeysCommand::Update(args) = keys_command(&[
+            "update",
+            &key.id,
+            "--rpm",
+            "12",
+            "--tpm",
+            "none",
+            "--no-team",
+            "--user",
+            "bob",
+            "--model-limit",
+            "m:5:none",
+        ]) else {
+            panic!("update");
+        };
+        let mut out = Vec::new();
+        update(&store, &catalog, args, &mut out).await.unwrap();
+        assert!(text(out).starts_with(&format!("Updated {}.", key.id)));
+        let grant = store
+            .key_grant_by_hash(&key.key_hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(grant.key.requests_per_minute, Some(12));
+        assert_eq!(grant.key.tokens_per_minute, None);
+        assert_eq!(
+            (grant.key.user.as_deref(), grant.key.team),
+            (Some("bob"), None)
+        );
+        let (models, _) = store.model_limits_and_budgets(&key.id, &[]).await.unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(
+            (models[0].model.as_str(), models[0].limits),
+            (
+                "m",
+                Limits {
+                    requests_per_minute: Some(5),
+                    tokens_per_minute: None
+                }
+            )
+        );
+        // Both parts `none` removes the model's limits.
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", &key.id, "--model-limit", "m:none:none"])
+        else {
+            panic!("update");
+        };
+        update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap();
+        let (models, _) = store.model_limits_and_budgets(&key.id, &[]).await.unwrap();
+        assert!(models.is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_updates_refuse_what_they_cannot_apply() {
+        let (_dir, store, catalog) = setup().await;
+        let super::super::KeysCommand::Update(args) = keys_command(&["update", "key_nope"]) else {
+            panic!("update");
+        };
+        let e = update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--rpm") && e.contains("--model-limit"), "{e}");
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", "key_nope", "--rpm", "1"])
+        else {
+            panic!("update");
+        };
+        let e = update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no key with id `key_nope`"), "{e}");
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", "key_nope", "--model-limit", "gpt-9:1:1"])
+        else {
+            panic!("update");
+        };
+        let e = update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gpt-9"), "{e}");
+        for (args, flag) in [
+            (&["keys", "update", "k", "--rpm", "many"][..], "--rpm"),
+            (&["keys", "update", "k", "--rpm", "4294967296"][..], "--rpm"),
+            (
+                &["keys", "update", "k", "--tpm", "9223372036854775808"][..],
+                "--tpm",
+            ),
+            (
+                &["keys", "update", "k", "--model-limit", "m:1"][..],
+                "--model-limit",
+            ),
+            (
+                &["keys", "update", "k", "--user", "a", "--no-user"][..],
+                "--no-user",
+            ),
+            (
+                &[
+                    "keys",
+                    "create",
+                    "--name",
+                    "k",
+                    "--tpm",
+                    "9223372036854775808",
+                ][..],
+                "--tpm",
+            ),
+        ] {
+            let e = parse_error(args);
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_model_limit_may_name_a_model_with_colons() {
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", "k", "--model-limit", "llama3:8b:none:1000"])
+        else {
+            panic!("update");
+        };
+        assert_eq!(
+            args.model_limits,
+            vec![super::super::ModelLimitArg {
+                model: "llama3:8b".into(),
+                rpm: None,
+                tpm: Some(1000),
+            }]
+        );
     }
 }

@@ -140,9 +140,7 @@ fn limit_arg(text: &str) -> Result<LimitArg, String> {
 fn rpm_arg(text: &str) -> Result<LimitArg, String> {
     let limit = limit_arg(text)?;
     match limit.0 {
-        Some(n) if u32::try_from(n).is_err() => {
-            Err(format!("`{text}` is more than {}", u32::MAX))
-        }
+        Some(n) if u32::try_from(n).is_err() => Err(format!("`{text}` is more than {}", u32::MAX)),
         _ => Ok(limit),
     }
 }
@@ -162,7 +160,9 @@ pub struct ModelLimitArg {
 fn model_limit_arg(text: &str) -> Result<ModelLimitArg, String> {
     let mut parts = text.rsplitn(3, ':');
     let (Some(tpm), Some(rpm), Some(model)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("`{text}` is not MODEL:RPM:TPM (e.g. gpt-4o:60:none)"));
+        return Err(format!(
+            "`{text}` is not MODEL:RPM:TPM (e.g. gpt-4o:60:none)"
+        ));
     };
     if model.is_empty() {
         return Err(format!("`{text}` names no model"));
@@ -371,9 +371,7 @@ pub async fn run(
                 }
                 KeysCommand::List(args) => keys::list(&store, &args, out).await,
                 KeysCommand::Revoke(args) => keys::revoke(&store, &clock, &args, out).await,
-                KeysCommand::Update(args) => {
-                    keys::update(&store, &config.catalog, args, out).await
-                }
+                KeysCommand::Update(args) => keys::update(&store, &config.catalog, args, out).await,
             }
         }
         Command::Users(UsersCommand::Limit(args)) => {

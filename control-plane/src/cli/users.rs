@@ -47,3 +47,68 @@ pub(super) async fn limit(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Limits;
+
+    fn args(argv: &[&str]) -> UserLimitArgs {
+        use clap::Parser;
+        let argv = ["tollgate", "users", "limit"].iter().chain(argv).copied();
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Users(super::super::UsersCommand::Limit(a)) => a,
+            other => panic!("not users limit: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn user_limits_are_set_merged_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let defaults = LimitSettings {
+            user_requests_per_minute: Some(40),
+            ..LimitSettings::default()
+        };
+        let mut out = Vec::new();
+        limit(&store, &defaults, &args(&["alice", "--tpm", "0"]), &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "User alice: rpm=40 (default) tpm=0. Gateways apply it within their key cache time.\n"
+        );
+        limit(
+            &store,
+            &defaults,
+            &args(&["alice", "--rpm", "7"]),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            store.user_limits("alice").await.unwrap(),
+            Limits {
+                requests_per_minute: Some(7),
+                tokens_per_minute: Some(0)
+            },
+            "a flag left out keeps the stored value"
+        );
+        limit(
+            &store,
+            &defaults,
+            &args(&["alice", "--rpm", "none", "--tpm", "none"]),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(store.user_limits("alice").await.unwrap(), Limits::default());
+        let e = limit(&store, &defaults, &args(&["alice"]), &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--rpm, --tpm"), "{e}");
+    }
+}

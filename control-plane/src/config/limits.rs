@@ -86,10 +86,12 @@ fn tpm(field: &str, value: Option<i64>) -> Result<Option<u64>, ConfigError> {
 
 /// A model's output cap as written at `field`: 1 or more.
 pub(super) fn max_output_tokens(field: &str, value: i64) -> Result<u64, ConfigError> {
-    u64::try_from(value)
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| field_error(field, "must be 1 or more (tokens one completion may produce)"))
+    u64::try_from(value).ok().filter(|n| *n > 0).ok_or_else(|| {
+        field_error(
+            field,
+            "must be 1 or more (tokens one completion may produce)",
+        )
+    })
 }
 
 /// Validates `[limits]`.
@@ -101,10 +103,7 @@ pub(super) fn validate(file: LimitsFile) -> Result<LimitSettings, ConfigError> {
             "limits.user_requests_per_minute",
             file.user_requests_per_minute,
         )?,
-        user_tokens_per_minute: tpm(
-            "limits.user_tokens_per_minute",
-            file.user_tokens_per_minute,
-        )?,
+        user_tokens_per_minute: tpm("limits.user_tokens_per_minute", file.user_tokens_per_minute)?,
         max_output_tokens: file
             .max_output_tokens
             .map(|n| max_output_tokens("limits.max_output_tokens", n))

@@ -225,11 +225,10 @@ impl Store {
 
     /// The budget with this id.
     pub async fn budget(&self, id: &str) -> Result<Option<BudgetRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, subject, period, limit_picos FROM budgets WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT id, subject, period, limit_picos FROM budgets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(budget_row).transpose()
     }
 
@@ -278,7 +277,12 @@ impl Store {
         };
         let window = budget.period.window(ask.now_ms);
         let expires_at_ms = ask.now_ms.saturating_add(ask.ttl_ms);
-        open_window(&mut *self.pool.acquire().await?, &budget.id, window.start_ms).await?;
+        open_window(
+            &mut *self.pool.acquire().await?,
+            &budget.id,
+            window.start_ms,
+        )
+        .await?;
 
         let mut tx = self.pool.begin().await?;
         // A top-up extends the lease first: once extended, a racing reclaim no longer
@@ -428,8 +432,8 @@ impl Store {
                 continue;
             };
             let budget_id: String = closed.try_get("budget_id")?;
-            let returned = money(&closed, "granted_picos")?
-                .saturating_sub(money(&closed, "used_picos")?);
+            let returned =
+                money(&closed, "granted_picos")?.saturating_sub(money(&closed, "used_picos")?);
             sqlx::query(&format!(
                 "UPDATE budget_windows SET leased_picos = {} \
                  WHERE budget_id = $2 AND window_start_ms = $3",
@@ -451,7 +455,10 @@ impl Store {
     }
 
     /// A lease's grant, use and state, for tests and inspection.
-    pub async fn lease_state(&self, lease_id: &str) -> Result<Option<(u64, u64, bool)>, StoreError> {
+    pub async fn lease_state(
+        &self,
+        lease_id: &str,
+    ) -> Result<Option<(u64, u64, bool)>, StoreError> {
         let row = sqlx::query(
             "SELECT granted_picos, used_picos, closed FROM budget_leases WHERE lease_id = $1",
         )
@@ -477,7 +484,8 @@ pub(super) async fn settle(
     conn: &mut AnyConnection,
     rows: &[&super::UsageRow],
 ) -> Result<(), StoreError> {
-    let charged: Vec<&super::UsageRow> = rows.iter().copied().filter(|r| r.cost_picos > 0).collect();
+    let charged: Vec<&super::UsageRow> =
+        rows.iter().copied().filter(|r| r.cost_picos > 0).collect();
     if charged.is_empty() {
         return Ok(());
     }

@@ -31,7 +31,13 @@ fn fresh(kind: &str) -> String {
     format!("{kind}:t{}", hex::encode(rand::random::<[u8; 8]>()))
 }
 
-fn ask<'a>(budget: &'a str, lease: Option<&'a str>, want: u64, need: u64, now: i64) -> LeaseAsk<'a> {
+fn ask<'a>(
+    budget: &'a str,
+    lease: Option<&'a str>,
+    want: u64,
+    need: u64,
+    now: i64,
+) -> LeaseAsk<'a> {
     LeaseAsk {
         budget_id: budget,
         holder: "envoy-a",
@@ -91,17 +97,33 @@ async fn grants_never_pass_the_limit(store: &Store) {
         .await
         .unwrap()
         .budget;
-    let a = granted(store.lease(ask(&budget.id, None, 600, 100, NOON)).await.unwrap());
-    assert_eq!((a.granted_picos, a.total_picos, a.available_picos), (600, 600, 400));
+    let a = granted(
+        store
+            .lease(ask(&budget.id, None, 600, 100, NOON))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (a.granted_picos, a.total_picos, a.available_picos),
+        (600, 600, 400)
+    );
     assert_eq!(a.expires_at_ms, NOON + TTL);
     assert_eq!(a.window_end_ms, Period::Day.window(NOON).end_ms);
     // Only 400 left: a want of 600 gets 400.
-    let b = granted(store.lease(ask(&budget.id, None, 600, 100, NOON)).await.unwrap());
+    let b = granted(
+        store
+            .lease(ask(&budget.id, None, 600, 100, NOON))
+            .await
+            .unwrap(),
+    );
     assert_eq!((b.granted_picos, b.available_picos), (400, 0));
     assert_ne!(a.lease_id, b.lease_id);
     // Nothing left: a need of 1 is refused, a renewal (need 0) gets 0.
     assert_eq!(
-        store.lease(ask(&budget.id, None, 10, 1, NOON)).await.unwrap(),
+        store
+            .lease(ask(&budget.id, None, 10, 1, NOON))
+            .await
+            .unwrap(),
         LeaseOutcome::Exhausted {
             available_picos: 0,
             window_end_ms: a.window_end_ms
@@ -115,16 +137,30 @@ async fn grants_never_pass_the_limit(store: &Store) {
     );
     assert_eq!((renewal.granted_picos, renewal.total_picos), (0, 600));
     let s = status(store, &budget.id, NOON).await;
-    assert_eq!((s.spent_picos, s.leased_picos, s.available_picos()), (0, 1_000, 0));
     assert_eq!(
-        store.lease(ask("bud_nope", None, 1, 1, NOON)).await.unwrap(),
+        (s.spent_picos, s.leased_picos, s.available_picos()),
+        (0, 1_000, 0)
+    );
+    assert_eq!(
+        store
+            .lease(ask("bud_nope", None, 1, 1, NOON))
+            .await
+            .unwrap(),
         LeaseOutcome::UnknownBudget
     );
     // Past the store's i64 columns: refused, never wrapped.
     let huge = store.lease(ask(&budget.id, None, u64::MAX, 1, NOON)).await;
-    assert!(matches!(huge, Err(StoreError::OutOfRange { .. })), "{huge:?}");
-    let huge = store.set_budget(&subject, Period::Day, u64::MAX, NOON).await;
-    assert!(matches!(huge, Err(StoreError::OutOfRange { .. })), "{huge:?}");
+    assert!(
+        matches!(huge, Err(StoreError::OutOfRange { .. })),
+        "{huge:?}"
+    );
+    let huge = store
+        .set_budget(&subject, Period::Day, u64::MAX, NOON)
+        .await;
+    assert!(
+        matches!(huge, Err(StoreError::OutOfRange { .. })),
+        "{huge:?}"
+    );
 }
 
 /// A top-up of an open lease keeps its id and extends it; a closed or expired one, or
@@ -135,10 +171,21 @@ async fn top_ups_extend_and_old_leases_are_replaced(store: &Store) {
         .await
         .unwrap()
         .budget;
-    let first = granted(store.lease(ask(&budget.id, None, 1_000, 1_000, NOON)).await.unwrap());
+    let first = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
     let topped = granted(
         store
-            .lease(ask(&budget.id, Some(&first.lease_id), 500, 500, NOON + 30_000))
+            .lease(ask(
+                &budget.id,
+                Some(&first.lease_id),
+                500,
+                500,
+                NOON + 30_000,
+            ))
             .await
             .unwrap(),
     );
@@ -170,7 +217,13 @@ async fn top_ups_extend_and_old_leases_are_replaced(store: &Store) {
     let tomorrow = NOON + DAY;
     let next = granted(
         store
-            .lease(ask(&budget.id, Some(&renewed.lease_id), 10_000, 10_000, tomorrow))
+            .lease(ask(
+                &budget.id,
+                Some(&renewed.lease_id),
+                10_000,
+                10_000,
+                tomorrow,
+            ))
             .await
             .unwrap(),
     );
@@ -197,7 +250,12 @@ async fn settlement_arithmetic(store: &Store) {
         .unwrap()
         .budget;
     let user = user_budget.subject.trim_start_matches("user:").to_owned();
-    let lease = granted(store.lease(ask(&budget.id, None, 1_000, 1_000, NOON)).await.unwrap());
+    let lease = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
     let mut first = usage(&fresh("r"), &key_id, 300, NOON, &[&lease.lease_id]);
     first.user = Some(user.clone());
     assert_eq!(store.insert_usage(&[first.clone()]).await.unwrap(), 1);
@@ -258,7 +316,11 @@ async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
     let key_id = budget.subject.trim_start_matches("key:").to_owned();
     let mut leases = Vec::new();
     for i in 0..20 {
-        leases.push(granted(a.lease(ask(&budget.id, None, 1_000, 1_000, NOON + i)).await.unwrap()));
+        leases.push(granted(
+            a.lease(ask(&budget.id, None, 1_000, 1_000, NOON + i))
+                .await
+                .unwrap(),
+        ));
     }
     // Half the leases had one call costing 250.
     let rows: Vec<UsageRow> = leases
@@ -268,9 +330,16 @@ async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
         .collect();
     a.insert_usage(&rows).await.unwrap();
     let before = status(a, &budget.id, NOON).await;
-    assert_eq!((before.spent_picos, before.leased_picos), (2_500, 20_000 - 2_500));
+    assert_eq!(
+        (before.spent_picos, before.leased_picos),
+        (2_500, 20_000 - 2_500)
+    );
     // A late lease, still within its grace at the sweep, stays open.
-    let late = granted(a.lease(ask(&budget.id, None, 1_000, 1_000, NOON + 10 * TTL)).await.unwrap());
+    let late = granted(
+        a.lease(ask(&budget.id, None, 1_000, 1_000, NOON + 10 * TTL))
+            .await
+            .unwrap(),
+    );
     let cutoff = NOON + TTL + 100;
     let (ra, rb) = tokio::join!(a.reclaim_expired(cutoff), b.reclaim_expired(cutoff));
     // Other tests' leases on the same database may be swept too: only this budget's count.
@@ -288,7 +357,10 @@ async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
     assert_eq!(returned, 10 * 1_000 + 10 * 750);
     let after = status(a, &budget.id, NOON).await;
     assert_eq!((after.spent_picos, after.leased_picos), (2_500, 1_000));
-    assert_eq!(a.lease_state(&late.lease_id).await.unwrap(), Some((1_000, 0, false)));
+    assert_eq!(
+        a.lease_state(&late.lease_id).await.unwrap(),
+        Some((1_000, 0, false))
+    );
     // Sweeping again returns nothing more.
     assert!(
         b.reclaim_expired(cutoff)
@@ -307,13 +379,22 @@ async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
 /// Deleting a budget removes it, its windows and its leases.
 async fn budgets_are_set_changed_and_deleted(store: &Store) {
     let subject = fresh("user");
-    let created = store.set_budget(&subject, Period::Day, 7, NOON).await.unwrap();
+    let created = store
+        .set_budget(&subject, Period::Day, 7, NOON)
+        .await
+        .unwrap();
     assert!(created.created);
-    let changed = store.set_budget(&subject, Period::Day, 9, NOON).await.unwrap();
+    let changed = store
+        .set_budget(&subject, Period::Day, 9, NOON)
+        .await
+        .unwrap();
     assert!(!changed.created);
     assert_eq!(changed.budget.id, created.budget.id);
     assert_eq!(changed.budget.limit_picos, 9);
-    let other_period = store.set_budget(&subject, Period::Total, 9, NOON).await.unwrap();
+    let other_period = store
+        .set_budget(&subject, Period::Total, 9, NOON)
+        .await
+        .unwrap();
     assert_ne!(other_period.budget.id, created.budget.id);
     assert!(store.delete_budget(&created.budget.id).await.unwrap());
     assert!(!store.delete_budget(&created.budget.id).await.unwrap());
