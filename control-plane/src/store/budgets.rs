@@ -593,14 +593,14 @@ pub(super) async fn settle(
     Ok(())
 }
 
-/// `(?, ?, …)` placeholders `$from..$from+n`.
+/// `n` placeholders from `$from`: `$from, $from+1, …`.
 fn placeholders(from: usize, n: usize) -> String {
     let list: Vec<String> = (from..from + n).map(|i| format!("${i}")).collect();
     list.join(", ")
 }
 
 /// The budgets of these subjects.
-pub(super) async fn budgets_of(
+async fn budgets_of(
     conn: &mut AnyConnection,
     subjects: &[String],
 ) -> Result<Vec<BudgetRow>, StoreError> {
