@@ -145,10 +145,22 @@ def envoy_stack(workdir: Path, provider_port: int, with_filter: bool, args, sett
                  helper_cpus=None if args.no_pin else "1")
 
 
+# Limits and budgets so large the load never reaches them: every call is still taken from
+# the key's and its user's request and token windows and held against both budgets.
+LIMITED_KEY = ["--rpm", "4000000000", "--tpm", "1000000000000", "--user", "bench-user"]
+LIMITED_USER = ["users", "limit", "bench-user", "--rpm", "4000000000", "--tpm", "1000000000000"]
+
+
 def run_envoy_case(name: str, tmp: Path, provider: Provider_, with_filter: bool, args,
-                   settings: dict | None = None) -> tuple[Case, Stack]:
+                   settings: dict | None = None, limited: bool = False) -> tuple[Case, Stack]:
     stack = envoy_stack(tmp / name, provider.port, with_filter, args, settings).start()
-    key = stack.create_key("bench")
+    if limited:
+        key = stack.cli("keys", "create", "--name", "bench", "--quiet", *LIMITED_KEY).strip()
+        stack.cli(*LIMITED_USER)
+        stack.cli("budgets", "set", "--key", stack.key_id("bench"), "--period", "month", "--usd", "1000000")
+        stack.cli("budgets", "set", "--user", "bench-user", "--period", "day", "--usd", "1000000")
+    else:
+        key = stack.create_key("bench")
     return Case(name, stack.gateway_url, key, stack.pid("envoy")), stack
 
 
@@ -341,6 +353,9 @@ def main() -> None:
     ap.add_argument("--litellm", action="store_true", help="also measure LiteLLM's proxy")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     ap.add_argument("--write", action="store_true", help="write the results to BENCHMARKS.md")
+    ap.add_argument("--quick", action="store_true",
+                    help="only the throughput table without the counting build (no streams, start-up, "
+                         "tokenizer, soak or ingest): a same-sitting ratio in about a minute")
     args = ap.parse_args()
     if not OHA.exists():
         sys.exit(f"{OHA} not found: run ./dev bench, which installs it")
@@ -357,16 +372,22 @@ def main() -> None:
         floor = Case("provider alone", f"http://127.0.0.1:{provider.port}", "none", provider.proc.pid)
         results.append(measure(floor, args))
         print(f"measured {floor.name}", flush=True)
-        for name, with_filter, settings in [("bare envoy", False, None), ("envoy+tollgate", True, None),
-                                            ("envoy+tollgate+count", True, {"count_prompt_tokens": True})]:
+        cases = [("bare envoy", False, None, False), ("envoy+tollgate", True, None, False),
+                 ("envoy+tollgate+limits", True, None, True),
+                 ("envoy+tollgate+count", True, {"count_prompt_tokens": True}, False)]
+        if args.quick:
+            cases = [c for c in cases if c[0] != "envoy+tollgate+count"]
+        for name, with_filter, settings, limited in cases:
             case, stack = run_envoy_case(name.replace("+", "-").replace(" ", "-"), tmp, provider, with_filter,
-                                         args, settings)
+                                         args, settings, limited)
             case.name = name
             try:
                 results.append(measure(case, args))
-                if with_filter and settings is None or not with_filter:
+                if args.quick:
+                    continue
+                if (with_filter and settings is None or not with_filter) and not limited:
                     extra.setdefault("stream", {})[name] = stream_load(case, args)
-                if with_filter and settings is None:
+                if with_filter and settings is None and not limited:
                     port = int(case.url.rsplit(":", 1)[1])
                     extra["held"] = asyncio.run(hold_streams(port, case.key, args.streams, "slow=50"))
             finally:
@@ -382,18 +403,21 @@ def main() -> None:
                     proc.terminate()
                     proc.wait(timeout=30)
                 print("measured litellm", flush=True)
-        extra["ready"] = ready_time(tmp, provider, args)
-        extra["tokenizer"] = tokenizer_costs(tmp, provider, args)
-        extra["rss2"] = two_workers_rss(tmp, provider, args)
-        if args.soak:
-            extra["soak"] = soak(tmp, provider, args)
-            print("soak done", flush=True)
-        extra["ingest"] = ingest()
+        if not args.quick:
+            extra["ready"] = ready_time(tmp, provider, args)
+            extra["tokenizer"] = tokenizer_costs(tmp, provider, args)
+            extra["rss2"] = two_workers_rss(tmp, provider, args)
+            if args.soak:
+                extra["soak"] = soak(tmp, provider, args)
+                print("soak done", flush=True)
+            extra["ingest"] = ingest()
     finally:
         provider.stop()
     report = render(results, extra, info, args)
     print("\n" + report)
-    if args.write:
+    if args.write and args.quick:
+        print("not written: --quick leaves most of BENCHMARKS.md out")
+    elif args.write:
         (ROOT / "BENCHMARKS.md").write_text(report)
         print("written to BENCHMARKS.md")
 
@@ -444,6 +468,8 @@ def render(results: list[Case], extra: dict, info: dict, args) -> str:
         ok, failed, secs = extra["held"]
         lines.append(f"- {ok + failed} concurrent streams (50 ms between events) held through Tollgate: "
                      f"{ok} completed, {failed} failed, in {secs:.1f} s")
+    if "ready" not in extra:
+        return "\n".join(lines)
     lines += ["", "## Start-up and memory", "",
               f"- Envoy ready with the filter (median of 3 starts): {extra['ready']:.3f} s",
               f"- Envoy with 2 workers after {args.duration:g} s of load: RSS {extra['rss2'][0]:.1f} MiB "
