@@ -134,7 +134,10 @@ impl Decision {
         let mut headers = vec![
             (limit, quota.limit.to_string()),
             (remaining, quota.remaining.to_string()),
-            (reset, openai_duration(Duration::from_millis(quota.reset_ms))),
+            (
+                reset,
+                openai_duration(Duration::from_millis(quota.reset_ms)),
+            ),
         ];
         if let Decision::Refuse { retry_after_ms, .. } = self {
             headers.push(("retry-after", retry_after_secs(*retry_after_ms).to_string()));
@@ -278,6 +281,29 @@ impl Window {
         }
         Some(window)
     }
+}
+
+/// The subject a client address is braked under, from Envoy's `source.address` (`ip:port`,
+/// `[ipv6]:port`, or a bare address): an IPv4 address whole, an IPv6 one by its /64, the
+/// block one subscriber is given, so an attacker cannot step through addresses of its own
+/// block (and fill shared data) to escape the brake. `None` if it is not an address.
+pub fn address_subject(source: &str) -> Option<String> {
+    use std::net::{IpAddr, SocketAddr};
+    let ip = source
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| source.parse::<IpAddr>())
+        .ok()?;
+    Some(match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    })
 }
 
 /// Where slot `slot` lives in the ring.
@@ -543,6 +569,29 @@ mod tests {
     }
 
     #[test]
+    fn addresses_lose_their_port_and_ipv6_counts_per_64() {
+        assert_eq!(
+            address_subject("10.1.2.3:5555").as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(address_subject("10.1.2.3").as_deref(), Some("10.1.2.3"));
+        assert_eq!(
+            address_subject("[2001:db8:1:2:3:4:5:6]:443").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            address_subject("2001:db8:1:2:ffff::1").as_deref(),
+            Some("2001:db8:1:2::/64")
+        );
+        assert_eq!(
+            address_subject("[::ffff:10.0.0.1]:80").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(address_subject("envoy_internal"), None);
+        assert_eq!(address_subject(""), None);
+    }
+
+    #[test]
     fn retry_after_rounds_up() {
         assert_eq!(retry_after_secs(0), 0);
         assert_eq!(retry_after_secs(1), 1);
@@ -599,7 +648,12 @@ mod tests {
                     .map(|(step, hold, used, reports_after)| {
                         t += step;
                         let used = if honest { used.min(hold) } else { used };
-                        Call { at: t, hold, used, reports_after }
+                        Call {
+                            at: t,
+                            hold,
+                            used,
+                            reports_after,
+                        }
                     })
                     .collect()
             },
@@ -614,7 +668,10 @@ mod tests {
         let mut pending: Vec<Call> = Vec::new();
         for call in calls {
             pending.sort_by_key(|c| c.at + c.reports_after);
-            while pending.first().is_some_and(|c| c.at + c.reports_after <= call.at) {
+            while pending
+                .first()
+                .is_some_and(|c| c.at + c.reports_after <= call.at)
+            {
                 let c = pending.remove(0);
                 w.settle(c.at, c.hold, c.used, c.at + c.reports_after);
             }

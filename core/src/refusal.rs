@@ -481,7 +481,10 @@ mod tests {
         assert!(message.starts_with("Rate limit reached"), "{message}");
         assert!(message.contains("Limit 10"), "{message}");
         assert!(message.ends_with("try again in 6s."), "{message}");
-        assert!(message.contains("for this API key on requests"), "{message}");
+        assert!(
+            message.contains("for this API key on requests"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -503,7 +506,10 @@ mod tests {
              Requested 300. Please try again in 1.5s."
         );
         let too_large = refusal(1_001).to_string();
-        assert!(too_large.starts_with("Request too large for user `alice`"), "{too_large}");
+        assert!(
+            too_large.starts_with("Request too large for user `alice`"),
+            "{too_large}"
+        );
     }
 
     #[test]
