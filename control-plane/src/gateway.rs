@@ -277,6 +277,8 @@ impl Gateway for GatewayService {
                     key_id: k.id,
                     allowed_models: k.models,
                     requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
+                    // Keys have no own token limit yet: the config's default.
+                    tokens_per_minute: self.limits.tokens_per_minute(None),
                     ..KeyGrant::default()
                 };
                 (state, grant)

@@ -71,6 +71,8 @@ impl Default for GatewayFile {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct LimitsFile {
     pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub failed_auths_per_minute_per_ip: Option<i64>,
 }
 
 /// One `[[providers]]` entry.
