@@ -780,11 +780,13 @@ mod tests {
             let mut w = Window::default();
             let first = w.take(u64::MAX, a, t);
             prop_assert!(admitted(first));
-            let second = w.take(u64::MAX, b, t);
-            prop_assert_eq!(admitted(second), a.checked_add(b).is_some());
+            let second = admitted(w.take(u64::MAX, b, t));
+            prop_assert_eq!(second, a.checked_add(b).is_some());
             w.settle(t, a, c, t);
+            let others = if second { b } else { 0 };
+            prop_assert_eq!(w.used(), c.saturating_add(others));
             let q = w.peek(u64::MAX, 0, t).quota();
-            prop_assert!(q.remaining <= u64::MAX);
+            prop_assert_eq!(q.remaining, u64::MAX - c.saturating_add(others));
             let round_trip = Window::from_bytes(&w.to_bytes());
             prop_assert_eq!(round_trip, Some(w));
         }

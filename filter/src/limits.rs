@@ -198,7 +198,13 @@ pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) ->
         if let Decision::Refuse { retry_after_ms, .. } = decision {
             for t in &taken {
                 settle_one(host, t, 0, now_ms);
-                quotas.give_back(t.measure, t.held);
+            }
+            // Every window of a kind took the same amount, so the tightest of each kind
+            // taken gets exactly that back.
+            for measure in [Measure::Requests, Measure::Tokens] {
+                if let Some(t) = taken.iter().find(|t| t.measure == measure) {
+                    quotas.give_back(measure, t.held);
+                }
             }
             return Taking {
                 quotas,
@@ -506,7 +512,11 @@ mod tests {
     #[test]
     fn a_refused_window_gives_back_what_the_others_took() {
         let host = MockHost::new();
-        let g = grant(Some(10), Some(1_000), vec![model_limit("m", 100)]);
+        let g = grant(
+            Some(10),
+            Some(1_000),
+            vec![model_limit("m", 100), user_limit(Some(20), None)],
+        );
         let limits = Limit::of_grant(&g, "m");
         let taking = take_all(&host, &limits, 150, 0);
         let refusal = taking
@@ -522,6 +532,7 @@ mod tests {
             }
         );
         assert_eq!(remaining(&host, Measure::Requests, "key:k", 10, 0), 10);
+        assert_eq!(remaining(&host, Measure::Requests, "user:alice", 20, 0), 20);
         assert_eq!(remaining(&host, Measure::Tokens, "key:k", 1_000, 0), 1_000);
         // The headers say where the limits stand without the refused call.
         let headers = taking.quotas.headers();
