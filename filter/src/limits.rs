@@ -355,11 +355,19 @@ impl Brake {
         })
     }
 
-    /// Why a call from this address is refused now, if it is.
-    pub fn check(&self, host: &impl Host, now_ms: u64) -> Option<(Refusal, Decision)> {
+    /// Why a call from this address is refused now, if it is, and its `retry-after`.
+    pub fn check(
+        &self,
+        host: &impl Host,
+        now_ms: u64,
+    ) -> Option<(Refusal, Vec<(&'static str, String)>)> {
         match peek(host, &self.window, self.per_minute, now_ms) {
-            d @ Decision::Refuse { retry_after_ms, .. } => {
-                Some((Refusal::FailedAuthentications { retry_after_ms }, d))
+            Decision::Refuse { retry_after_ms, .. } => {
+                let secs = tollgate_core::limits::retry_after_secs(retry_after_ms);
+                Some((
+                    Refusal::FailedAuthentications { retry_after_ms },
+                    vec![("retry-after", secs.to_string())],
+                ))
             }
             Decision::Admit(_) => None,
         }
@@ -631,14 +639,14 @@ mod tests {
         assert!(brake.check(&host, 0).is_none());
         brake.count_failure(&host, 0);
         brake.count_failure(&host, 500);
-        let (refusal, decision) = brake.check(&host, 1_000).expect("braked");
+        let (refusal, headers) = brake.check(&host, 1_000).expect("braked");
         assert_eq!(
             refusal,
             Refusal::FailedAuthentications {
                 retry_after_ms: 60_000
             }
         );
-        assert!(!admits(decision));
+        assert_eq!(headers, [("retry-after", "60".to_owned())]);
         assert!(other.check(&host, 1_000).is_none());
         // Another port of the same address is the same client.
         let same = Brake::of_source(Some(b"10.0.0.9:1"), 2).expect("an address");

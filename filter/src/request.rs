@@ -196,14 +196,9 @@ impl<H: Host> Request<H> {
         let source = self.host.property(&["source", "address"]);
         let per_minute = self.shared.settings.failed_auths_per_minute_per_ip;
         self.brake = Brake::of_source(source.as_deref(), per_minute);
-        if let Some((refusal, decision)) =
-            self.brake.as_ref().and_then(|b| b.check(&self.host, now))
+        if let Some((refusal, headers)) = self.brake.as_ref().and_then(|b| b.check(&self.host, now))
         {
-            self.rate_headers = decision
-                .response_headers(tollgate_core::limits::Measure::Requests)
-                .into_iter()
-                .filter(|(name, _)| *name == "retry-after")
-                .collect();
+            self.rate_headers = headers;
             // Its refusal is not one more failure: a braked address only drains.
             self.brake = None;
             return Err(refusal);
