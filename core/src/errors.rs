@@ -21,6 +21,8 @@ pub enum ErrorKind {
     RateLimitError,
     /// A requests-per-minute limit was hit: OpenAI's own `type` for it.
     Requests,
+    /// A tokens-per-minute limit was hit: OpenAI's own `type` for it.
+    Tokens,
     /// The gateway or the provider failed.
     ApiError,
 }

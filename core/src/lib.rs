@@ -8,6 +8,7 @@ pub mod anthropic;
 pub mod endpoints;
 pub mod errors;
 pub mod headers;
+pub mod hold;
 pub mod inflight;
 pub mod json_scan;
 pub mod keys;

@@ -94,16 +94,44 @@ pub enum Refusal {
         /// The method and path, and what is served.
         message: String,
     },
-    /// The key used up its requests per minute.
+    /// A requests-per-minute limit is used up.
     #[error(
-        "Rate limit reached for this API key on requests per min (RPM): Limit {limit}, \
+        "Rate limit reached for {subject} on requests per min (RPM): Limit {limit}, \
          Requested 1. Please try again in {}.",
         crate::limits::openai_duration(std::time::Duration::from_millis(*retry_after_ms))
     )]
     RequestsPerMinute {
-        /// The key's limit.
-        limit: u32,
+        /// Whose limit, as a phrase: "this API key", "user `alice`", ...
+        subject: String,
+        /// The limit.
+        limit: u64,
         /// How long until a request is free again.
+        retry_after_ms: u64,
+    },
+    /// A tokens-per-minute limit cannot hold the call's tokens (prompt + capped output).
+    #[error(
+        "{}",
+        tokens_message(subject, *limit, *requested, *retry_after_ms)
+    )]
+    TokensPerMinute {
+        /// Whose limit, as a phrase: "this API key", "user `alice`", ...
+        subject: String,
+        /// The limit.
+        limit: u64,
+        /// The tokens the call holds: its prompt and its capped output.
+        requested: u64,
+        /// How long until that many tokens are free again.
+        retry_after_ms: u64,
+    },
+    /// Too many calls from the client's address failed to authenticate: every call from it
+    /// is refused for a while, before its key is looked at (a brute-force brake).
+    #[error(
+        "Too many requests with missing or invalid API keys from your address. Please try \
+         again in {}.",
+        crate::limits::openai_duration(std::time::Duration::from_millis(*retry_after_ms))
+    )]
+    FailedAuthentications {
+        /// How long until the address may try again.
         retry_after_ms: u64,
     },
     /// The endpoint exists but not with this method.
@@ -112,6 +140,22 @@ pub enum Refusal {
         /// The method, path and the method to use.
         message: String,
     },
+}
+
+/// OpenAI's message for a token limit, and its own for a call larger than the limit.
+fn tokens_message(subject: &str, limit: u64, requested: u64, retry_after_ms: u64) -> String {
+    if requested > limit {
+        return format!(
+            "Request too large for {subject} on tokens per min (TPM): Limit {limit}, \
+             Requested {requested}. The input or output tokens (`max_tokens`) must be reduced \
+             in order to run successfully."
+        );
+    }
+    format!(
+        "Rate limit reached for {subject} on tokens per min (TPM): Limit {limit}, Requested \
+         {requested}. Please try again in {}.",
+        crate::limits::openai_duration(std::time::Duration::from_millis(retry_after_ms))
+    )
 }
 
 impl Refusal {
@@ -136,7 +180,10 @@ impl Refusal {
             Refusal::EndpointNotSupported { .. } => "endpoint_not_supported",
             Refusal::EndpointNotFound { .. } => "unknown_url",
             Refusal::MethodNotAllowed { .. } => "method_not_allowed",
-            Refusal::RequestsPerMinute { .. } => "rate_limit_exceeded",
+            // OpenAI's one code for every rate limit; the `type` tells them apart.
+            Refusal::RequestsPerMinute { .. }
+            | Refusal::TokensPerMinute { .. }
+            | Refusal::FailedAuthentications { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -161,7 +208,10 @@ impl Refusal {
             Refusal::NotAdmitted => (500, ErrorKind::ApiError),
             Refusal::MisconfiguredProvider => (502, ErrorKind::ApiError),
             Refusal::ControlPlaneUnavailable | Refusal::Overloaded => (503, ErrorKind::ApiError),
-            Refusal::RequestsPerMinute { .. } => (429, ErrorKind::Requests),
+            Refusal::RequestsPerMinute { .. } | Refusal::FailedAuthentications { .. } => {
+                (429, ErrorKind::Requests)
+            }
+            Refusal::TokensPerMinute { .. } => (429, ErrorKind::Tokens),
         }
     }
 
@@ -277,9 +327,17 @@ mod tests {
             Refusal::EndpointNotFound { message: s() },
             Refusal::MethodNotAllowed { message: s() },
             Refusal::RequestsPerMinute {
+                subject: s(),
                 limit: 1,
                 retry_after_ms: 1,
             },
+            Refusal::TokensPerMinute {
+                subject: s(),
+                limit: 1,
+                requested: 1,
+                retry_after_ms: 1,
+            },
+            Refusal::FailedAuthentications { retry_after_ms: 1 },
         ]
     }
 
@@ -304,7 +362,9 @@ mod tests {
             | Refusal::EndpointNotSupported { .. }
             | Refusal::EndpointNotFound { .. }
             | Refusal::MethodNotAllowed { .. }
-            | Refusal::RequestsPerMinute { .. } => {}
+            | Refusal::RequestsPerMinute { .. }
+            | Refusal::TokensPerMinute { .. }
+            | Refusal::FailedAuthentications { .. } => {}
         }
     }
 
@@ -315,7 +375,11 @@ mod tests {
         for r in &all {
             listed(r);
             let code = r.code();
-            assert!(codes.insert(code), "code {code} used twice");
+            // Rate limits share OpenAI's one code; their `type` tells them apart.
+            assert!(
+                codes.insert(code) || code == "rate_limit_exceeded",
+                "code {code} used twice"
+            );
             assert!(
                 !code.is_empty()
                     && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
@@ -339,6 +403,7 @@ mod tests {
             let expected = match e.status {
                 401 => "authentication_error",
                 403 => "permission_error",
+                429 if matches!(r, Refusal::TokensPerMinute { .. }) => "tokens",
                 429 => "requests",
                 400..=499 => "invalid_request_error",
                 _ => "api_error",
@@ -346,6 +411,7 @@ mod tests {
             assert_eq!(kind, expected, "{code}");
         }
         assert_eq!(codes.len(), 19);
+        assert_eq!(all.len(), 21);
     }
 
     #[test]
@@ -402,6 +468,7 @@ mod tests {
     #[test]
     fn a_spent_rate_limit_reads_as_openais_429() {
         let e = Refusal::RequestsPerMinute {
+            subject: "this API key".into(),
             limit: 10,
             retry_after_ms: 6_000,
         }
@@ -414,6 +481,45 @@ mod tests {
         assert!(message.starts_with("Rate limit reached"), "{message}");
         assert!(message.contains("Limit 10"), "{message}");
         assert!(message.ends_with("try again in 6s."), "{message}");
+        assert!(
+            message.contains("for this API key on requests"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_spent_token_limit_reads_as_openais_429_of_type_tokens() {
+        let refusal = |requested| Refusal::TokensPerMinute {
+            subject: "user `alice`".into(),
+            limit: 1_000,
+            requested,
+            retry_after_ms: 1_500,
+        };
+        let e = refusal(300).to_error();
+        assert_eq!(e.status, 429);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "tokens");
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(
+            v["error"]["message"],
+            "Rate limit reached for user `alice` on tokens per min (TPM): Limit 1000, \
+             Requested 300. Please try again in 1.5s."
+        );
+        let too_large = refusal(1_001).to_string();
+        assert!(
+            too_large.starts_with("Request too large for user `alice`"),
+            "{too_large}"
+        );
+    }
+
+    #[test]
+    fn the_failed_auth_brake_is_a_429_with_the_rate_limit_code() {
+        let e = Refusal::FailedAuthentications {
+            retry_after_ms: 30_000,
+        }
+        .to_error();
+        assert_eq!((e.status, e.code), (429, Some("rate_limit_exceeded")));
+        assert!(e.message.ends_with("try again in 30s."), "{}", e.message);
     }
 
     #[test]

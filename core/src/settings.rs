@@ -65,6 +65,13 @@ pub struct FilterSettings {
     /// the tokenizer, ~40 MiB per worker, and costs CPU per request). Off: prompts are only
     /// counted when a provider reports no usage.
     pub count_prompt_tokens: bool,
+    /// Calls with a missing, unknown or revoked key one client address may make in any
+    /// minute; past it every call from that address gets a 429 before its key is looked
+    /// up (IPv6 addresses count per /64). At least 1.
+    pub failed_auths_per_minute_per_ip: u32,
+    /// The output cap of a token hold for a route whose price names none (the control
+    /// plane sends the model's own; this stands in for an older one). At least 1.
+    pub default_max_output_tokens: u64,
 }
 
 impl Default for FilterSettings {
@@ -83,6 +90,8 @@ impl Default for FilterSettings {
             usage_buffer_bytes: 32 << 20,
             max_inflight_bytes: 256 << 20,
             count_prompt_tokens: false,
+            failed_auths_per_minute_per_ip: 30,
+            default_max_output_tokens: 32_768,
         }
     }
 }
@@ -175,6 +184,15 @@ impl FilterSettings {
                 "usage_buffer_bytes",
                 "must be between 1048576 (1 MiB) and 536870912 (512 MiB)",
             );
+        }
+        if self.failed_auths_per_minute_per_ip == 0 {
+            return field(
+                "failed_auths_per_minute_per_ip",
+                "must be at least 1 (0 would refuse every address)",
+            );
+        }
+        if self.default_max_output_tokens == 0 {
+            return field("default_max_output_tokens", "must be at least 1");
         }
         Ok(())
     }
@@ -279,6 +297,14 @@ mod tests {
         ] {
             let e = FilterSettings::from_json(&with_token(json)).unwrap_err();
             assert!(e.to_string().contains("max_inflight_bytes"), "{json}: {e}");
+        }
+        for json in [
+            r#"{"failed_auths_per_minute_per_ip": 0}"#,
+            r#"{"default_max_output_tokens": 0}"#,
+        ] {
+            let e = FilterSettings::from_json(&with_token(json)).unwrap_err();
+            let field = json.split('"').nth(1).unwrap_or_default();
+            assert!(e.to_string().contains(field), "{json}: {e}");
         }
         let e = FilterSettings::from_json(&with_token(r#"{"max_body_bytes": 0}"#)).unwrap_err();
         assert!(e.to_string().contains("max_body_bytes"), "{e}");

@@ -19,6 +19,12 @@ pub struct RequestInfo {
     pub include_usage: bool,
     /// `n`, the number of choices asked for (1 when absent).
     pub n: u64,
+    /// The output cap the client asked for (`max_tokens`, `max_completion_tokens` or
+    /// `max_output_tokens`; the largest when several are sent, since the provider honours
+    /// one of them and an upper bound must cover whichever it is).
+    pub max_output: Option<u64>,
+    /// The endpoint answers with generated tokens (false for embeddings).
+    pub generates: bool,
 }
 
 /// A valid request: what the gateway needs to know, and the parsed body to rewrite it.
@@ -123,6 +129,10 @@ pub fn request(
         Some(_) => return Err(invalid_type("stream_options", "an object")),
     };
     let n = obj.get("n").and_then(Value::as_u64).unwrap_or(1);
+    let max_output = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .filter_map(|k| obj.get(*k).and_then(Value::as_u64))
+        .max();
 
     Ok(ValidRequest {
         info: RequestInfo {
@@ -130,6 +140,8 @@ pub fn request(
             stream,
             include_usage,
             n,
+            max_output,
+            generates: *endpoint != Endpoint::Embeddings,
         },
         body: obj,
     })
@@ -339,6 +351,31 @@ mod tests {
         assert_eq!(r.model, "gpt-4o-mini");
         assert!(!r.stream);
         assert!(!r.include_usage);
+        assert_eq!(r.max_output, None);
+        assert!(r.generates);
+    }
+
+    #[test]
+    fn the_output_cap_is_the_largest_of_the_fields_sent() {
+        let r = ok(r#"{"model":"m","max_tokens":50,"max_completion_tokens":70,
+                "messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(r.max_output, Some(70));
+        let r = request(
+            &Endpoint::Responses,
+            br#"{"model":"m","input":"hi","max_output_tokens":9}"#,
+            LIMIT,
+        )
+        .expect("valid request")
+        .info;
+        assert_eq!(r.max_output, Some(9));
+        let r = request(
+            &Endpoint::Embeddings,
+            br#"{"model":"m","input":"hi"}"#,
+            LIMIT,
+        )
+        .expect("valid request")
+        .info;
+        assert!(!r.generates);
     }
 
     #[test]

@@ -1,30 +1,301 @@
-//! Per-key request limits kept in Envoy's shared data, so every worker of one Envoy draws
-//! from the same window: each take is one compare-and-swap write ([`cache::update`]).
+//! Rate limits kept in Envoy's shared data, so every worker of one Envoy draws from the
+//! same windows: each take or settlement is one compare-and-swap write
+//! ([`cache::update`]).
+//!
+//! A call is taken from every window that applies to it ([`Limit::of_grant`]): its key's
+//! requests and tokens, its user's, its key's for its model. All or nothing: when one
+//! window refuses, what the others gave this call is given back, so a refused call costs
+//! no limit anything. Token takes are holds (prompt + capped output, tollgate-core
+//! `hold`), settled to the call's real usage when it ends.
 
 use crate::cache;
 use crate::host::Host;
-use tollgate_core::limits::{Decision, Quota, Window};
+use tollgate_core::limits::{Decision, Measure, Quota, Window, address_subject};
+use tollgate_core::refusal::Refusal;
+use tollgate_proto::v1::{KeyGrant, UsageRecord};
 
 /// How long a client is told to wait when the window could not be updated.
 const CONTENDED_RETRY_MS: u64 = 1_000;
 
-/// The shared-data key of a key's requests-per-minute window. `v1`: the layout of
-/// [`Window::to_bytes`]; a new layout takes a new key, since shared data outlives a VM.
-fn window_key(key_id: &str) -> String {
-    format!("tg:v1:rpm:{key_id}")
+/// The shared-data key of one window. `v2`: the layout of [`Window::to_bytes`]; a new
+/// layout takes a new key, since shared data outlives a VM.
+fn window_key(measure: Measure, subject: &str) -> String {
+    format!("tg:v2:{}:{subject}", measure.name())
 }
 
-/// Takes one request from `key_id`'s window of `limit` per minute at `now_ms`. Fails
+/// One window a call is taken from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// The shared-data key of its window.
+    window: String,
+    /// Whose limit, as refusals name it.
+    phrase: String,
+    /// What it counts.
+    measure: Measure,
+    /// Its limit per minute (0: every call refused).
+    per_minute: u64,
+}
+
+impl Limit {
+    /// Every window a call of `grant` to `model` is taken from: the key's own (unset:
+    /// unlimited), then each of the grant's rate limits, a per-model one only for its
+    /// model. Requests come first, so a call refused for tokens has its request given back.
+    pub fn of_grant(grant: &KeyGrant, model: &str) -> Vec<Limit> {
+        let mut limits = Vec::new();
+        let key_subject = format!("key:{}", grant.key_id);
+        let mut push = |subject: &str, phrase: &str, rpm: Option<u32>, tpm: Option<u64>| {
+            for (measure, per_minute) in [
+                (Measure::Requests, rpm.map(u64::from)),
+                (Measure::Tokens, tpm),
+            ] {
+                if let Some(per_minute) = per_minute {
+                    limits.push(Limit {
+                        window: window_key(measure, subject),
+                        phrase: phrase.to_owned(),
+                        measure,
+                        per_minute,
+                    });
+                }
+            }
+        };
+        push(
+            &key_subject,
+            "this API key",
+            grant.requests_per_minute,
+            grant.tokens_per_minute,
+        );
+        for limit in &grant.rate_limits {
+            if !limit.model.is_empty() && limit.model != model {
+                continue;
+            }
+            let phrase = match limit.subject.split_once(':') {
+                Some(("user", name)) => format!("user `{name}`"),
+                _ if !limit.model.is_empty() => format!("this API key on model `{}`", limit.model),
+                _ => format!("`{}`", limit.subject),
+            };
+            push(
+                &limit.subject,
+                &phrase,
+                limit.requests_per_minute,
+                limit.tokens_per_minute,
+            );
+        }
+        limits.sort_by_key(|l| l.measure == Measure::Tokens);
+        limits
+    }
+
+    /// The refusal of this limit's `decision` for a call of `tokens`.
+    fn refusal(&self, tokens: u64, retry_after_ms: u64) -> Refusal {
+        match self.measure {
+            Measure::Requests => Refusal::RequestsPerMinute {
+                subject: self.phrase.clone(),
+                limit: self.per_minute,
+                retry_after_ms,
+            },
+            Measure::Tokens => Refusal::TokensPerMinute {
+                subject: self.phrase.clone(),
+                limit: self.per_minute,
+                requested: tokens,
+                retry_after_ms,
+            },
+        }
+    }
+
+    /// What one call takes from this window: a request, or its tokens.
+    fn amount(&self, tokens: u64) -> u64 {
+        match self.measure {
+            Measure::Requests => 1,
+            Measure::Tokens => tokens,
+        }
+    }
+}
+
+/// What a call took from one window, to settle or give back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    window: String,
+    measure: Measure,
+    held: u64,
+    at_ms: u64,
+}
+
+/// The most constraining quota of each kind a call met: what its `x-ratelimit-*` headers
+/// say (and `retry-after` when refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quotas {
+    requests: Option<Decision>,
+    tokens: Option<Decision>,
+}
+
+impl Quotas {
+    /// Keeps `decision` of `measure` if it is tighter than the one kept, or a refusal.
+    fn meet(&mut self, measure: Measure, decision: Decision) {
+        let kept = match measure {
+            Measure::Requests => &mut self.requests,
+            Measure::Tokens => &mut self.tokens,
+        };
+        let tighter = match kept {
+            None => true,
+            Some(Decision::Refuse { .. }) => false,
+            Some(k) => {
+                matches!(decision, Decision::Refuse { .. })
+                    || decision.quota().tighter_than(&k.quota())
+            }
+        };
+        if tighter {
+            *kept = Some(decision);
+        }
+    }
+
+    /// The quota of `measure` once `amount` taken is given back.
+    fn give_back(&mut self, measure: Measure, amount: u64) {
+        let kept = match measure {
+            Measure::Requests => &mut self.requests,
+            Measure::Tokens => &mut self.tokens,
+        };
+        if let Some(Decision::Admit(q)) = kept {
+            *q = q.given_back(amount);
+        }
+    }
+
+    /// The response headers: `-requests` then `-tokens`, and one `retry-after`.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        for (measure, decision) in [
+            (Measure::Requests, self.requests),
+            (Measure::Tokens, self.tokens),
+        ] {
+            if let Some(d) = decision {
+                for header in d.response_headers(measure) {
+                    if header.0 != "retry-after" || !headers.iter().any(|(n, _)| *n == header.0) {
+                        headers.push(header);
+                    }
+                }
+            }
+        }
+        headers
+    }
+}
+
+/// What [`take_all`] decided.
+#[derive(Debug)]
+pub struct Taking {
+    /// The headers the answer carries.
+    pub quotas: Quotas,
+    /// Admitted: what was taken, to settle at the end; refused: why.
+    pub outcome: Result<Vec<Taken>, Refusal>,
+}
+
+/// Takes a call holding `tokens` from every window in `limits` at `now_ms`, or from
+/// none: on the first refusal, what was taken is given back.
+pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) -> Taking {
+    let mut quotas = Quotas::default();
+    let mut taken: Vec<Taken> = Vec::with_capacity(limits.len());
+    for limit in limits {
+        let amount = limit.amount(tokens);
+        let decision = take(host, &limit.window, limit.per_minute, amount, now_ms);
+        quotas.meet(limit.measure, decision);
+        if let Decision::Refuse { retry_after_ms, .. } = decision {
+            for t in &taken {
+                settle_one(host, t, 0, now_ms);
+            }
+            // Every window of a kind took the same amount, so the tightest of each kind
+            // taken gets exactly that back.
+            for measure in [Measure::Requests, Measure::Tokens] {
+                if let Some(t) = taken.iter().find(|t| t.measure == measure) {
+                    quotas.give_back(measure, t.held);
+                }
+            }
+            return Taking {
+                quotas,
+                outcome: Err(limit.refusal(tokens, retry_after_ms)),
+            };
+        }
+        taken.push(Taken {
+            window: limit.window.clone(),
+            measure: limit.measure,
+            held: amount,
+            at_ms: now_ms,
+        });
+    }
+    Taking {
+        quotas,
+        outcome: Ok(taken),
+    }
+}
+
+/// What taking one request from each request window would decide now, storing nothing:
+/// lets a spent key be refused at its headers, before its body is buffered, while only a
+/// call that passes every check is charged. Token windows wait for the body, which says
+/// how many tokens the call holds.
+pub fn peek_requests(host: &impl Host, limits: &[Limit], now_ms: u64) -> Taking {
+    let mut quotas = Quotas::default();
+    for limit in limits.iter().filter(|l| l.measure == Measure::Requests) {
+        let decision = peek(host, &limit.window, limit.per_minute, now_ms);
+        quotas.meet(limit.measure, decision);
+        if let Decision::Refuse { retry_after_ms, .. } = decision {
+            return Taking {
+                quotas,
+                outcome: Err(limit.refusal(0, retry_after_ms)),
+            };
+        }
+    }
+    Taking {
+        quotas,
+        outcome: Ok(Vec::new()),
+    }
+}
+
+/// Settles a call's token holds to the `used` tokens it ended with.
+pub fn settle_tokens(host: &impl Host, taken: &[Taken], used: u64, now_ms: u64) {
+    for t in taken.iter().filter(|t| t.measure == Measure::Tokens) {
+        settle_one(host, t, used, now_ms);
+    }
+}
+
+/// The tokens a call used, as its usage record tells: prompt and output when the provider
+/// reported them; `None` when part of them is left to the control plane to estimate (the
+/// hold then stands, an overcount rather than an undercount).
+pub fn used_tokens(record: &UsageRecord) -> Option<u64> {
+    if record.estimate.is_some() {
+        return None;
+    }
+    Some(
+        record
+            .input_uncached
+            .saturating_add(record.cache_read)
+            .saturating_add(record.cache_write)
+            .saturating_add(record.output),
+    )
+}
+
+/// Adjusts one take to `actual` in its slot; a failed write is logged (the window then
+/// keeps the hold: an overcount).
+fn settle_one(host: &impl Host, taken: &Taken, actual: u64, now_ms: u64) {
+    let written = cache::update(host, &taken.window, |current| {
+        let mut window = current.and_then(Window::from_bytes)?;
+        window
+            .settle(taken.at_ms, taken.held, actual, now_ms)
+            .then(|| window.to_bytes())
+    });
+    if let Err(e) = written {
+        log::warn!(
+            "tollgate: rate limit {} not settled ({e:?}); its hold stays",
+            taken.window
+        );
+    }
+}
+
+/// Takes `amount` from the window at `key` of `limit` per minute at `now_ms`. Fails
 /// closed: a window that cannot be written (contended past the CAS bound, or refused by
 /// the host) refuses the call.
-pub fn take(host: &impl Host, key_id: &str, limit: u32, now_ms: u64) -> Decision {
-    let key = window_key(key_id);
+fn take(host: &impl Host, key: &str, limit: u64, amount: u64, now_ms: u64) -> Decision {
     let mut decision = None;
-    let written = cache::update(host, &key, |current| {
+    let written = cache::update(host, key, |current| {
         // Only this module writes the key, in this layout: bytes of another shape can
         // only be absent ones.
         let mut window = current.and_then(Window::from_bytes).unwrap_or_default();
-        let d = window.take(limit, now_ms);
+        let d = window.take(limit, amount, now_ms);
         decision = Some(d);
         // A refusal changes nothing that must be kept.
         matches!(d, Decision::Admit(_)).then(|| window.to_bytes())
@@ -32,30 +303,26 @@ pub fn take(host: &impl Host, key_id: &str, limit: u32, now_ms: u64) -> Decision
     match (written, decision) {
         (Ok(_), Some(d)) => d,
         (Err(e), _) => {
-            log::warn!("tollgate: rate limit of {key_id} not updated ({e:?}); refused");
+            log::warn!("tollgate: rate limit {key} not updated ({e:?}); refused");
             fail_closed(limit)
         }
         (Ok(_), None) => fail_closed(limit),
     }
 }
 
-/// What [`take`] would decide now, storing nothing: lets a spent key be refused at its
-/// headers, before its body is buffered, while only a call that passes every check is
-/// charged. A window that cannot be read is taken as empty; the [`take`] decides then.
-pub fn peek(host: &impl Host, key_id: &str, limit: u32, now_ms: u64) -> Decision {
-    let current = host
-        .shared_data(&window_key(key_id))
-        .ok()
-        .and_then(|(b, _)| b);
-    let mut window = current
+/// What [`take`] of one would decide now, storing nothing. A window that cannot be read
+/// is taken as empty; the [`take`] decides then.
+fn peek(host: &impl Host, key: &str, limit: u64, now_ms: u64) -> Decision {
+    let current = host.shared_data(key).ok().and_then(|(b, _)| b);
+    current
         .as_deref()
         .and_then(Window::from_bytes)
-        .unwrap_or_default();
-    window.take(limit, now_ms)
+        .unwrap_or_default()
+        .peek(limit, 1, now_ms)
 }
 
 /// The refusal given when the window could not be read or written.
-fn fail_closed(limit: u32) -> Decision {
+fn fail_closed(limit: u64) -> Decision {
     Decision::Refuse {
         quota: Quota {
             limit,
@@ -66,14 +333,103 @@ fn fail_closed(limit: u32) -> Decision {
     }
 }
 
+/// The failed-authentication brake of one client address: at most `per_minute` calls
+/// with a missing, unknown or revoked key in any minute; past it, every call from the
+/// address is refused before its key is looked at, so a brute force can neither go on
+/// nor load the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brake {
+    window: String,
+    per_minute: u64,
+}
+
+impl Brake {
+    /// The brake of the address in Envoy's `source.address`; `None` when it names none
+    /// (an internal listener), which is then not braked.
+    pub fn of_source(source: Option<&[u8]>, per_minute: u32) -> Option<Self> {
+        let source = std::str::from_utf8(source?).ok()?;
+        let subject = address_subject(source)?;
+        Some(Self {
+            window: format!("tg:v2:failed_auths:ip:{subject}"),
+            per_minute: u64::from(per_minute),
+        })
+    }
+
+    /// Why a call from this address is refused now, if it is, and its `retry-after`.
+    pub fn check(
+        &self,
+        host: &impl Host,
+        now_ms: u64,
+    ) -> Option<(Refusal, Vec<(&'static str, String)>)> {
+        match peek(host, &self.window, self.per_minute, now_ms) {
+            Decision::Refuse { retry_after_ms, .. } => {
+                let secs = tollgate_core::limits::retry_after_secs(retry_after_ms);
+                Some((
+                    Refusal::FailedAuthentications { retry_after_ms },
+                    vec![("retry-after", secs.to_string())],
+                ))
+            }
+            Decision::Admit(_) => None,
+        }
+    }
+
+    /// Counts one failed authentication from this address.
+    pub fn count_failure(&self, host: &impl Host, now_ms: u64) {
+        // Refused takes store nothing: once braked, the window only drains.
+        take(host, &self.window, self.per_minute, 1, now_ms);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::host::mock::MockHost;
     use proxy_wasm::types::Status;
+    use tollgate_proto::v1::RateLimit;
 
     fn admits(d: Decision) -> bool {
         matches!(d, Decision::Admit(_))
+    }
+
+    fn key_rpm() -> String {
+        window_key(Measure::Requests, "key:k")
+    }
+
+    fn grant(rpm: Option<u32>, tpm: Option<u64>, rate_limits: Vec<RateLimit>) -> KeyGrant {
+        KeyGrant {
+            key_id: "k".into(),
+            requests_per_minute: rpm,
+            tokens_per_minute: tpm,
+            rate_limits,
+            ..KeyGrant::default()
+        }
+    }
+
+    fn user_limit(rpm: Option<u32>, tpm: Option<u64>) -> RateLimit {
+        RateLimit {
+            subject: "user:alice".into(),
+            model: String::new(),
+            requests_per_minute: rpm,
+            tokens_per_minute: tpm,
+        }
+    }
+
+    fn model_limit(model: &str, tpm: u64) -> RateLimit {
+        RateLimit {
+            subject: format!("key_model:k:{model}"),
+            model: model.into(),
+            requests_per_minute: None,
+            tokens_per_minute: Some(tpm),
+        }
+    }
+
+    fn remaining(host: &MockHost, measure: Measure, subject: &str, limit: u64, at: u64) -> u64 {
+        let bytes = host.shared_value(&window_key(measure, subject));
+        let window = bytes
+            .as_deref()
+            .and_then(Window::from_bytes)
+            .unwrap_or_default();
+        window.peek(limit, 0, at).quota().remaining
     }
 
     #[test]
@@ -83,38 +439,39 @@ mod tests {
         let taken: Vec<bool> = (0..6)
             .map(|i| {
                 let host = if i % 2 == 0 { &worker_a } else { &worker_b };
-                admits(take(host, "k", 4, 1_000))
+                admits(take(host, &key_rpm(), 4, 1, 1_000))
             })
             .collect();
         assert_eq!(taken, [true, true, true, true, false, false]);
-        assert!(admits(take(&worker_b, "other", 4, 1_000)), "per key");
+        let other = window_key(Measure::Requests, "key:other");
+        assert!(admits(take(&worker_b, &other, 4, 1, 1_000)), "per key");
     }
 
     #[test]
     fn a_write_between_read_and_write_is_retried_and_counted_once() {
         let host = MockHost::new();
-        host.interleave_writes(&window_key("k"), 1);
-        assert!(admits(take(&host, "k", 2, 0)));
-        assert!(admits(take(&host, "k", 2, 0)));
-        assert!(!admits(take(&host, "k", 2, 0)));
+        host.interleave_writes(&key_rpm(), 1);
+        assert!(admits(take(&host, &key_rpm(), 2, 1, 0)));
+        assert!(admits(take(&host, &key_rpm(), 2, 1, 0)));
+        assert!(!admits(take(&host, &key_rpm(), 2, 1, 0)));
     }
 
     #[test]
     fn a_peek_takes_nothing() {
         let host = MockHost::new();
         for _ in 0..3 {
-            assert!(admits(peek(&host, "k", 1, 0)));
+            assert!(admits(peek(&host, &key_rpm(), 1, 0)));
         }
-        assert!(admits(take(&host, "k", 1, 0)));
-        assert!(!admits(peek(&host, "k", 1, 0)));
+        assert!(admits(take(&host, &key_rpm(), 1, 1, 0)));
+        assert!(!admits(peek(&host, &key_rpm(), 1, 0)));
     }
 
     #[test]
     fn endless_contention_refuses() {
         let host = MockHost::new();
-        host.interleave_writes(&window_key("k"), usize::MAX);
+        host.interleave_writes(&key_rpm(), usize::MAX);
         assert_eq!(
-            take(&host, "k", 100, 0),
+            take(&host, &key_rpm(), 100, 1, 0),
             Decision::Refuse {
                 quota: Quota {
                     limit: 100,
@@ -130,6 +487,172 @@ mod tests {
     fn a_host_refusing_writes_refuses_the_call() {
         let host = MockHost::new();
         host.refuse_shared_writes(Status::InternalFailure);
-        assert!(!admits(take(&host, "k", 100, 0)));
+        assert!(!admits(take(&host, &key_rpm(), 100, 1, 0)));
+    }
+
+    #[test]
+    fn the_windows_of_a_call_are_its_keys_its_users_and_its_models() {
+        let g = grant(
+            Some(10),
+            Some(1_000),
+            vec![
+                model_limit("gpt-4o", 500),
+                user_limit(Some(5), None),
+                model_limit("other", 1),
+            ],
+        );
+        let windows: Vec<(String, u64)> = Limit::of_grant(&g, "gpt-4o")
+            .into_iter()
+            .map(|l| (l.window, l.per_minute))
+            .collect();
+        assert_eq!(
+            windows,
+            [
+                ("tg:v2:requests:key:k".to_owned(), 10),
+                ("tg:v2:requests:user:alice".to_owned(), 5),
+                ("tg:v2:tokens:key:k".to_owned(), 1_000),
+                ("tg:v2:tokens:key_model:k:gpt-4o".to_owned(), 500),
+            ]
+        );
+        assert!(Limit::of_grant(&grant(None, None, vec![]), "m").is_empty());
+    }
+
+    #[test]
+    fn a_refused_window_gives_back_what_the_others_took() {
+        let host = MockHost::new();
+        let g = grant(
+            Some(10),
+            Some(1_000),
+            vec![model_limit("m", 100), user_limit(Some(20), None)],
+        );
+        let limits = Limit::of_grant(&g, "m");
+        let taking = take_all(&host, &limits, 150, 0);
+        let refusal = taking
+            .outcome
+            .expect_err("150 tokens over a model limit of 100");
+        assert_eq!(
+            refusal,
+            Refusal::TokensPerMinute {
+                subject: "this API key on model `m`".into(),
+                limit: 100,
+                requested: 150,
+                retry_after_ms: 60_000,
+            }
+        );
+        assert_eq!(remaining(&host, Measure::Requests, "key:k", 10, 0), 10);
+        assert_eq!(remaining(&host, Measure::Requests, "user:alice", 20, 0), 20);
+        assert_eq!(remaining(&host, Measure::Tokens, "key:k", 1_000, 0), 1_000);
+        // The headers say where the limits stand without the refused call.
+        let headers = taking.quotas.headers();
+        assert!(headers.contains(&("x-ratelimit-remaining-requests", "10".into())));
+        assert!(headers.contains(&("x-ratelimit-limit-tokens", "100".into())));
+        assert!(headers.contains(&("retry-after", "60".into())));
+    }
+
+    #[test]
+    fn the_headers_name_the_tightest_window_of_each_kind() {
+        let host = MockHost::new();
+        let g = grant(
+            Some(100),
+            Some(1_000),
+            vec![user_limit(Some(3), Some(10_000))],
+        );
+        let limits = Limit::of_grant(&g, "m");
+        let taking = take_all(&host, &limits, 400, 0);
+        assert!(taking.outcome.is_ok());
+        let headers = taking.quotas.headers();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("x-ratelimit-limit-requests").as_deref(), Some("3"));
+        assert_eq!(get("x-ratelimit-remaining-requests").as_deref(), Some("2"));
+        assert_eq!(get("x-ratelimit-limit-tokens").as_deref(), Some("1000"));
+        assert_eq!(get("x-ratelimit-remaining-tokens").as_deref(), Some("600"));
+        assert_eq!(get("retry-after"), None);
+    }
+
+    #[test]
+    fn tokens_are_settled_to_usage_in_every_token_window() {
+        let host = MockHost::new();
+        let g = grant(Some(100), Some(1_000), vec![user_limit(None, Some(2_000))]);
+        let limits = Limit::of_grant(&g, "m");
+        let taken = take_all(&host, &limits, 900, 1_000).outcome.expect("fits");
+        assert_eq!(
+            remaining(&host, Measure::Tokens, "key:k", 1_000, 1_000),
+            100
+        );
+        // A second call of 900 does not fit until the first is settled.
+        assert!(take_all(&host, &limits, 900, 2_000).outcome.is_err());
+        settle_tokens(&host, &taken, 250, 3_000);
+        assert_eq!(
+            remaining(&host, Measure::Tokens, "key:k", 1_000, 3_000),
+            750
+        );
+        assert_eq!(
+            remaining(&host, Measure::Tokens, "user:alice", 2_000, 3_000),
+            1_750
+        );
+        // Requests are not settled: a request stays one request.
+        assert_eq!(remaining(&host, Measure::Requests, "key:k", 100, 3_000), 99);
+        assert!(take_all(&host, &limits, 700, 3_000).outcome.is_ok());
+    }
+
+    #[test]
+    fn calls_on_two_workers_share_one_token_window() {
+        let a = MockHost::new();
+        let b = a.worker();
+        let limits = Limit::of_grant(&grant(None, Some(1_000), vec![]), "m");
+        let mut admitted = 0;
+        for i in 0..10 {
+            let host = if i % 2 == 0 { &a } else { &b };
+            if take_all(host, &limits, 300, 500).outcome.is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn an_estimated_record_keeps_its_hold() {
+        let mut record = UsageRecord {
+            input_uncached: 10,
+            cache_read: 5,
+            cache_write: 1,
+            output: u64::MAX,
+            ..UsageRecord::default()
+        };
+        assert_eq!(used_tokens(&record), Some(u64::MAX));
+        record.output = 4;
+        assert_eq!(used_tokens(&record), Some(20));
+        record.estimate = Some(Default::default());
+        assert_eq!(used_tokens(&record), None);
+    }
+
+    #[test]
+    fn the_brake_refuses_an_address_past_its_failures_and_only_it() {
+        let host = MockHost::new();
+        let brake = Brake::of_source(Some(b"10.0.0.9:4242"), 2).expect("an address");
+        let other = Brake::of_source(Some(b"10.0.0.10:4242"), 2).expect("an address");
+        assert!(brake.check(&host, 0).is_none());
+        brake.count_failure(&host, 0);
+        brake.count_failure(&host, 500);
+        let (refusal, headers) = brake.check(&host, 1_000).expect("braked");
+        assert_eq!(
+            refusal,
+            Refusal::FailedAuthentications {
+                retry_after_ms: 60_000
+            }
+        );
+        assert_eq!(headers, [("retry-after", "60".to_owned())]);
+        assert!(other.check(&host, 1_000).is_none());
+        // Another port of the same address is the same client.
+        let same = Brake::of_source(Some(b"10.0.0.9:1"), 2).expect("an address");
+        assert!(same.check(&host, 1_000).is_some());
+        assert!(brake.check(&host, 61_000).is_none(), "the window drained");
+        assert_eq!(Brake::of_source(Some(b"envoy://internal"), 2), None);
+        assert_eq!(Brake::of_source(None, 2), None);
     }
 }

@@ -25,6 +25,7 @@ mod tests;
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
+use crate::limits::{self, Brake, Limit, Taken};
 use crate::usage::Outbox;
 use admission::{Caller, Head, Target};
 use metering::Response;
@@ -35,7 +36,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
-use tollgate_core::limits::Decision;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
@@ -108,8 +108,10 @@ enum BodyStage {
 struct Admitted {
     target: Target,
     key_id: String,
-    /// The key's requests per minute, taken once the body is checked; `None`: unlimited.
-    requests_per_minute: Option<u32>,
+    /// The rate limits the call is taken from once its body is checked.
+    limits: Vec<Limit>,
+    /// What it took from them, settled when it ends.
+    taken: Vec<Taken>,
     route: Route,
     kind: ProviderKind,
     /// `content-length` was removed at header time, so the body may be rewritten.
@@ -138,8 +140,10 @@ pub struct Request<H: Host> {
     started_ms: u64,
     phase: Phase,
     calls: Calls<Question>,
-    /// The `x-ratelimit-*` (and `retry-after`) headers of the key's limit, for the answer.
+    /// The `x-ratelimit-*` (and `retry-after`) headers of the call's limits, for the answer.
     rate_headers: Vec<(&'static str, String)>,
+    /// The failed-authentication brake of the client's address, if it has one.
+    brake: Option<Brake>,
 }
 
 impl<H: Host> Request<H> {
@@ -154,6 +158,7 @@ impl<H: Host> Request<H> {
             phase: Phase::AwaitingHeaders,
             calls: Calls::default(),
             rate_headers: Vec::new(),
+            brake: None,
         }
     }
 
@@ -169,6 +174,13 @@ impl<H: Host> Request<H> {
 
     /// Answers the client with the refusal's OpenAI-style error.
     fn refuse(&mut self, refusal: Refusal) {
+        if matches!(
+            refusal,
+            Refusal::MissingKey | Refusal::UnknownKey | Refusal::RevokedKey
+        ) && let Some(brake) = &self.brake
+        {
+            brake.count_failure(&self.host, self.host.now_ms());
+        }
         let error = refusal.to_error();
         self.reply(error.status, &error.body());
         self.phase = Phase::Refused(refusal);
@@ -179,8 +191,19 @@ impl<H: Host> Request<H> {
         // Names come lower-cased and ASCII from Envoy (its codecs refuse other bytes with a
         // 400 before any filter runs: tests/e2e check it), so the SDK's UTF-8 conversion of
         // names cannot fail; values stay bytes.
-        let head = Head::from_headers(self.host.request_headers());
         let now = self.host.now_ms();
+        // A braked address is refused before its key is looked at, here or upstream.
+        let source = self.host.property(&["source", "address"]);
+        let per_minute = self.shared.settings.failed_auths_per_minute_per_ip;
+        self.brake = Brake::of_source(source.as_deref(), per_minute);
+        if let Some((refusal, headers)) = self.brake.as_ref().and_then(|b| b.check(&self.host, now))
+        {
+            self.rate_headers = headers;
+            // Its refusal is not one more failure: a braked address only drains.
+            self.brake = None;
+            return Err(refusal);
+        }
+        let head = Head::from_headers(self.host.request_headers());
         let metadata = |name: &str| {
             let ns = self.shared.settings.metadata_namespace.as_str();
             self.host
@@ -241,23 +264,18 @@ impl<H: Host> Request<H> {
         // A spent key is refused before its body is buffered; the request itself is taken
         // once the body has passed its checks, so a call refused for anything else costs
         // no request.
-        if let Some(limit) = caller.requests_per_minute {
-            let decision =
-                crate::limits::peek(&self.host, &caller.key_id, limit, self.host.now_ms());
-            self.rate_headers = decision.response_headers();
-            rate_limited(limit, decision)?;
-        }
-        let Caller {
-            key_id,
-            requests_per_minute,
-        } = caller;
+        let peeked = limits::peek_requests(&self.host, &caller.limits, self.host.now_ms());
+        self.rate_headers = peeked.quotas.headers();
+        peeked.outcome?;
+        let Caller { key_id, limits } = caller;
         plan.apply(&self.host, &self.request_id);
         let body_rewritable = plan.drop_content_length;
         let kind = plan.kind;
         self.phase = Phase::Admitted(Box::new(Admitted {
             target,
             key_id,
-            requests_per_minute,
+            limits,
+            taken: Vec::new(),
             route,
             kind,
             body_rewritable,
@@ -268,17 +286,18 @@ impl<H: Host> Request<H> {
         Ok(())
     }
 
-    /// Takes an admitted call whose body passed from its key's limit.
-    fn take_request(&mut self) -> Result<(), Refusal> {
-        let Phase::Admitted(admitted) = &self.phase else {
+    /// Takes an admitted call whose body passed, holding `tokens`, from its limits.
+    fn take_limits(&mut self, tokens: u64) -> Result<(), Refusal> {
+        let Phase::Admitted(admitted) = &mut self.phase else {
             return Err(Refusal::NotAdmitted);
         };
-        let Some(limit) = admitted.requests_per_minute else {
+        if admitted.limits.is_empty() {
             return Ok(());
-        };
-        let decision = crate::limits::take(&self.host, &admitted.key_id, limit, self.host.now_ms());
-        self.rate_headers = decision.response_headers();
-        rate_limited(limit, decision)
+        }
+        let taking = limits::take_all(&self.host, &admitted.limits, tokens, self.host.now_ms());
+        self.rate_headers = taking.quotas.headers();
+        admitted.taken = taking.outcome?;
+        Ok(())
     }
 
     /// The control plane's answer about this stream's call, or why there is none.
@@ -339,7 +358,8 @@ impl<H: Host> Request<H> {
                 fresh,
             );
         }
-        self.admit(target, decision?, Caller::of(&grant))
+        let caller = Caller::of(&grant, &target.model);
+        self.admit(target, decision?, caller)
     }
 
     fn on_models_answer(
@@ -369,10 +389,10 @@ impl<H: Host> Request<H> {
             Phase::Admitted(admitted) => body::check(admitted, &self.shared.settings, &bytes),
             _ => Err(Refusal::NotAdmitted),
         };
-        // The request is taken from the key's limit only for a body that passed, and the
-        // body is rewritten only for a call that goes on.
+        // The call is taken from its limits only for a body that passed, and the body is
+        // rewritten only for a call that goes on.
         let kept = checked.and_then(|checked| {
-            self.take_request()?;
+            self.take_limits(checked.kept.bound.total())?;
             if let Some(new_body) = &checked.rewrite {
                 self.host.set_request_body(bytes.len(), new_body);
             }
@@ -423,17 +443,6 @@ impl<H: Host> Request<H> {
                 Err(Action::Pause)
             }
         }
-    }
-}
-
-/// A limit's decision as the call's outcome: a refusal is the 429.
-fn rate_limited(limit: u32, decision: Decision) -> Result<(), Refusal> {
-    match decision {
-        Decision::Admit(_) => Ok(()),
-        Decision::Refuse { retry_after_ms, .. } => Err(Refusal::RequestsPerMinute {
-            limit,
-            retry_after_ms,
-        }),
     }
 }
 
@@ -534,8 +543,9 @@ impl<H: Host> HttpContext for Request<H> {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        // For a key with a limit the gateway's `-requests` headers replace the provider's,
-        // which describe the operator's account; without one the provider's pass.
+        // For a call with limits the gateway's headers replace the provider's of the same
+        // kind, which describe the operator's account; without one the provider's pass. A
+        // stream's go out before its usage is known: its remaining tokens are after its hold.
         for (name, value) in &self.rate_headers {
             self.host.set_response_header(name, Some(value));
         }
@@ -569,6 +579,9 @@ impl<H: Host> HttpContext for Request<H> {
         };
         let now = self.host.now_ms();
         let record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
+        if let Some(used) = limits::used_tokens(&record) {
+            limits::settle_tokens(&self.host, &admitted.taken, used, now);
+        }
         self.shared.outbox.borrow_mut().push(record);
     }
 }

@@ -1,9 +1,11 @@
-"""Requests per minute per key on a real Envoy with 2 workers: exact across the workers,
-answered with OpenAI's 429 and x-ratelimit headers."""
+"""Requests and tokens per minute per key on a real Envoy with 2 workers: exact across the
+workers, answered with OpenAI's 429 and x-ratelimit headers; and the failed-authentication
+brake per client address."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import re
 
@@ -82,5 +84,131 @@ def test_the_configs_default_applies_to_keys_without_their_own(tmp_path):
         own = s.create_key("own-4", rpm=4)
         assert [chat(s, default)[0] for _ in range(3)] == [200, 200, 429]
         assert [chat(s, own)[0] for _ in range(5)] == [200, 200, 200, 200, 429]
+    finally:
+        s.stop()
+
+
+# ---- tokens per minute ----------------------------------------------------------------
+
+TOKEN_HEADERS = ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                 "x-ratelimit-reset-tokens")
+
+
+def chat_tokens(stack, key, max_tokens, headers=None):
+    body = {"model": "gpt-4o-mini", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}]}
+    return request("POST", stack.gateway_url + CHAT, body,
+                   {"authorization": f"Bearer {key}", **(headers or {})})
+
+
+def test_a_tpm_limit_admits_within_one_requests_size_across_2_workers(tmp_path):
+    limit = 2000
+    s = Stack(workdir=tmp_path, providers=[Provider("alpha", {"gpt-4o-mini": (0.15, 0.6, 0, 0)})],
+              limits={"tokens_per_minute": limit})
+    s.start()
+    try:
+        assert s.envoy_concurrency == 2
+        # One call on a key of its own tells what a call of this shape holds: its prompt's
+        # bound and its 100 output tokens.
+        status, headers, data = chat_tokens(s, s.create_key("tpm-probe"), 100)
+        assert status == 200, data
+        hold = limit - int(headers["x-ratelimit-remaining-tokens"])
+        assert 100 < hold < 200, hold
+
+        # 40 calls at once; the provider answers each after 2 s, so every admission is
+        # decided while all admitted calls still hold their whole hold.
+        key = s.create_key("tpm-burst")
+        slow = {"x-offline-fault": "delay=2000"}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+            answers = list(pool.map(lambda _: chat_tokens(s, key, 100, slow), range(40)))
+        admitted = [a for a in answers if a[0] == 200]
+        refused = [a for a in answers if a[0] != 200]
+        assert len(admitted) == limit // hold, [a[0] for a in answers]
+        assert all(status == 429 for status, _, _ in refused), [a[0] for a in refused]
+
+        # Each admitted answer says what was left after its own hold.
+        remaining = sorted(int(h["x-ratelimit-remaining-tokens"]) for _, h, _ in admitted)
+        assert remaining == [limit - i * hold for i in range(len(admitted), 0, -1)]
+        for _, headers, _ in answers:
+            assert headers["x-ratelimit-limit-tokens"] == str(limit)
+            assert DURATION.match(headers["x-ratelimit-reset-tokens"]), headers
+            assert "x-ratelimit-limit-requests" not in headers, "no requests limit here"
+        left = limit - len(admitted) * hold
+        assert 0 <= left < hold
+        for _, headers, data in refused:
+            assert headers["x-ratelimit-remaining-tokens"] == str(left)
+            assert 1 <= int(headers["retry-after"]) <= 61, headers["retry-after"]
+            error = json.loads(data)["error"]
+            assert (error["type"], error["code"]) == ("tokens", "rate_limit_exceeded")
+            assert f"Limit {limit}, Requested {hold}" in error["message"], error["message"]
+
+        # Once every admitted call is recorded (each settles before it is reported), the
+        # window holds what they used, not what they held.
+        used = sum(json.loads(data)["usage"]["total_tokens"] for _, _, data in admitted)
+        for _, headers, _ in admitted:
+            s.usage(headers["x-tollgate-request-id"])
+        status, headers, data = chat_tokens(s, key, 100)
+        assert status == 200, data
+        assert int(headers["x-ratelimit-remaining-tokens"]) == limit - used - hold
+    finally:
+        s.stop()
+
+
+def test_a_call_larger_than_the_tpm_limit_is_refused_with_its_size(tmp_path):
+    s = Stack(workdir=tmp_path, providers=[Provider("alpha", {"gpt-4o-mini": (0.15, 0.6, 0, 0)})],
+              limits={"tokens_per_minute": 50, "requests_per_minute": 5})
+    s.start()
+    try:
+        key = s.create_key("tpm-small")
+        status, headers, data = chat_tokens(s, key, 1000)
+        assert status == 429, data
+        error = json.loads(data)["error"]
+        assert error["type"] == "tokens"
+        assert error["message"].startswith("Request too large"), error["message"]
+        # The refused call took no request: the next one sees all 5 but its own.
+        assert headers["x-ratelimit-remaining-requests"] == "5"
+        status, headers, data = chat_tokens(s, key, 5)
+        assert status == 200, data
+        assert headers["x-ratelimit-remaining-requests"] == "4"
+        assert int(headers["x-ratelimit-remaining-tokens"]) < 50
+    finally:
+        s.stop()
+
+
+# ---- the failed-authentication brake --------------------------------------------------
+
+def chat_from(stack, source_ip, key):
+    """A chat call sent from `source_ip` (any 127.x address reaches the loopback)."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.gateway_port, timeout=30,
+                                      source_address=(source_ip, 0))
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    try:
+        conn.request("POST", CHAT, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def test_an_address_past_its_failed_authentications_is_refused_whatever_its_key(tmp_path):
+    s = Stack(workdir=tmp_path, providers=[Provider("alpha", {"gpt-4o-mini": (0.15, 0.6, 0, 0)})],
+              limits={"failed_auths_per_minute_per_ip": 3})
+    s.start()
+    try:
+        good = s.create_key("brake-good")
+        attacker = "127.0.0.2"
+        failures = [chat_from(s, attacker, k)[0] for k in ("tg-guess-1", None, "tg-guess-2")]
+        assert failures == [401, 401, 401]
+        for key in (good, "tg-guess-3"):
+            status, headers, data = chat_from(s, attacker, key)
+            assert status == 429, data
+            assert json.loads(data)["error"]["code"] == "rate_limit_exceeded"
+            assert 1 <= int(headers["retry-after"]) <= 61, headers
+        # Another address is not braked.
+        status, _, data = chat_from(s, "127.0.0.1", good)
+        assert status == 200, data
     finally:
         s.stop()

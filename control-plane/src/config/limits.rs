@@ -1,11 +1,16 @@
 //! `[limits]`: the defaults of every key's and user's limits (a key's or user's own value
-//! overrides them), and the default output cap of models.
+//! overrides them), the default output cap of models, and the failed-authentication brake
+//! per client address, rendered into the filter's settings.
 
 use super::raw::LimitsFile;
 use super::{ConfigError, field_error};
 
 /// Output cap of a model that sets none and of `[limits]` when it sets none.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
+
+/// Default of [`LimitSettings::failed_auths_per_minute_per_ip`]: enough for a person
+/// fumbling a key, far too few to guess one.
+pub const DEFAULT_FAILED_AUTHS_PER_MINUTE_PER_IP: u32 = 30;
 
 /// The validated `[limits]` section; applied only when the process starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +25,9 @@ pub struct LimitSettings {
     pub user_tokens_per_minute: Option<u64>,
     /// Output cap of a `[[models]]` entry that sets no `max_output_tokens`.
     pub max_output_tokens: u64,
+    /// Calls with a missing, unknown or revoked key one client address may make in any
+    /// minute before every call from it is refused (the filter's setting of that name).
+    pub failed_auths_per_minute_per_ip: u32,
 }
 
 impl Default for LimitSettings {
@@ -30,6 +38,7 @@ impl Default for LimitSettings {
             user_requests_per_minute: None,
             user_tokens_per_minute: None,
             max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
+            failed_auths_per_minute_per_ip: DEFAULT_FAILED_AUTHS_PER_MINUTE_PER_IP,
         }
     }
 }
@@ -109,6 +118,15 @@ pub(super) fn validate(file: LimitsFile) -> Result<LimitSettings, ConfigError> {
             .map(|n| max_output_tokens("limits.max_output_tokens", n))
             .transpose()?
             .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
+        failed_auths_per_minute_per_ip: match file.failed_auths_per_minute_per_ip {
+            None => DEFAULT_FAILED_AUTHS_PER_MINUTE_PER_IP,
+            Some(n) => u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                field_error(
+                    "limits.failed_auths_per_minute_per_ip",
+                    "must be from 1 to 4294967295 (0 would refuse every address)",
+                )
+            })?,
+        },
     })
 }
 
@@ -121,6 +139,22 @@ mod tests {
             requests_per_minute,
             ..LimitsFile::default()
         })
+    }
+
+    #[test]
+    fn the_brake_is_read_and_checked() {
+        let brake = |n| {
+            validate(LimitsFile {
+                failed_auths_per_minute_per_ip: n,
+                ..LimitsFile::default()
+            })
+        };
+        assert_eq!(brake(None).unwrap().failed_auths_per_minute_per_ip, 30);
+        assert_eq!(brake(Some(5)).unwrap().failed_auths_per_minute_per_ip, 5);
+        for bad in [0, -1, i64::from(u32::MAX) + 1] {
+            let e = brake(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("limits.failed_auths_per_minute_per_ip"), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use super::section::ResolvedFilter;
 use super::upstream::{Host, Transport};
 use crate::catalog::Provider;
-use crate::config::{Config, ConfigError, field_error};
+use crate::config::{Config, ConfigError, LimitSettings, field_error};
 use serde_json::{Value, json};
 use tollgate_core::settings::metadata_key;
 
@@ -33,7 +33,7 @@ pub enum RenderError {
 /// The complete Envoy bootstrap for `config`, as YAML text.
 pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> {
     let token = config.server.filter_token()?;
-    let filter = config.envoy.resolve_filter(token)?;
+    let filter = with_limits(config.envoy.resolve_filter(token)?, &config.limits)?;
     let http_filters = match variant {
         Variant::WithFilter => {
             let wasm = config.envoy.wasm.as_deref().ok_or_else(|| {
@@ -255,6 +255,31 @@ fn json_to_metadata(filter: &ResolvedFilter) -> Value {
     })
 }
 
+/// The filter's settings with what `[limits]` sets for it: the failed-authentication
+/// brake, which belongs with the other limits rather than in `[envoy.filter]` (where it is
+/// refused, so there is one place to set it).
+fn with_limits(
+    mut filter: ResolvedFilter,
+    limits: &LimitSettings,
+) -> Result<ResolvedFilter, ConfigError> {
+    const BRAKE: &str = "failed_auths_per_minute_per_ip";
+    let mut json: serde_json::Map<String, Value> = serde_json::from_str(&filter.json)
+        .map_err(|e| field_error("envoy.filter", e.to_string()))?;
+    if json.contains_key(BRAKE) {
+        return Err(field_error(
+            format!("envoy.filter.{BRAKE}"),
+            format!("is set in [limits] as limits.{BRAKE}"),
+        ));
+    }
+    json.insert(
+        BRAKE.into(),
+        Value::from(limits.failed_auths_per_minute_per_ip),
+    );
+    filter.settings.failed_auths_per_minute_per_ip = limits.failed_auths_per_minute_per_ip;
+    filter.json = Value::Object(json).to_string();
+    Ok(filter)
+}
+
 fn wasm_filter(filter: &ResolvedFilter, wasm: &str) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
@@ -407,6 +432,25 @@ mod tests {
             .iter()
             .find(|c| c["name"] == name)
             .unwrap()
+    }
+
+    #[test]
+    fn the_failed_auth_brake_is_rendered_from_limits_only() {
+        let (_, default) = rendered(WASM, Variant::WithFilter);
+        assert_eq!(filter_settings(&default).failed_auths_per_minute_per_ip, 30);
+        let (_, set) = rendered(
+            &format!("{WASM}[limits]\nfailed_auths_per_minute_per_ip = 7\n"),
+            Variant::WithFilter,
+        );
+        assert_eq!(filter_settings(&set).failed_auths_per_minute_per_ip, 7);
+        let twice = config(&format!(
+            "{WASM}[envoy.filter]\nfailed_auths_per_minute_per_ip = 7\n"
+        ));
+        let e = render(&twice, Variant::WithFilter).unwrap_err().to_string();
+        assert!(
+            e.contains("envoy.filter.failed_auths_per_minute_per_ip"),
+            "{e}"
+        );
     }
 
     /// The settings the wasm filter will parse, from the rendered file.

@@ -151,6 +151,14 @@ impl MockHost {
             .insert(path, value.to_vec());
     }
 
+    /// Sets a stream property, e.g. `["source", "address"]`.
+    pub fn set_property(&self, path: &[&str], value: &[u8]) {
+        self.stream
+            .borrow_mut()
+            .properties
+            .insert(path.join("/"), value.to_vec());
+    }
+
     /// Sets the buffered request body.
     pub fn set_request_body_bytes(&self, body: &[u8]) {
         self.stream.borrow_mut().request_body = body.to_vec();

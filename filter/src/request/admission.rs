@@ -3,6 +3,7 @@
 
 use crate::cache::{self, KeyGrantEntry, RouteEntry};
 use crate::host::Host;
+use crate::limits::Limit;
 use tollgate_core::access::{self, KeyState};
 use tollgate_core::endpoints::Endpoint;
 use tollgate_core::headers;
@@ -165,16 +166,16 @@ pub(super) fn key_state(grant: &KeyGrant) -> KeyState {
 pub(super) struct Caller {
     /// The key's stable id.
     pub(super) key_id: String,
-    /// The key's requests per minute; `None` is unlimited.
-    pub(super) requests_per_minute: Option<u32>,
+    /// Every rate limit the call is taken from.
+    pub(super) limits: Vec<Limit>,
 }
 
 impl Caller {
-    /// The caller a grant names.
-    pub(super) fn of(grant: &KeyGrant) -> Self {
+    /// The caller a grant names, for a call to `model`.
+    pub(super) fn of(grant: &KeyGrant, model: &str) -> Self {
         Self {
             key_id: grant.key_id.clone(),
-            requests_per_minute: grant.requests_per_minute,
+            limits: Limit::of_grant(grant, model),
         }
     }
 }
@@ -192,7 +193,10 @@ pub(super) fn from_cache(
         return None;
     }
     let served = route.is_some();
-    Some(decide(&grant, &target.model, served, route).map(|r| (r, Caller::of(&grant))))
+    Some(
+        decide(&grant, &target.model, served, route)
+            .map(|r| (r, Caller::of(&grant, &target.model))),
+    )
 }
 
 /// The route of an admitted call, or why it is refused. The control plane sends a route

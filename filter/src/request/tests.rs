@@ -1721,3 +1721,226 @@ fn headers_alone_take_nothing_and_a_spent_key_is_refused_before_its_body() {
     assert_eq!(req.on_http_request_headers(7, false), Action::Pause);
     assert_eq!(refusal_code(&worker), (429, "rate_limit_exceeded".into()));
 }
+
+// ---- tokens per minute, and the failed-authentication brake ----
+
+/// Caches an active key with `grant`'s limits and a route whose model caps output at 400.
+fn cache_token_limited(host: &MockHost, g: KeyGrant) {
+    let mut r = route("openai");
+    r.price = Some(tollgate_proto::v1::ModelPrice {
+        max_output_tokens: 400,
+        ..Default::default()
+    });
+    cache::store(host, &key_hash(), "gpt-4o", &g, Some(&r), CACHED);
+}
+
+/// One chat call asking for `max_tokens` on a fresh worker: the stream, its host, and the
+/// last action.
+fn token_call(plugin: &Plugin<MockHost>, max_tokens: u64) -> (Request<MockHost>, MockHost, Action) {
+    let host = plugin.host.worker();
+    chat_request(&host, "gpt-4o", false);
+    let mut req = Request::new(host.clone(), plugin.shared.clone(), "t".into());
+    let mut action = req.on_http_request_headers(7, false);
+    if action == Action::Continue {
+        let body = chat_body("gpt-4o", json!({ "max_tokens": max_tokens }));
+        action = send_body(&mut req, &host, &body);
+    }
+    (req, host, action)
+}
+
+/// The `x-ratelimit-*` header `name` an admitted call's answer carries.
+fn answered_header(req: &mut Request<MockHost>, host: &MockHost, name: &str) -> Option<u64> {
+    respond(req, host, &[(":status", "200"), JSON], &[]);
+    host.response_edits()
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, v)| v.as_deref()?.parse().ok())
+}
+
+#[test]
+fn a_token_limit_holds_prompt_and_capped_output_and_settles_to_usage() {
+    let plugin = plugin();
+    cache_token_limited(
+        &plugin.host,
+        KeyGrant {
+            tokens_per_minute: Some(1_000),
+            ..grant(KeyStatus::Active, &[])
+        },
+    );
+    let remaining = "x-ratelimit-remaining-tokens";
+    let (mut first, first_host, action) = token_call(&plugin, 300);
+    assert_eq!(action, Action::Continue);
+    let after_first = answered_header(&mut first, &first_host, remaining).unwrap();
+    let hold = 1_000 - after_first;
+    assert!(
+        hold > 300 && hold < 400,
+        "prompt bound + 300 output: {hold}"
+    );
+    // A hostile max_tokens is held at the model's cap of 400, 100 more than 300.
+    let (mut second, second_host, action) = token_call(&plugin, 1_000_000_000);
+    assert_eq!(action, Action::Continue);
+    let after_second = answered_header(&mut second, &second_host, remaining).unwrap();
+    assert_eq!(after_first - after_second, hold + 100);
+    let (_third, third_host, action) = token_call(&plugin, 300);
+    assert_eq!(action, Action::Pause, "{after_second} left, {hold} asked");
+    let (status, body) = reply_of(&third_host);
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["type"], "tokens");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    let headers = &third_host.replies()[0].headers;
+    assert_eq!(header(headers, "x-ratelimit-limit-tokens"), Some("1000"));
+    assert_eq!(
+        header(headers, "x-ratelimit-remaining-tokens"),
+        Some(after_second.to_string().as_str())
+    );
+    assert!(header(headers, "retry-after").is_some());
+
+    // The first call used 18 tokens: the rest of its hold is free again.
+    let usage = br#"{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
+    first_host.set_response_chunk(usage);
+    first.on_http_response_body(usage.len(), true);
+    first.on_log();
+    let (mut fourth, fourth_host, action) = token_call(&plugin, 300);
+    assert_eq!(action, Action::Continue);
+    let after_fourth = answered_header(&mut fourth, &fourth_host, remaining).unwrap();
+    assert_eq!(after_fourth, after_second + hold - 18 - hold);
+}
+
+#[test]
+fn a_call_refused_for_tokens_gives_its_request_back() {
+    let plugin = plugin();
+    cache_token_limited(
+        &plugin.host,
+        KeyGrant {
+            requests_per_minute: Some(10),
+            tokens_per_minute: Some(100),
+            ..grant(KeyStatus::Active, &[])
+        },
+    );
+    let (_big, big_host, action) = token_call(&plugin, 300);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(reply_of(&big_host).1["error"]["type"], "tokens");
+    let headers = &big_host.replies()[0].headers;
+    assert_eq!(
+        header(headers, "x-ratelimit-remaining-requests"),
+        Some("10")
+    );
+    let (mut small, small_host, action) = token_call(&plugin, 10);
+    assert_eq!(action, Action::Continue);
+    let left = answered_header(&mut small, &small_host, "x-ratelimit-remaining-requests");
+    assert_eq!(left, Some(9));
+}
+
+#[test]
+fn a_failed_call_gives_its_whole_hold_back() {
+    let plugin = plugin();
+    cache_token_limited(
+        &plugin.host,
+        KeyGrant {
+            tokens_per_minute: Some(1_000),
+            ..grant(KeyStatus::Active, &[])
+        },
+    );
+    let (mut failed, failed_host, action) = token_call(&plugin, 300);
+    assert_eq!(action, Action::Continue);
+    let error = br#"{"error":{"message":"down","type":"server_error","param":null,"code":null}}"#;
+    respond(
+        &mut failed,
+        &failed_host,
+        &[(":status", "500"), JSON],
+        &[error],
+    );
+    failed.on_log();
+    let (mut next, next_host, action) = token_call(&plugin, 300);
+    assert_eq!(action, Action::Continue);
+    let after = answered_header(&mut next, &next_host, "x-ratelimit-remaining-tokens").unwrap();
+    let (mut again, again_host, _) = token_call(&plugin, 300);
+    let after_again =
+        answered_header(&mut again, &again_host, "x-ratelimit-remaining-tokens").unwrap();
+    // Only `next` and `again` hold: `failed` holds nothing any more.
+    assert_eq!(1_000 - after, after - after_again);
+}
+
+fn braking_plugin() -> Plugin<MockHost> {
+    plugin_with(FilterSettings {
+        failed_auths_per_minute_per_ip: 2,
+        ..FilterSettings::default()
+    })
+}
+
+/// A call from `address` with `authorization` (none when `None`), on a fresh worker.
+fn call_from(
+    plugin: &Plugin<MockHost>,
+    address: &str,
+    authorization: Option<&str>,
+) -> (Request<MockHost>, MockHost, Action) {
+    let host = plugin.host.worker();
+    chat_request(&host, "gpt-4o", false);
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", CHAT),
+        ("content-type", "application/json"),
+    ];
+    if let Some(a) = authorization {
+        headers.push(("authorization", a));
+    }
+    host.set_request_headers(&headers);
+    host.set_property(&["source", "address"], address.as_bytes());
+    let mut req = Request::new(host.clone(), plugin.shared.clone(), "b".into());
+    let action = req.on_http_request_headers(7, false);
+    (req, host, action)
+}
+
+#[test]
+fn an_address_past_its_failed_authentications_is_refused_before_any_key_lookup() {
+    let plugin = braking_plugin();
+    cache_admission(&plugin.host, "gpt-4o", &route("openai"));
+    for _ in 0..2 {
+        let (_req, host, _) = call_from(&plugin, "203.0.113.7:40000", None);
+        assert_eq!(refusal_code(&host), (401, "missing_api_key".into()));
+    }
+    // The next call is refused whatever its key: a valid one, or one the control plane
+    // would have to be asked about.
+    for auth in [AUTH, "Bearer tg-never-seen"] {
+        let (_req, host, action) = call_from(&plugin, "203.0.113.7:40001", Some(auth));
+        assert_eq!(action, Action::Pause);
+        assert_eq!(refusal_code(&host), (429, "rate_limit_exceeded".into()));
+        assert!(host.dispatches().is_empty(), "no control-plane call");
+        assert_eq!(
+            header(&host.replies()[0].headers, "retry-after"),
+            Some("61")
+        );
+    }
+    let (_req, other, action) = call_from(&plugin, "198.51.100.1:40000", Some(AUTH));
+    assert_eq!(action, Action::Continue, "{:?}", other.replies());
+    // The brake lifts when the failures leave the window, and braked calls were not
+    // counted as failures.
+    plugin.host.set_now(5_000 + 61_000);
+    let (_req, host, action) = call_from(&plugin, "203.0.113.7:40002", Some(AUTH));
+    assert_eq!(action, Action::Continue, "{:?}", host.replies());
+}
+
+#[test]
+fn unknown_and_revoked_keys_count_against_the_address() {
+    let plugin = braking_plugin();
+    let revoked = grant(KeyStatus::Revoked, &[]);
+    cache::store(&plugin.host, &key_hash(), "gpt-4o", &revoked, None, CACHED);
+    let (_req, host, _) = call_from(&plugin, "[2001:db8::1]:5000", Some(AUTH));
+    assert_eq!(refusal_code(&host), (401, "api_key_revoked".into()));
+    // An unknown key, answered by the control plane.
+    let (mut req, host, action) =
+        call_from(&plugin, "[2001:db8::2]:5000", Some("Bearer tg-unknown"));
+    assert_eq!(action, Action::Pause);
+    let answer = authorize_answer(&AuthorizeResponse {
+        key: Some(grant(KeyStatus::Unknown, &[])),
+        ..AuthorizeResponse::default()
+    });
+    host.set_grpc_body(&answer);
+    let token = host.dispatches()[0].token;
+    req.on_grpc_call_response(token, 0, answer.len());
+    assert_eq!(refusal_code(&host), (401, "invalid_api_key".into()));
+    // Both from one /64: braked.
+    let (_req, host, _) = call_from(&plugin, "[2001:db8::3]:1", Some(AUTH));
+    assert_eq!(refusal_code(&host), (429, "rate_limit_exceeded".into()));
+}
