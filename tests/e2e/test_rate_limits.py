@@ -212,3 +212,26 @@ def test_an_address_past_its_failed_authentications_is_refused_whatever_its_key(
         assert status == 200, data
     finally:
         s.stop()
+
+
+def test_a_users_limit_is_shared_by_all_their_keys(stack):
+    stack.cli("users", "limit", "e2e-carol", "--rpm", "3")
+    first = stack.create_key("e2e-carol-1", user="e2e-carol")
+    second = stack.create_key("e2e-carol-2", user="e2e-carol")
+    other = stack.create_key("e2e-dave-1", user="e2e-dave")
+    statuses = [chat(stack, key)[0] for key in (first, second, first, second)]
+    assert statuses == [200, 200, 200, 429], statuses
+    status, headers, data = chat(stack, second)
+    assert status == 429
+    assert "user `e2e-carol`" in json.loads(data)["error"]["message"]
+    assert headers["x-ratelimit-limit-requests"] == "3"
+    assert chat(stack, other)[0] == 200, "another user's keys are not limited"
+
+
+def test_a_per_model_limit_applies_to_its_model_only(stack):
+    key = stack.create_key("e2e-model-limit")
+    stack.cli("keys", "update", stack.key_id("e2e-model-limit"), "--model-limit", "gpt-4o-mini:2:none")
+    assert [chat(stack, key)[0] for _ in range(3)] == [200, 200, 429]
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    status, _, data = request("POST", stack.gateway_url + CHAT, body, {"authorization": f"Bearer {key}"})
+    assert status == 200, data

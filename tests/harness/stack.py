@@ -305,12 +305,14 @@ class Stack:
             raise RuntimeError(f"tollgate {' '.join(args)} failed: {out.stderr}")
         return out.stdout
 
-    def create_key(self, name: str, models: list[str] | None = None, rpm: int | None = None) -> str:
+    def create_key(self, name: str, models: list[str] | None = None, rpm: int | None = None,
+                   tpm: int | None = None, user: str | None = None, team: str | None = None) -> str:
         args = ["keys", "create", "--name", name, "--quiet"]
         if models:
             args += ["--models", ",".join(models)]
-        if rpm is not None:
-            args += ["--rpm", str(rpm)]
+        for flag, value in (("--rpm", rpm), ("--tpm", tpm), ("--user", user), ("--team", team)):
+            if value is not None:
+                args += [flag, str(value)]
         return self.cli(*args).strip()
 
     def key_id(self, name: str) -> str:
