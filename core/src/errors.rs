@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Requests,
     /// The gateway or the provider failed.
     ApiError,
+    /// A budget is spent: OpenAI's billing error, which SDKs never retry.
+    InsufficientQuota,
 }
 
 /// An error the gateway answers with, ready to serialize.

@@ -65,6 +65,21 @@ pub struct FilterSettings {
     /// the tokenizer, ~40 MiB per worker, and costs CPU per request). Off: prompts are only
     /// counted when a provider reports no usage.
     pub count_prompt_tokens: bool,
+    /// What a call that needs more of a budget's money does when the control plane cannot
+    /// lease it (`[budgets] on_control_plane_unreachable`).
+    pub budgets_on_control_plane_unreachable: Unreachable,
+}
+
+/// What a call that needs a new budget lease does when the control plane cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreachable {
+    /// Fail closed: 503 `control_plane_unavailable`.
+    #[default]
+    Refuse,
+    /// Keep drawing on what is left of the lease already held, expired or not: a budget
+    /// can then be overrun by at most one lease per Envoy.
+    AdmitWithinLease,
 }
 
 impl Default for FilterSettings {
@@ -83,6 +98,7 @@ impl Default for FilterSettings {
             usage_buffer_bytes: 32 << 20,
             max_inflight_bytes: 256 << 20,
             count_prompt_tokens: false,
+            budgets_on_control_plane_unreachable: Unreachable::Refuse,
         }
     }
 }
@@ -258,6 +274,28 @@ mod tests {
         assert_eq!(
             (ok.route_header.as_str(), ok.metadata_namespace.as_str()),
             ("x-route", "com.example.meter")
+        );
+    }
+
+    #[test]
+    fn the_unreachable_mode_fails_closed_unless_told_otherwise() {
+        let s = FilterSettings::from_json(&with_token("{}")).unwrap();
+        assert_eq!(s.budgets_on_control_plane_unreachable, Unreachable::Refuse);
+        let s = FilterSettings::from_json(&with_token(
+            r#"{"budgets_on_control_plane_unreachable": "admit_within_lease"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            s.budgets_on_control_plane_unreachable,
+            Unreachable::AdmitWithinLease
+        );
+        let e = FilterSettings::from_json(&with_token(
+            r#"{"budgets_on_control_plane_unreachable": "admit"}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("budgets_on_control_plane_unreachable"),
+            "{e}"
         );
     }
 
