@@ -17,6 +17,7 @@
 
 mod admission;
 mod body;
+mod budgets;
 mod metering;
 mod models;
 #[cfg(test)]
@@ -24,6 +25,7 @@ mod tests;
 
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
+use crate::budget::{CallBudget, Seen};
 use crate::host::Host;
 use crate::usage::Outbox;
 use admission::{Caller, Head, Target};
@@ -31,7 +33,7 @@ use metering::Response;
 use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
@@ -39,7 +41,7 @@ use tollgate_core::limits::Decision;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
-use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, Route};
+use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, BudgetRef, Route};
 
 /// What a call holds in its VM for its whole life beyond its request body: the prompt and
 /// output samples, the SSE decoder's line, the JSON scanner's captures (each bounded in
@@ -60,6 +62,11 @@ pub struct Shared {
     pub unknown_keys: Rc<RefCell<UnknownKeys>>,
     /// Request bytes held by the worker's calls.
     pub inflight: Rc<RefCell<InflightBytes>>,
+    /// Budgets the worker's calls drew on, for the root context to renew.
+    pub budgets: Rc<RefCell<Seen>>,
+    /// Calls that needed a lease while the control plane was unreachable: (admitted
+    /// within a lease, refused).
+    pub unreachable: Rc<Cell<(u64, u64)>>,
 }
 
 /// The kinds of call a stream makes; each answer goes to the handler of its kind.
@@ -69,6 +76,8 @@ enum StreamCall {
     Admission,
     /// `Authorize` for `/v1/models`: answer it from the served models.
     ModelList,
+    /// `LeaseBudget` for money a budget hold lacks.
+    Lease,
 }
 
 /// A call in flight: its kind, and its ticket, which orders its answer against other
@@ -100,6 +109,8 @@ enum Phase {
 enum BodyStage {
     /// Bytes buffered so far, not yet checked.
     Arriving { seen: usize },
+    /// Validated (and rewritten) whole; waiting for a budget lease before it goes on.
+    Holding,
     /// Validated (and rewritten) whole.
     Checked,
 }
@@ -110,6 +121,12 @@ struct Admitted {
     key_id: String,
     /// The key's requests per minute, taken once the body is checked; `None`: unlimited.
     requests_per_minute: Option<u32>,
+    /// The key's user and team, for the record.
+    user: String,
+    team: String,
+    /// The key's budgets, and what the call holds against them.
+    budgets: Vec<BudgetRef>,
+    budget: CallBudget,
     route: Route,
     kind: ProviderKind,
     /// `content-length` was removed at header time, so the body may be rewritten.
@@ -250,6 +267,9 @@ impl<H: Host> Request<H> {
         let Caller {
             key_id,
             requests_per_minute,
+            user,
+            team,
+            budgets,
         } = caller;
         plan.apply(&self.host, &self.request_id);
         let body_rewritable = plan.drop_content_length;
@@ -258,6 +278,10 @@ impl<H: Host> Request<H> {
             target,
             key_id,
             requests_per_minute,
+            user,
+            team,
+            budgets,
+            budget: CallBudget::default(),
             route,
             kind,
             body_rewritable,
@@ -373,21 +397,28 @@ impl<H: Host> Request<H> {
         // body is rewritten only for a call that goes on.
         let kept = checked.and_then(|checked| {
             self.take_request()?;
+            let step = self.hold_budgets(&checked.kept)?;
             if let Some(new_body) = &checked.rewrite {
                 self.host.set_request_body(bytes.len(), new_body);
             }
-            Ok(checked.kept)
+            Ok((checked.kept, step))
         });
         drop(bytes);
         // The body went on; the call keeps only its metering state.
         self.hold(PER_CALL_BYTES);
         match kept {
-            Ok(kept) => {
+            Ok((kept, step)) => {
                 if let Phase::Admitted(admitted) = &mut self.phase {
                     admitted.checked = Some(kept);
-                    admitted.body = BodyStage::Checked;
+                    admitted.body = match step {
+                        budgets::Step::Go => BodyStage::Checked,
+                        budgets::Step::Wait => BodyStage::Holding,
+                    };
                 }
-                Action::Continue
+                match step {
+                    budgets::Step::Go => Action::Continue,
+                    budgets::Step::Wait => Action::Pause,
+                }
             }
             Err(refusal) => {
                 self.refuse(refusal);
@@ -413,6 +444,7 @@ impl<H: Host> Request<H> {
             Phase::Refused(_) | Phase::Answered => Err(Action::Continue),
             Phase::Admitted(a) => match a.body {
                 BodyStage::Checked => Err(Action::Continue),
+                BodyStage::Holding => Err(Action::Pause),
                 BodyStage::Arriving { seen } => Ok(seen),
             },
             Phase::AwaitingHeaders | Phase::Authorizing(_) => {
@@ -450,6 +482,10 @@ impl<H: Host> Context for Request<H> {
         let Some(Question { kind, ticket }) = self.calls.take(token_id) else {
             return;
         };
+        if kind == StreamCall::Lease {
+            self.on_lease_answer(status_code, response_size);
+            return;
+        }
         let target = match std::mem::replace(&mut self.phase, Phase::AwaitingHeaders) {
             Phase::Authorizing(target) => target,
             other => {
@@ -475,6 +511,7 @@ impl<H: Host> Context for Request<H> {
                     Err(refusal) => self.refuse(refusal),
                 }
             }
+            StreamCall::Lease => {}
         }
     }
 }
@@ -569,6 +606,7 @@ impl<H: Host> HttpContext for Request<H> {
         };
         let now = self.host.now_ms();
         let record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
+        budgets::settle(&self.host, admitted, &record);
         self.shared.outbox.borrow_mut().push(record);
     }
 }

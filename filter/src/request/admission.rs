@@ -11,7 +11,7 @@ use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::{FilterSettings, metadata_key};
 use tollgate_core::validation;
-use tollgate_proto::v1::{KeyGrant, KeyStatus, Route};
+use tollgate_proto::v1::{BudgetRef, KeyGrant, KeyStatus, Route};
 
 use super::REQUEST_ID_HEADER;
 
@@ -167,6 +167,11 @@ pub(super) struct Caller {
     pub(super) key_id: String,
     /// The key's requests per minute; `None` is unlimited.
     pub(super) requests_per_minute: Option<u32>,
+    /// The key's user and team ("" for none), for the usage record.
+    pub(super) user: String,
+    pub(super) team: String,
+    /// Every budget a call of the key is held against.
+    pub(super) budgets: Vec<BudgetRef>,
 }
 
 impl Caller {
@@ -175,6 +180,9 @@ impl Caller {
         Self {
             key_id: grant.key_id.clone(),
             requests_per_minute: grant.requests_per_minute,
+            user: grant.user.clone(),
+            team: grant.team.clone(),
+            budgets: grant.budgets.clone(),
         }
     }
 }

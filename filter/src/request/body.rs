@@ -5,6 +5,7 @@ use super::Admitted;
 use serde_json::{Value, json};
 use tollgate_core::anthropic;
 use tollgate_core::endpoints::Endpoint;
+use tollgate_core::hold::{self, TokenBound};
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
 use tollgate_core::tokens::{self, PromptSample};
@@ -23,6 +24,10 @@ pub(super) struct Kept {
     pub(super) injected_usage: bool,
     /// Exact prompt tokens counted before admission (`count_prompt_tokens`).
     pub(super) counted_prompt: Option<u64>,
+    /// The most tokens the call can use, at the model's output cap.
+    pub(super) bound: TokenBound,
+    /// The endpoint generates output (not embeddings).
+    pub(super) generates: bool,
 }
 
 /// A body that may go on.
@@ -75,6 +80,12 @@ pub(super) fn check(
     #[cfg(not(feature = "exact-count"))]
     let counted_prompt = None;
 
+    let max_output_tokens = admitted
+        .route
+        .price
+        .as_ref()
+        .map_or(0, |p| p.max_output_tokens);
+    let bound = hold::token_bound(&valid.info, &prompt, counted_prompt, max_output_tokens);
     let mut injected_usage = false;
     let rewritten = if kind.translates() {
         Some(anthropic::request(&valid.body, upstream_model)?)
@@ -117,6 +128,8 @@ pub(super) fn check(
             client_include_usage: valid.info.include_usage,
             injected_usage,
             counted_prompt,
+            bound,
+            generates: valid.info.generates,
         },
     })
 }
