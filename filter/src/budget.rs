@@ -369,6 +369,7 @@ impl Seen {
 mod tests {
     use super::*;
     use crate::host::mock::MockHost;
+    use proxy_wasm::types::Status;
 
     fn budget(id: &str, limit: u64) -> BudgetRef {
         BudgetRef {
@@ -447,14 +448,15 @@ mod tests {
     }
 
     #[test]
-    fn an_endlessly_contended_lease_takes_no_hold() {
+    fn a_lease_that_cannot_be_written_takes_no_hold() {
         let host = MockHost::new();
         store(&host, "a", &lease("la", 100));
-        host.interleave_writes(&budget::lease_key("a"), usize::MAX);
+        host.refuse_shared_writes(Status::InternalFailure);
         assert_eq!(
             hold_all(&host, &mut call(&[("a", 30)]), 0, false),
-            Err(Shortfall::Store(CasError::Contended))
+            Err(Shortfall::Store(CasError::Host(Status::InternalFailure)))
         );
+        assert_eq!(stored(&host, "a").charged, 0);
     }
 
     #[test]
