@@ -255,9 +255,8 @@ pub fn apply_answer(current: Option<&Lease>, asked: &str, answer: &Answer, now_m
                 charged: 0,
                 renewing_until_ms: 0,
             };
-            let replaceable = current.is_none_or(|c| {
-                c.lease_id.is_empty() || c.lease_id == asked || !c.live(now_ms)
-            });
+            let replaceable = current
+                .is_none_or(|c| c.lease_id.is_empty() || c.lease_id == asked || !c.live(now_ms));
             if replaceable {
                 Applied::Stored(fresh)
             } else {
@@ -374,7 +373,11 @@ mod tests {
         assert_eq!(l.remaining(), 0);
         let mut expired = lease("a", 100, 0);
         assert_eq!(expired.try_hold(1, 60_000, false), Err(Short::Lapsed));
-        assert_eq!(expired.try_hold(1, 60_000, true), Ok(()), "admit within lease");
+        assert_eq!(
+            expired.try_hold(1, 60_000, true),
+            Ok(()),
+            "admit within lease"
+        );
         let mut window_over = Lease {
             window_end_ms: 30_000,
             ..lease("a", 100, 0)
@@ -399,11 +402,17 @@ mod tests {
         assert!(l.renewal_due(0, 50), "20 left, low water 50");
         assert!(!l.renewal_due(0, 10));
         assert!(l.renewal_due(60_000 - RENEW_AHEAD_MS + 1, 10), "expiring");
-        assert!(!l.renewal_due(60_000, 10), "expired: a new lease is taken on need");
+        assert!(
+            !l.renewal_due(60_000, 10),
+            "expired: a new lease is taken on need"
+        );
         let mut marked = l.clone();
         marked.mark_renewing(0);
         assert!(!marked.renewal_due(RENEWAL_MARK_MS - 1, 50));
-        assert!(marked.renewal_due(RENEWAL_MARK_MS, 50), "a lost answer frees the mark");
+        assert!(
+            marked.renewal_due(RENEWAL_MARK_MS, 50),
+            "a lost answer frees the mark"
+        );
     }
 
     #[test]
@@ -415,12 +424,15 @@ mod tests {
         let Applied::Stored(after_first) = apply_answer(Some(&stored), "a", &first, 0) else {
             panic!()
         };
-        let Applied::Stored(after_both) = apply_answer(Some(&after_first), "a", &second, 0)
-        else {
+        let Applied::Stored(after_both) = apply_answer(Some(&after_first), "a", &second, 0) else {
             panic!()
         };
         assert_eq!(
-            (after_both.granted, after_both.charged, after_both.expires_at_ms),
+            (
+                after_both.granted,
+                after_both.charged,
+                after_both.expires_at_ms
+            ),
             (300, 70, 90_000)
         );
         assert_eq!(after_both.renewing_until_ms, 0);

@@ -472,7 +472,10 @@ mod tests {
         assert_eq!(v["error"]["type"], "insufficient_quota");
         assert_eq!(v["error"]["code"], "insufficient_quota");
         let message = v["error"]["message"].as_str().unwrap();
-        assert!(message.starts_with("You exceeded your current quota"), "{message}");
+        assert!(
+            message.starts_with("You exceeded your current quota"),
+            "{message}"
+        );
         assert!(message.contains("monthly budget of team:ml"), "{message}");
     }
 

@@ -294,7 +294,8 @@ mod tests {
         ))
         .unwrap_err();
         assert!(
-            e.to_string().contains("budgets_on_control_plane_unreachable"),
+            e.to_string()
+                .contains("budgets_on_control_plane_unreachable"),
             "{e}"
         );
     }

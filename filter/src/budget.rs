@@ -149,19 +149,23 @@ fn hold_one(
     lapsed_ok: bool,
 ) -> Result<Hold, Result<(String, Short), CasError>> {
     let mut outcome = Err((String::new(), Short::Lapsed));
-    cache::update(host, &budget::lease_key(&need.budget.budget_id), |current| {
-        let mut lease = current.and_then(Lease::from_bytes).unwrap_or_default();
-        match lease.try_hold(need.amount, now_ms, lapsed_ok) {
-            Ok(()) => {
-                outcome = Ok(lease.lease_id.clone());
-                Some(lease.to_bytes())
+    cache::update(
+        host,
+        &budget::lease_key(&need.budget.budget_id),
+        |current| {
+            let mut lease = current.and_then(Lease::from_bytes).unwrap_or_default();
+            match lease.try_hold(need.amount, now_ms, lapsed_ok) {
+                Ok(()) => {
+                    outcome = Ok(lease.lease_id.clone());
+                    Some(lease.to_bytes())
+                }
+                Err(short) => {
+                    outcome = Err((lease.lease_id, short));
+                    None
+                }
             }
-            Err(short) => {
-                outcome = Err((lease.lease_id, short));
-                None
-            }
-        }
-    })
+        },
+    )
     .map_err(Err)?;
     outcome
         .map(|lease_id| Hold {
@@ -424,11 +428,18 @@ mod tests {
                 short: Short::Funds
             })
         );
-        assert_eq!(stored(&host, "a").charged, 0, "the hold on `a` was given back");
+        assert_eq!(
+            stored(&host, "a").charged,
+            0,
+            "the hold on `a` was given back"
+        );
         assert!(c.holds.is_empty());
         store(&host, "b", &lease("lb", 40));
         hold_all(&host, &mut c, 0, false).unwrap();
-        assert_eq!((stored(&host, "a").charged, stored(&host, "b").charged), (50, 40));
+        assert_eq!(
+            (stored(&host, "a").charged, stored(&host, "b").charged),
+            (50, 40)
+        );
         assert_eq!(c.holds.len(), 2);
     }
 
@@ -526,7 +537,11 @@ mod tests {
             "an answer lost frees it"
         );
         store(&worker_a, "c", &lease("lc", 1_000));
-        assert_eq!(claim_renewal(&worker_a, &budget("c", 1_000), 0), None, "full");
+        assert_eq!(
+            claim_renewal(&worker_a, &budget("c", 1_000), 0),
+            None,
+            "full"
+        );
     }
 
     #[test]

@@ -23,9 +23,9 @@ mod models;
 #[cfg(test)]
 mod tests;
 
+use crate::budget::{CallBudget, Seen};
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
-use crate::budget::{CallBudget, Seen};
 use crate::host::Host;
 use crate::usage::Outbox;
 use admission::{Caller, Head, Target};

@@ -202,7 +202,12 @@ pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &UsageRe
     if admitted.budget.holds.is_empty() {
         return;
     }
-    let price = admitted.route.price.as_ref().map(price_of).unwrap_or_default();
+    let price = admitted
+        .route
+        .price
+        .as_ref()
+        .map(price_of)
+        .unwrap_or_default();
     let cost = metering::settlement_cost(admitted, record, &price);
     budget::settle(host, &mut admitted.budget, cost);
 }
