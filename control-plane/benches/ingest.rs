@@ -54,6 +54,9 @@ fn row(run: &str, i: usize) -> UsageRow {
         cost_picos: 123_456,
         finished_at_ms: r.finished_at_ms,
         duration_ms: 40,
+        user: None,
+        team: None,
+        lease_ids: Vec::new(),
     }
 }
 
@@ -127,8 +130,12 @@ async fn bench(label: &str, database_url: &str, records: usize) {
     let server = tonic::transport::Server::builder()
         .add_service(gateway::server(
             LiveCatalog::new(config.catalog),
-            config.gateway,
-            config.limits,
+            gateway::Settings {
+                gateway: config.gateway,
+                limits: config.limits,
+                budgets: config.budgets,
+                clock: tollgate_control_plane::clock::Clock::system(),
+            },
             store.clone(),
             token,
         ))

@@ -61,6 +61,8 @@ pub struct Model {
     pub upstream_model: Option<String>,
     /// Prices; all zero for a model marked free.
     pub price: Price,
+    /// Most output tokens one completion may produce: caps a call's hold.
+    pub max_output_tokens: u64,
 }
 
 /// Providers and models as validated together: every model's provider is among them.
@@ -148,6 +150,7 @@ mod tests {
                 input,
                 ..Price::default()
             },
+            max_output_tokens: 16_384,
         }
     }
 

@@ -4,9 +4,11 @@
 //! its message is read. A key lookup never waits behind usage reports: reports hold at
 //! most half the database connections.
 
+use crate::budgets::{Subject, subjects_of};
 use crate::catalog::{Catalog, LiveCatalog};
-use crate::config::{GatewaySettings, LimitSettings};
-use crate::store::{Store, UsageRow};
+use crate::clock::Clock;
+use crate::config::{BudgetSettings, GatewaySettings, LimitSettings};
+use crate::store::{KeyGrantRow, LeaseAsk, LeaseOutcome, Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
@@ -17,8 +19,9 @@ use tollgate_core::tokens;
 use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
-    AuthorizeRequest, AuthorizeResponse, Estimate, KeyGrant, KeyStatus, LeaseAnswer, LeaseRequest,
-    ModelPrice, Route, ServedModel, TextSample, UsageAck, UsageBatch, UsageRecord,
+    AuthorizeRequest, AuthorizeResponse, BudgetRef, Estimate, KeyGrant, KeyStatus, LeaseAnswer,
+    LeaseRequest, ModelPrice, RateLimit, Route, ServedModel, TextSample, UsageAck, UsageBatch,
+    UsageRecord, lease_answer,
 };
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
@@ -40,6 +43,9 @@ fn counting_jobs() -> usize {
 /// batch's counting is bounded to a few seconds of one thread.
 const MAX_COUNTED_BYTES: usize = 64 * 1024;
 
+/// Longest budget id, holder id or lease id accepted in a lease request, in bytes.
+const MAX_ID_BYTES: usize = 128;
+
 /// The service, with the state it reads.
 pub struct GatewayService {
     /// Routes and prices; each call reads the snapshot in force when it starts.
@@ -47,6 +53,10 @@ pub struct GatewayService {
     settings: GatewaySettings,
     /// Limits of keys without their own.
     limits: LimitSettings,
+    /// How long leases live.
+    budgets: BudgetSettings,
+    /// The time leases are granted at.
+    clock: Clock,
     store: Store,
     /// Usage reports handled at once; the rest wait here, not for a database connection.
     report_permits: Semaphore,
@@ -57,26 +67,47 @@ pub struct GatewayService {
 /// The gRPC service as served: [`GatewayService`] behind the token check.
 pub type Server = InterceptedService<GatewayServer<GatewayService>, SidecarAuth>;
 
+/// What [`GatewayService`] serves from, beside the database.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[gateway]`.
+    pub gateway: GatewaySettings,
+    /// `[limits]`.
+    pub limits: LimitSettings,
+    /// `[budgets]`.
+    pub budgets: BudgetSettings,
+    /// The time every lease is granted at.
+    pub clock: Clock,
+}
+
 /// The tonic server for [`GatewayService`], answering only calls that carry `token`.
 pub fn server(
     catalog: LiveCatalog,
-    settings: GatewaySettings,
-    limits: LimitSettings,
+    settings: Settings,
     store: Store,
     token: SidecarToken,
 ) -> Server {
-    let report_permits = Semaphore::new(store.usage_writers());
-    let service = GatewayServer::new(GatewayService {
-        catalog,
-        settings,
-        limits,
-        store,
-        report_permits,
-        counting: Arc::new(Semaphore::new(counting_jobs())),
-    })
-    // Set here rather than left to tonic's default: the filter sizes its batches from it.
-    .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
+    let service = GatewayServer::new(GatewayService::new(catalog, settings, store))
+        // Set here rather than left to tonic's default: the filter sizes its batches from it.
+        .max_decoding_message_size(tollgate_proto::MAX_MESSAGE_BYTES);
     InterceptedService::new(service, SidecarAuth::new(token))
+}
+
+impl GatewayService {
+    /// The service over `store`, with the catalog in force and the process's settings.
+    pub fn new(catalog: LiveCatalog, settings: Settings, store: Store) -> Self {
+        let report_permits = Semaphore::new(store.usage_writers());
+        GatewayService {
+            catalog,
+            settings: settings.gateway,
+            limits: settings.limits,
+            budgets: settings.budgets,
+            clock: settings.clock,
+            store,
+            report_permits,
+            counting: Arc::new(Semaphore::new(counting_jobs())),
+        }
+    }
 }
 
 /// Refuses, with UNAUTHENTICATED and before the message is decoded, any call whose
@@ -143,7 +174,7 @@ fn route(catalog: &Catalog, model: &str) -> Option<Route> {
             output: model.price.output,
             cache_read: model.price.cache_read,
             cache_write: model.price.cache_write,
-            ..ModelPrice::default()
+            max_output_tokens: model.max_output_tokens,
         }),
     })
 }
@@ -226,6 +257,85 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         cost_picos: clamp(cost),
         finished_at_ms: r.finished_at_ms,
         duration_ms: i64::from(r.duration_ms),
+        user: Some(r.user).filter(|u| !u.is_empty()),
+        team: Some(r.team).filter(|t| !t.is_empty()),
+        lease_ids: r.lease_ids,
+    }
+}
+
+/// Why a lease request is malformed, or `None` when it is well formed.
+fn lease_request_problem(req: &LeaseRequest) -> Option<&'static str> {
+    let id_ok = |id: &str, empty_ok: bool| (empty_ok || !id.is_empty()) && id.len() <= MAX_ID_BYTES;
+    if !id_ok(&req.budget_id, false) {
+        Some("budget_id must be 1 to 128 bytes")
+    } else if !id_ok(&req.holder, false) {
+        Some("holder must be 1 to 128 bytes")
+    } else if !id_ok(&req.lease_id, true) {
+        Some("lease_id must be at most 128 bytes")
+    } else if req.need_picos > req.want_picos {
+        Some("need_picos must not exceed want_picos")
+    } else if i64::try_from(req.want_picos).is_err() {
+        Some("want_picos must be at most 9223372036854775807")
+    } else {
+        None
+    }
+}
+
+impl GatewayService {
+    /// The grant of an active key: its own limits, its user's, its per-model ones (each
+    /// resolved against the config's defaults) and every budget that applies to it.
+    async fn active_grant(&self, row: KeyGrantRow) -> Result<KeyGrant, Status> {
+        let k = row.key;
+        let user = k.user.unwrap_or_default();
+        let team = k.team.unwrap_or_default();
+        let subjects = subjects_of(&k.id, &user, &team);
+        let (model_limits, budgets) = self
+            .store
+            .model_limits_and_budgets(&k.id, &subjects)
+            .await
+            .map_err(internal)?;
+        let mut rate_limits = Vec::new();
+        if !user.is_empty() {
+            let rpm = self
+                .limits
+                .user_requests_per_minute(row.user_limits.requests_per_minute);
+            let tpm = self
+                .limits
+                .user_tokens_per_minute(row.user_limits.tokens_per_minute);
+            if rpm.is_some() || tpm.is_some() {
+                rate_limits.push(RateLimit {
+                    subject: Subject::User(user.clone()).to_string(),
+                    model: String::new(),
+                    requests_per_minute: rpm,
+                    tokens_per_minute: tpm,
+                });
+            }
+        }
+        rate_limits.extend(model_limits.into_iter().map(|m| RateLimit {
+            subject: format!("key_model:{}:{}", k.id, m.model),
+            model: m.model,
+            requests_per_minute: m.limits.requests_per_minute,
+            tokens_per_minute: m.limits.tokens_per_minute,
+        }));
+        Ok(KeyGrant {
+            status: KeyStatus::Active as i32,
+            requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
+            tokens_per_minute: self.limits.tokens_per_minute(k.tokens_per_minute),
+            key_id: k.id,
+            allowed_models: k.models,
+            user,
+            team,
+            rate_limits,
+            budgets: budgets
+                .into_iter()
+                .map(|b| BudgetRef {
+                    budget_id: b.id,
+                    subject: b.subject,
+                    period: b.period.as_str().to_owned(),
+                    limit_picos: b.limit_picos,
+                })
+                .collect(),
+        })
     }
 }
 
@@ -261,26 +371,20 @@ impl Gateway for GatewayService {
         let req = request.into_inner();
         let key = self
             .store
-            .key_by_hash(&req.key_hash)
+            .key_grant_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
         let (state, grant) = match key {
             None => (KeyState::Unknown, KeyGrant::default()),
-            Some(k) => {
-                let (state, status) = if k.revoked_at_ms.is_some() {
-                    (KeyState::Revoked, KeyStatus::Revoked)
-                } else {
-                    (KeyState::Active, KeyStatus::Active)
-                };
-                let grant = KeyGrant {
-                    status: status as i32,
-                    key_id: k.id,
-                    allowed_models: k.models,
-                    requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
+            Some(row) if row.key.revoked_at_ms.is_some() => (
+                KeyState::Revoked,
+                KeyGrant {
+                    status: KeyStatus::Revoked as i32,
+                    key_id: row.key.id,
                     ..KeyGrant::default()
-                };
-                (state, grant)
-            }
+                },
+            ),
+            Some(row) => (KeyState::Active, self.active_grant(row).await?),
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
         let catalog = self.catalog.current();
@@ -336,9 +440,53 @@ impl Gateway for GatewayService {
 
     async fn lease_budget(
         &self,
-        _request: Request<LeaseRequest>,
+        request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseAnswer>, Status> {
-        Err(Status::unimplemented("budgets are being built (issue 9)"))
+        let req = request.into_inner();
+        if let Some(problem) = lease_request_problem(&req) {
+            return Err(Status::invalid_argument(problem));
+        }
+        let ask = LeaseAsk {
+            budget_id: &req.budget_id,
+            holder: &req.holder,
+            lease_id: Some(req.lease_id.as_str()).filter(|id| !id.is_empty()),
+            want_picos: req.want_picos,
+            need_picos: req.need_picos,
+            now_ms: self.clock.now_ms(),
+            ttl_ms: self.budgets.lease_ttl_ms,
+        };
+        let outcome = self.store.lease(ask).await.map_err(internal)?;
+        let answer = match outcome {
+            LeaseOutcome::Granted(lease) => {
+                tracing::debug!(budget_id = %req.budget_id, holder = %req.holder, lease_id = %lease.lease_id, granted = lease.granted_picos, "lease granted");
+                LeaseAnswer {
+                    outcome: lease_answer::Outcome::Granted as i32,
+                    lease_id: lease.lease_id,
+                    granted_picos: lease.granted_picos,
+                    lease_total_picos: lease.total_picos,
+                    expires_at_ms: lease.expires_at_ms,
+                    window_end_ms: lease.window_end_ms,
+                    available_picos: lease.available_picos,
+                }
+            }
+            LeaseOutcome::Exhausted {
+                available_picos,
+                window_end_ms,
+            } => {
+                tracing::info!(budget_id = %req.budget_id, holder = %req.holder, need = req.need_picos, available = available_picos, "budget exhausted");
+                LeaseAnswer {
+                    outcome: lease_answer::Outcome::Exhausted as i32,
+                    window_end_ms,
+                    available_picos,
+                    ..LeaseAnswer::default()
+                }
+            }
+            LeaseOutcome::UnknownBudget => LeaseAnswer {
+                outcome: lease_answer::Outcome::UnknownBudget as i32,
+                ..LeaseAnswer::default()
+            },
+        };
+        Ok(Response::new(answer))
     }
 }
 
@@ -446,6 +594,8 @@ mod tests {
             catalog: LiveCatalog::new(config.catalog),
             settings: config.gateway,
             limits: config.limits,
+            budgets: config.budgets,
+            clock: Clock::system(),
             store,
             report_permits: Semaphore::new(1),
             counting: Arc::new(Semaphore::new(1)),
@@ -504,5 +654,278 @@ mod tests {
             i64::try_from(tokens::count("gpt-4o", &prose)).unwrap()
         );
         assert!(rows[0].estimated);
+    }
+
+    fn service_with(config: Config, store: Store, clock: Clock) -> GatewayService {
+        GatewayService::new(
+            LiveCatalog::new(config.catalog),
+            Settings {
+                gateway: config.gateway,
+                limits: config.limits,
+                budgets: config.budgets,
+                clock,
+            },
+            store,
+        )
+    }
+
+    #[tokio::test]
+    async fn authorize_returns_the_resolved_limits_and_budgets() {
+        use crate::budgets::Period;
+        use crate::keys::{self, KeySpec};
+        use crate::store::Limits;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[limits]\ntokens_per_minute = 5000\nuser_requests_per_minute = 30\nuser_tokens_per_minute = 9000\nmax_output_tokens = 2048\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\nmax_output_tokens = 4096\n\
+             [[models]]\nname = \"mini\"\nprovider = \"local\"\ninput = 1\noutput = 2\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let clock = Clock::system();
+        let issued = keys::create(
+            &store,
+            &catalog,
+            &clock,
+            KeySpec {
+                name: "k".into(),
+                requests_per_minute: Some(0),
+                user: Some("alice".into()),
+                team: Some("ml".into()),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let key_id = issued.row.id.clone();
+        store
+            .set_key_model_limit(
+                &key_id,
+                "gpt-4o",
+                Limits {
+                    requests_per_minute: Some(3),
+                    tokens_per_minute: None,
+                },
+            )
+            .await
+            .unwrap();
+        // Alice's own tokens per minute; her requests per minute stay the default.
+        store
+            .set_user_limits(
+                "alice",
+                Limits {
+                    requests_per_minute: None,
+                    tokens_per_minute: Some(0),
+                },
+            )
+            .await
+            .unwrap();
+        let mut budget_ids = Vec::new();
+        for (subject, period, limit) in [
+            (format!("key:{key_id}"), Period::Day, 1_000),
+            ("user:alice".to_owned(), Period::Month, 2_000),
+            ("team:ml".to_owned(), Period::Total, 3_000),
+            ("team:other".to_owned(), Period::Total, 4_000),
+        ] {
+            let set = store.set_budget(&subject, period, limit, 0).await.unwrap();
+            budget_ids.push(set.budget.id);
+        }
+        let service = service_with(config, store, clock);
+        let answer = service
+            .authorize(Request::new(AuthorizeRequest {
+                key_hash: issued.row.key_hash.clone(),
+                model: "gpt-4o".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let grant = answer.key.unwrap();
+        assert_eq!(grant.status(), KeyStatus::Active);
+        assert_eq!(grant.requests_per_minute, Some(0), "the key's own 0 wins");
+        assert_eq!(grant.tokens_per_minute, Some(5000), "the default");
+        assert_eq!((grant.user.as_str(), grant.team.as_str()), ("alice", "ml"));
+        assert_eq!(
+            grant.rate_limits,
+            vec![
+                RateLimit {
+                    subject: "user:alice".into(),
+                    model: String::new(),
+                    requests_per_minute: Some(30),
+                    tokens_per_minute: Some(0),
+                },
+                RateLimit {
+                    subject: format!("key_model:{key_id}:gpt-4o"),
+                    model: "gpt-4o".into(),
+                    requests_per_minute: Some(3),
+                    tokens_per_minute: None,
+                },
+            ]
+        );
+        let mut budgets: Vec<(String, String, String, u64)> = grant
+            .budgets
+            .iter()
+            .map(|b| {
+                (
+                    b.budget_id.clone(),
+                    b.subject.clone(),
+                    b.period.clone(),
+                    b.limit_picos,
+                )
+            })
+            .collect();
+        budgets.sort_by_key(|b| b.3);
+        assert_eq!(
+            budgets,
+            vec![
+                (
+                    budget_ids[0].clone(),
+                    format!("key:{key_id}"),
+                    "day".into(),
+                    1_000
+                ),
+                (
+                    budget_ids[1].clone(),
+                    "user:alice".into(),
+                    "month".into(),
+                    2_000
+                ),
+                (
+                    budget_ids[2].clone(),
+                    "team:ml".into(),
+                    "total".into(),
+                    3_000
+                ),
+            ]
+        );
+        let price = answer.route.unwrap().price.unwrap();
+        assert_eq!(price.max_output_tokens, 4096);
+        assert_eq!((price.input, price.output), (2_500_000, 10_000_000));
+        let mini = service
+            .authorize(Request::new(AuthorizeRequest {
+                key_hash: issued.row.key_hash,
+                model: "mini".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            mini.route.unwrap().price.unwrap().max_output_tokens,
+            2048,
+            "[limits] max_output_tokens stands in for the model's"
+        );
+    }
+
+    #[tokio::test]
+    async fn lease_requests_are_validated_and_usage_settles_on_the_lease() {
+        use crate::budgets::Period;
+        use crate::clock::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n[[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let budget = store
+            .set_budget("user:bob", Period::Day, 1_000_000_000, 0)
+            .await
+            .unwrap()
+            .budget;
+        let time = ManualClock::at(1_769_860_800_000);
+        let service = service_with(config, store.clone(), time.clock());
+        let lease = |want, need, lease_id: &str| LeaseRequest {
+            budget_id: budget.id.clone(),
+            holder: "envoy-1".into(),
+            lease_id: lease_id.into(),
+            want_picos: want,
+            need_picos: need,
+        };
+        for bad in [
+            lease(1, 2, ""),
+            lease(u64::MAX, 1, ""),
+            LeaseRequest {
+                holder: String::new(),
+                ..lease(1, 1, "")
+            },
+            LeaseRequest {
+                budget_id: "b".repeat(129),
+                ..lease(1, 1, "")
+            },
+        ] {
+            let e = service.lease_budget(Request::new(bad)).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        }
+        let answer = service
+            .lease_budget(Request::new(lease(100_000_000, 50_000_000, "")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.outcome(), lease_answer::Outcome::Granted);
+        assert_eq!(answer.granted_picos, 100_000_000);
+        assert_eq!(answer.available_picos, 900_000_000);
+        assert_eq!(answer.expires_at_ms, 1_769_860_800_000 + 60_000);
+        assert_eq!(answer.window_end_ms, 1_769_904_000_000);
+        // 10 prompt tokens at $2.50/M cost a quarter of the lease; sent twice (a retry).
+        let record = UsageRecord {
+            request_id: "r1".into(),
+            key_id: "key_x".into(),
+            model: "gpt-4o".into(),
+            status: 200,
+            input_uncached: 10,
+            finished_at_ms: 1_769_860_800_500,
+            lease_ids: vec![answer.lease_id.clone()],
+            user: "bob".into(),
+            ..UsageRecord::default()
+        };
+        let ack = service
+            .report_usage(Request::new(UsageBatch {
+                records: vec![record.clone(), record],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((ack.stored, ack.duplicates), (1, 1));
+        let row = &store.list_usage(None, Some("r1"), 1).await.unwrap()[0];
+        assert_eq!(
+            row.cost_picos, 25_000_000,
+            "10 tokens at 2_500_000 picos each"
+        );
+        assert_eq!(row.user.as_deref(), Some("bob"));
+        let status = &store.list_budgets(1_769_860_800_000).await.unwrap()[0];
+        assert_eq!(
+            (status.spent_picos, status.leased_picos),
+            (25_000_000, 75_000_000)
+        );
+        // A top-up a minute later keeps the lease and extends it.
+        time.advance_ms(30_000);
+        let topped = service
+            .lease_budget(Request::new(lease(10, 0, &answer.lease_id)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(topped.lease_id, answer.lease_id);
+        assert_eq!(topped.lease_total_picos, 100_000_010);
+        assert_eq!(topped.expires_at_ms, 1_769_860_800_000 + 30_000 + 60_000);
+        let exhausted = service
+            .lease_budget(Request::new(lease(2_000_000_000, 2_000_000_000, "")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(exhausted.outcome(), lease_answer::Outcome::Exhausted);
+        assert_eq!(exhausted.available_picos, 900_000_000 - 10);
+        let unknown = service
+            .lease_budget(Request::new(LeaseRequest {
+                budget_id: "bud_gone".into(),
+                ..lease(1, 1, "")
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(unknown.outcome(), lease_answer::Outcome::UnknownBudget);
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::store::{KeyRow, Store, StoreError};
+use crate::store::{KeyRow, KeyUpdate, Limits, Store, StoreError};
 use thiserror::Error;
 use tollgate_core::keys::{KEY_PREFIX, display_prefix, hash_key};
 
@@ -18,6 +18,12 @@ pub enum KeyError {
     /// No active key has that id.
     #[error("no active key with id `{0}`")]
     NotFound(String),
+    /// No key has that id.
+    #[error("no key with id `{0}`")]
+    NoSuchKey(String),
+    /// A user or team name is empty, too long or holds control characters.
+    #[error("{0} name must be 1 to 200 characters, without control characters")]
+    BadOwner(&'static str),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -31,24 +37,57 @@ pub struct IssuedKey {
     pub secret: String,
 }
 
-/// Issues a key named `name`, allowed `models` (empty: all models `catalog` serves),
-/// with its own `requests_per_minute` (`None`: the config's default).
+/// What a new key is: its name, allowed models and own limits, and whose it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    /// A name people recognize.
+    pub name: String,
+    /// Allowed models; empty: every model the catalog serves.
+    pub models: Vec<String>,
+    /// Its own requests per minute (`None`: the config's default).
+    pub requests_per_minute: Option<u32>,
+    /// Its own tokens per minute (`None`: the config's default).
+    pub tokens_per_minute: Option<u64>,
+    /// Its user, if any.
+    pub user: Option<String>,
+    /// Its team, if any.
+    pub team: Option<String>,
+}
+
+/// A user or team name, trimmed, or [`KeyError::BadOwner`] naming `what`.
+pub fn owner_name(what: &'static str, name: &str) -> Result<String, KeyError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(KeyError::BadOwner(what));
+    }
+    Ok(name.to_owned())
+}
+
+/// `Err` naming the first of `models` that `catalog` does not serve.
+fn served(catalog: &Catalog, models: &[String]) -> Result<(), KeyError> {
+    match models.iter().find(|m| !catalog.models.contains_key(*m)) {
+        Some(unknown) => Err(KeyError::UnknownModel(
+            unknown.clone(),
+            catalog.model_names().join(", "),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Issues a key as `spec` describes.
 pub async fn create(
     store: &Store,
     catalog: &Catalog,
     clock: &Clock,
-    name: &str,
-    models: Vec<String>,
-    requests_per_minute: Option<u32>,
+    spec: KeySpec,
 ) -> Result<IssuedKey, KeyError> {
-    let name = name.trim();
+    let name = spec.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(KeyError::BadName);
     }
-    if let Some(unknown) = models.iter().find(|m| !catalog.models.contains_key(*m)) {
-        let served = catalog.model_names().join(", ");
-        return Err(KeyError::UnknownModel(unknown.clone(), served));
-    }
+    served(catalog, &spec.models)?;
+    let user = spec.user.map(|u| owner_name("user", &u)).transpose()?;
+    let team = spec.team.map(|t| owner_name("team", &t)).transpose()?;
     // 192 bits from the OS generator: unguessable, and the hash needs no salt at that size.
     let secret = format!("{KEY_PREFIX}{}", hex::encode(rand::random::<[u8; 24]>()));
     let row = KeyRow {
@@ -56,13 +95,42 @@ pub async fn create(
         name: name.to_owned(),
         key_hash: hash_key(secret.as_bytes()),
         key_prefix: display_prefix(&secret),
-        models,
+        models: spec.models,
         created_at_ms: clock.now_ms(),
         revoked_at_ms: None,
-        requests_per_minute,
+        requests_per_minute: spec.requests_per_minute,
+        tokens_per_minute: spec.tokens_per_minute,
+        user,
+        team,
     };
     store.insert_key(&row).await?;
     Ok(IssuedKey { row, secret })
+}
+
+/// Changes the key with this id: `update`, then each per-model limit (both `None` in
+/// one removes it). Models must be served.
+pub async fn update(
+    store: &Store,
+    catalog: &Catalog,
+    id: &str,
+    mut update: KeyUpdate,
+    model_limits: &[(String, Limits)],
+) -> Result<(), KeyError> {
+    let models: Vec<String> = model_limits.iter().map(|(m, _)| m.clone()).collect();
+    served(catalog, &models)?;
+    if let Some(Some(user)) = &update.user {
+        update.user = Some(Some(owner_name("user", user)?));
+    }
+    if let Some(Some(team)) = &update.team {
+        update.team = Some(Some(owner_name("team", team)?));
+    }
+    if !store.update_key(id, &update).await? {
+        return Err(KeyError::NoSuchKey(id.to_owned()));
+    }
+    for (model, limits) in model_limits {
+        store.set_key_model_limit(id, model, *limits).await?;
+    }
+    Ok(())
 }
 
 /// Revokes the key with this id, as of `clock`'s now.

@@ -4,6 +4,7 @@
 //! [`server::serve`] runs both; [`cli`] is the `tollgate` command line around it, and the
 //! binary (`main.rs`) only parses arguments and calls it.
 
+pub mod budgets;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod envoy_config;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod lease_sweeper;
 pub mod reload;
 pub mod server;
 pub mod store;

@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
 use crate::gateway;
 use crate::http;
+use crate::lease_sweeper;
 use crate::reload::{ReloadOutcome, Reloader};
 use crate::store::Store;
 use std::future::Future;
@@ -174,8 +175,12 @@ pub async fn serve(
     let hangups = Hangups::new()?;
 
     let catalog = LiveCatalog::new(config.catalog.clone());
-    let gateway_settings = config.gateway;
-    let config_limits = config.limits;
+    let gateway_settings = gateway::Settings {
+        gateway: config.gateway,
+        limits: config.limits,
+        budgets: config.budgets,
+        clock: clock.clone(),
+    };
     tracing::info!(
         grpc = %grpc_addr,
         http = %http_addr,
@@ -184,7 +189,7 @@ pub async fn serve(
         models = config.catalog.models.len(),
         "tollgate control plane serving"
     );
-    let reloader = Reloader::new(source, config, catalog.clone(), clock);
+    let reloader = Reloader::new(source, config, catalog.clone(), clock.clone());
 
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
@@ -194,8 +199,7 @@ pub async fn serve(
     let grpc = tonic::transport::Server::builder()
         .add_service(gateway::server(
             catalog,
-            gateway_settings,
-            config_limits,
+            gateway_settings.clone(),
             store.clone(),
             token,
         ))
@@ -203,6 +207,12 @@ pub async fn serve(
             tonic::transport::server::TcpIncoming::from(listeners.grpc),
             until_stopped(stopped.clone()),
         );
+    let sweeper = lease_sweeper::run(
+        store.clone(),
+        gateway_settings.budgets,
+        clock,
+        until_stopped(stopped.clone()),
+    );
     let http = axum::serve(listeners.http, http::router(store))
         .with_graceful_shutdown(until_stopped(stopped.clone()));
     let trigger = {
@@ -220,7 +230,7 @@ pub async fn serve(
     };
     let reloads = reload_on_hangup(hangups, reloader.clone(), until_stopped(stopped));
     let task = tokio::spawn(async move {
-        let (grpc, http, (), ()) = tokio::join!(grpc, http, trigger, reloads);
+        let (grpc, http, (), (), ()) = tokio::join!(grpc, http, trigger, reloads, sweeper);
         grpc?;
         http.map_err(ServeError::Http)
     });

@@ -3,6 +3,12 @@
 //! One set of queries serves both through sqlx's `Any` driver: placeholders are `$N`,
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
+mod budgets;
+mod limits;
+
+pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
+pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
+
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
 use std::time::Duration;
@@ -20,6 +26,22 @@ pub enum StoreError {
     /// The SQLite file's folder could not be created.
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    /// A number is larger than the store's signed 64-bit columns hold.
+    #[error(
+        "{field} is {value}, more than the largest value stored ({})",
+        i64::MAX
+    )]
+    OutOfRange {
+        /// What the number is.
+        field: &'static str,
+        /// The value refused.
+        value: u64,
+    },
+}
+
+/// `value` as the store's i64, or [`StoreError::OutOfRange`] naming `field`.
+pub(crate) fn to_i64(field: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { field, value })
 }
 
 /// A virtual key as stored (never the secret).
@@ -41,6 +63,12 @@ pub struct KeyRow {
     pub revoked_at_ms: Option<i64>,
     /// The key's own requests per minute; `None`: the config's default.
     pub requests_per_minute: Option<u32>,
+    /// The key's own tokens per minute; `None`: the config's default.
+    pub tokens_per_minute: Option<u64>,
+    /// The user the key belongs to, if any.
+    pub user: Option<String>,
+    /// The team the key belongs to, if any.
+    pub team: Option<String>,
 }
 
 /// One call's usage and cost as stored.
@@ -76,10 +104,18 @@ pub struct UsageRow {
     pub finished_at_ms: i64,
     /// Request duration in ms.
     pub duration_ms: i64,
+    /// The key's user when the call was admitted, if any.
+    pub user: Option<String>,
+    /// The key's team when the call was admitted, if any.
+    pub team: Option<String>,
+    /// The budget leases the call's hold was drawn from; settled on insert, not stored
+    /// (read back empty).
+    #[serde(skip)]
+    pub lease_ids: Vec<String>,
 }
 
 /// Columns of `usage_records`, in the order [`UsageRow`] binds them.
-const USAGE_COLUMNS: [&str; 15] = [
+const USAGE_COLUMNS: [&str; 17] = [
     "request_id",
     "key_id",
     "model",
@@ -95,6 +131,8 @@ const USAGE_COLUMNS: [&str; 15] = [
     "cost_picos",
     "finished_at_ms",
     "duration_ms",
+    "user_name",
+    "team",
 ];
 
 /// Rows per INSERT statement. Measured (benches/ingest.rs): binding costs grow faster
@@ -169,10 +207,15 @@ impl Store {
 
     /// Stores a new key.
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
+        let tpm = key
+            .tokens_per_minute
+            .map(|n| to_i64("tokens_per_minute", n))
+            .transpose()?;
         sqlx::query(
             "INSERT INTO virtual_keys \
-             (id, name, key_hash, key_prefix, models, created_at_ms, requests_per_minute) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (id, name, key_hash, key_prefix, models, created_at_ms, requests_per_minute, \
+              tokens_per_minute, user_name, team) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -181,6 +224,9 @@ impl Store {
         .bind(key.models.join(","))
         .bind(key.created_at_ms)
         .bind(key.requests_per_minute.map(i64::from))
+        .bind(tpm)
+        .bind(key.user.clone())
+        .bind(key.team.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -190,7 +236,7 @@ impl Store {
     pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-             requests_per_minute \
+             requests_per_minute, tokens_per_minute, user_name, team \
              FROM virtual_keys ORDER BY created_at_ms, id",
         )
         .fetch_all(&self.pool)
@@ -202,7 +248,7 @@ impl Store {
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(
             "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-             requests_per_minute \
+             requests_per_minute, tokens_per_minute, user_name, team \
              FROM virtual_keys WHERE key_hash = $1",
         )
         .bind(key_hash)
@@ -223,11 +269,13 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Stores usage rows in one transaction, skipping request ids already stored;
-    /// returns how many were new.
+    /// Stores usage rows in one transaction, skipping request ids already stored, and in
+    /// the same transaction settles each new row's cost on the budgets it applies to (a
+    /// retried record is never charged twice); returns how many were new.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut stored = 0;
+        // RETURNING names only the rows inserted: ON CONFLICT skipped the others.
+        let mut new_ids = std::collections::HashSet::new();
         for chunk in rows.chunks(INSERT_CHUNK) {
             let sql = usage_insert_sql(
                 chunk.len(),
@@ -250,10 +298,21 @@ impl Store {
                     .bind(i64::from(r.partial))
                     .bind(r.cost_picos)
                     .bind(r.finished_at_ms)
-                    .bind(r.duration_ms);
+                    .bind(r.duration_ms)
+                    .bind(r.user.clone())
+                    .bind(r.team.clone());
             }
-            stored += query.execute(&mut *tx).await?.rows_affected();
+            for row in query.fetch_all(&mut *tx).await? {
+                new_ids.insert(row.try_get::<String, _>("request_id")?);
+            }
         }
+        let stored = u64::try_from(new_ids.len()).unwrap_or(u64::MAX);
+        // Each id once, even when a batch names it twice.
+        let fresh: Vec<&UsageRow> = rows
+            .iter()
+            .filter(|r| new_ids.remove(&r.request_id))
+            .collect();
+        budgets::settle(&mut tx, &fresh).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -323,11 +382,11 @@ fn usage_insert_sql(rows: usize, placeholder: char) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     sql
 }
 
-fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
+pub(crate) fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
     let models: String = row.try_get("models")?;
     Ok(KeyRow {
         id: row.try_get("id")?,
@@ -345,7 +404,18 @@ fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
             .try_get::<Option<i64>, _>("requests_per_minute")?
             .map(|n| u32::try_from(n).map_err(|e| sqlx::Error::Decode(Box::new(e))))
             .transpose()?,
+        tokens_per_minute: unsigned(row, "tokens_per_minute")?,
+        user: row.try_get("user_name")?,
+        team: row.try_get("team")?,
     })
+}
+
+/// A nullable BIGINT column that holds a non-negative number.
+pub(crate) fn unsigned(row: &sqlx::any::AnyRow, column: &str) -> Result<Option<u64>, StoreError> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(|n| u64::try_from(n).map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()?)
 }
 
 fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
@@ -365,11 +435,14 @@ fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
         cost_picos: row.try_get("cost_picos")?,
         finished_at_ms: row.try_get("finished_at_ms")?,
         duration_ms: row.try_get("duration_ms")?,
+        user: row.try_get("user_name")?,
+        team: row.try_get("team")?,
+        lease_ids: Vec::new(),
     })
 }
 
 /// An INTEGER column: i64 from SQLite, i32 from PostgreSQL.
-fn int(row: &sqlx::any::AnyRow, column: &str) -> Result<i64, StoreError> {
+pub(crate) fn int(row: &sqlx::any::AnyRow, column: &str) -> Result<i64, StoreError> {
     Ok(row
         .try_get::<i64, _>(column)
         .or_else(|_| row.try_get::<i32, _>(column).map(i64::from))?)
@@ -401,6 +474,9 @@ mod tests {
             cost_picos: 123_456_789,
             finished_at_ms: t,
             duration_ms: 42,
+            user: Some("alice".into()),
+            team: None,
+            lease_ids: Vec::new(),
         }
     }
 
@@ -415,6 +491,9 @@ mod tests {
             created_at_ms: 1,
             revoked_at_ms: None,
             requests_per_minute: None,
+            tokens_per_minute: Some(u64::try_from(i64::MAX).unwrap()),
+            user: Some("alice".into()),
+            team: None,
         };
         store.insert_key(&key).await.unwrap();
         // A key's own limit keeps 0 apart from none.

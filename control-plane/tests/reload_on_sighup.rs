@@ -75,9 +75,10 @@ async fn sighup_reloads_prices_and_models_and_keeps_the_catalog_on_a_bad_edit() 
         &store,
         &running.catalog().current(),
         &Clock::system(),
-        "k",
-        Vec::new(),
-        None,
+        keys::KeySpec {
+            name: "k".into(),
+            ..keys::KeySpec::default()
+        },
     )
     .await
     .expect("key issued");

@@ -1,10 +1,10 @@
-//! `tollgate keys create | list | revoke`.
+//! `tollgate keys create | list | revoke | update`.
 
-use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs};
+use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs, UpdateKeyArgs};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::keys;
-use crate::store::{KeyRow, Store};
+use crate::keys::{self, KeySpec};
+use crate::store::{KeyRow, KeyUpdate, Limits, Store};
 use std::io::Write;
 
 /// Issues a key and prints its secret, the only time it is shown.
@@ -15,7 +15,15 @@ pub(super) async fn create(
     args: CreateKeyArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let issued = keys::create(store, catalog, clock, &args.name, args.models, args.rpm).await?;
+    let spec = KeySpec {
+        name: args.name,
+        models: args.models,
+        requests_per_minute: args.rpm,
+        tokens_per_minute: args.tpm,
+        user: args.user,
+        team: args.team,
+    };
+    let issued = keys::create(store, catalog, clock, spec).await?;
     if args.quiet {
         writeln!(out, "{}", issued.secret)?;
     } else {
@@ -40,17 +48,69 @@ pub(super) async fn list(
             } else {
                 k.models.join(",")
             };
+            let limit = |l: Option<u64>| l.map_or_else(|| "default".to_owned(), |n| n.to_string());
+            let mut owner = String::new();
+            if let Some(user) = &k.user {
+                owner.push_str(&format!("  user={user}"));
+            }
+            if let Some(team) = &k.team {
+                owner.push_str(&format!("  team={team}"));
+            }
             writeln!(
                 out,
-                "{}  {:8}  {}…  models={}  {}",
+                "{}  {:8}  {}…  models={}  rpm={} tpm={}{}  {}",
                 k.id,
                 status(&k),
                 k.key_prefix,
                 models,
+                limit(k.requests_per_minute.map(u64::from)),
+                limit(k.tokens_per_minute),
+                owner,
                 k.name
             )?;
         }
     }
+    Ok(())
+}
+
+/// Changes a key's limits, user or team, and its per-model limits.
+pub(super) async fn update(
+    store: &Store,
+    catalog: &Catalog,
+    args: UpdateKeyArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let clear_or = |clear: bool, value: Option<String>| {
+        if clear { Some(None) } else { value.map(Some) }
+    };
+    let update = KeyUpdate {
+        requests_per_minute: args.rpm.map(|l| l.0.and_then(|n| u32::try_from(n).ok())),
+        tokens_per_minute: args.tpm.map(|l| l.0),
+        user: clear_or(args.no_user, args.user),
+        team: clear_or(args.no_team, args.team),
+    };
+    if update == KeyUpdate::default() && args.model_limits.is_empty() {
+        return Err(CliError::NothingToChange(
+            "--rpm, --tpm, --user, --no-user, --team, --no-team, --model-limit",
+        ));
+    }
+    let model_limits: Vec<(String, Limits)> = args
+        .model_limits
+        .iter()
+        .map(|m| {
+            let limits = Limits {
+                requests_per_minute: m.rpm,
+                tokens_per_minute: m.tpm,
+            };
+            (m.model.clone(), limits)
+        })
+        .collect();
+    keys::update(store, catalog, &args.id, update, &model_limits).await?;
+    writeln!(
+        out,
+        "Updated {}. Gateways apply it within their key cache time.",
+        args.id
+    )?;
     Ok(())
 }
 
@@ -83,6 +143,7 @@ fn json_line(k: &KeyRow) -> serde_json::Value {
         "id": k.id, "name": k.name, "prefix": k.key_prefix, "models": k.models,
         "status": status(k), "created_at_ms": k.created_at_ms, "revoked_at_ms": k.revoked_at_ms,
         "requests_per_minute": k.requests_per_minute,
+        "tokens_per_minute": k.tokens_per_minute, "user": k.user, "team": k.team,
     })
 }
 
@@ -119,6 +180,9 @@ mod tests {
             models: vec!["m".into()],
             quiet: true,
             rpm: None,
+            tpm: None,
+            user: None,
+            team: None,
         };
         create(&store, &catalog, &clock, args, &mut out)
             .await
@@ -158,7 +222,7 @@ mod tests {
         let table = text(out);
         assert!(
             table.starts_with(&format!(
-                "{id}  revoked   {}…  models=m  ci",
+                "{id}  revoked   {}…  models=m  rpm=default tpm=default  ci",
                 row.key_prefix
             )),
             "{table}"
@@ -173,6 +237,9 @@ mod tests {
             models: vec!["gpt-9".into()],
             quiet: false,
             rpm: None,
+            tpm: None,
+            user: None,
+            team: None,
         };
         let mut out = Vec::new();
         let e = create(&store, &catalog, &Clock::system(), args, &mut out)
@@ -219,5 +286,178 @@ mod tests {
             "tollgate", "keys", "create", "--name", "k", "--rpm", "-1",
         ]);
         assert!(negative.is_err());
+    }
+
+    /// The arguments a `tollgate keys …` command line parsed into.
+    fn keys_command(args: &[&str]) -> super::super::KeysCommand {
+        use clap::Parser;
+        let argv = ["tollgate", "keys"].iter().chain(args).copied();
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            super::super::Command::Keys(command) => command,
+            other => panic!("not keys: {other:?}"),
+        }
+    }
+
+    fn parse_error(args: &[&str]) -> String {
+        use clap::Parser;
+        let argv = ["tollgate"].iter().chain(args).copied();
+        super::super::Cli::try_parse_from(argv)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn keys_are_created_with_user_team_and_tpm_and_updated() {
+        let (_dir, store, catalog) = setup().await;
+        let super::super::KeysCommand::Create(args) = keys_command(&[
+            "create", "--name", "k", "--user", "alice", "--team", "ml", "--tpm", "0", "--quiet",
+        ]) else {
+            panic!("create");
+        };
+        create(&store, &catalog, &Clock::system(), args, &mut Vec::new())
+            .await
+            .unwrap();
+        let key = store.list_keys().await.unwrap().remove(0);
+        assert_eq!(
+            (
+                key.user.as_deref(),
+                key.team.as_deref(),
+                key.tokens_per_minute
+            ),
+            (Some("alice"), Some("ml"), Some(0))
+        );
+
+        let super::super::KeysCommand::Update(args) = keys_command(&[
+            "update",
+            &key.id,
+            "--rpm",
+            "12",
+            "--tpm",
+            "none",
+            "--no-team",
+            "--user",
+            "bob",
+            "--model-limit",
+            "m:5:none",
+        ]) else {
+            panic!("update");
+        };
+        let mut out = Vec::new();
+        update(&store, &catalog, args, &mut out).await.unwrap();
+        assert!(text(out).starts_with(&format!("Updated {}.", key.id)));
+        let grant = store
+            .key_grant_by_hash(&key.key_hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(grant.key.requests_per_minute, Some(12));
+        assert_eq!(grant.key.tokens_per_minute, None);
+        assert_eq!(
+            (grant.key.user.as_deref(), grant.key.team),
+            (Some("bob"), None)
+        );
+        let (models, _) = store.model_limits_and_budgets(&key.id, &[]).await.unwrap();
+        assert_eq!(models.len(), 1);
+        assert_eq!(
+            (models[0].model.as_str(), models[0].limits),
+            (
+                "m",
+                Limits {
+                    requests_per_minute: Some(5),
+                    tokens_per_minute: None
+                }
+            )
+        );
+        // Both parts `none` removes the model's limits.
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", &key.id, "--model-limit", "m:none:none"])
+        else {
+            panic!("update");
+        };
+        update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap();
+        let (models, _) = store.model_limits_and_budgets(&key.id, &[]).await.unwrap();
+        assert!(models.is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_updates_refuse_what_they_cannot_apply() {
+        let (_dir, store, catalog) = setup().await;
+        let super::super::KeysCommand::Update(args) = keys_command(&["update", "key_nope"]) else {
+            panic!("update");
+        };
+        let e = update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--rpm") && e.contains("--model-limit"), "{e}");
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", "key_nope", "--rpm", "1"])
+        else {
+            panic!("update");
+        };
+        let e = update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no key with id `key_nope`"), "{e}");
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", "key_nope", "--model-limit", "gpt-9:1:1"])
+        else {
+            panic!("update");
+        };
+        let e = update(&store, &catalog, args, &mut Vec::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gpt-9"), "{e}");
+        for (args, flag) in [
+            (&["keys", "update", "k", "--rpm", "many"][..], "--rpm"),
+            (&["keys", "update", "k", "--rpm", "4294967296"][..], "--rpm"),
+            (
+                &["keys", "update", "k", "--tpm", "9223372036854775808"][..],
+                "--tpm",
+            ),
+            (
+                &["keys", "update", "k", "--model-limit", "m:1"][..],
+                "--model-limit",
+            ),
+            (
+                &["keys", "update", "k", "--user", "a", "--no-user"][..],
+                "--no-user",
+            ),
+            (
+                &[
+                    "keys",
+                    "create",
+                    "--name",
+                    "k",
+                    "--tpm",
+                    "9223372036854775808",
+                ][..],
+                "--tpm",
+            ),
+        ] {
+            let e = parse_error(args);
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_model_limit_may_name_a_model_with_colons() {
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", "k", "--model-limit", "llama3:8b:none:1000"])
+        else {
+            panic!("update");
+        };
+        assert_eq!(
+            args.model_limits,
+            vec![super::super::ModelLimitArg {
+                model: "llama3:8b".into(),
+                rpm: None,
+                tpm: Some(1000),
+            }]
+        );
     }
 }

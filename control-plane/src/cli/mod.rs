@@ -1,10 +1,12 @@
 //! The `tollgate` command line: its schema, and one handler per subcommand, each writing
 //! what it prints to the `impl Write` it is given.
 
+mod budgets;
 mod check_config;
 mod keys;
 mod serve;
 mod usage;
+mod users;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource};
@@ -49,6 +51,12 @@ pub enum CliError {
     /// A record could not be written as JSON.
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// No budget has that id.
+    #[error("no budget with id `{0}`")]
+    NoSuchBudget(String),
+    /// A command was given nothing to do.
+    #[error("nothing to change: give at least one of {0}")]
+    NothingToChange(&'static str),
 }
 
 /// `tollgate [--config FILE] <command>`.
@@ -89,6 +97,12 @@ pub enum Command {
     /// Inspect recorded usage.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Set users' rate limits.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage spend limits of keys, users and teams.
+    #[command(subcommand)]
+    Budgets(BudgetsCommand),
 }
 
 /// `tollgate keys …`.
@@ -100,6 +114,166 @@ pub enum KeysCommand {
     List(ListKeysArgs),
     /// Revoke a key by id; gateways refuse it once their cache expires.
     Revoke(RevokeKeyArgs),
+    /// Change a key's limits, user or team; gateways apply it once their cache expires.
+    Update(UpdateKeyArgs),
+}
+
+/// A limit given on the command line: a number, or `none` for no value of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitArg(pub Option<u64>);
+
+/// Parses `N` or `none`.
+fn limit_arg(text: &str) -> Result<LimitArg, String> {
+    if text == "none" {
+        return Ok(LimitArg(None));
+    }
+    let n: u64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is neither a whole number (0 blocks) nor `none`"))?;
+    if i64::try_from(n).is_err() {
+        return Err(format!("`{text}` is more than {}", i64::MAX));
+    }
+    Ok(LimitArg(Some(n)))
+}
+
+/// Parses a requests-per-minute `N` (at most u32::MAX) or `none`.
+fn rpm_arg(text: &str) -> Result<LimitArg, String> {
+    let limit = limit_arg(text)?;
+    match limit.0 {
+        Some(n) if u32::try_from(n).is_err() => Err(format!("`{text}` is more than {}", u32::MAX)),
+        _ => Ok(limit),
+    }
+}
+
+/// A per-model limit: `MODEL:RPM:TPM`, each limit a number or `none`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLimitArg {
+    /// The model (may itself hold colons).
+    pub model: String,
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Tokens per minute.
+    pub tpm: Option<u64>,
+}
+
+/// Parses `MODEL:RPM:TPM`.
+fn model_limit_arg(text: &str) -> Result<ModelLimitArg, String> {
+    let mut parts = text.rsplitn(3, ':');
+    let (Some(tpm), Some(rpm), Some(model)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!(
+            "`{text}` is not MODEL:RPM:TPM (e.g. gpt-4o:60:none)"
+        ));
+    };
+    if model.is_empty() {
+        return Err(format!("`{text}` names no model"));
+    }
+    let rpm = rpm_arg(rpm)?.0.and_then(|n| u32::try_from(n).ok());
+    Ok(ModelLimitArg {
+        model: model.to_owned(),
+        rpm,
+        tpm: limit_arg(tpm)?.0,
+    })
+}
+
+/// Parses dollars exactly into pico-dollars.
+fn usd_arg(text: &str) -> Result<u64, String> {
+    crate::budgets::parse_dollars(text).map_err(|e| e.to_string())
+}
+
+/// `tollgate keys update`.
+#[derive(Debug, Args)]
+pub struct UpdateKeyArgs {
+    /// The key's id (`key_…`).
+    pub id: String,
+    /// Its own requests per minute (0 refuses every call); `none`: the `[limits]` default.
+    #[arg(long, value_name = "N|none", value_parser = rpm_arg)]
+    pub rpm: Option<LimitArg>,
+    /// Its own tokens per minute (0 refuses every call); `none`: the `[limits]` default.
+    #[arg(long, value_name = "N|none", value_parser = limit_arg)]
+    pub tpm: Option<LimitArg>,
+    /// The user the key belongs to.
+    #[arg(long, conflicts_with = "no_user")]
+    pub user: Option<String>,
+    /// The key belongs to no user any more.
+    #[arg(long)]
+    pub no_user: bool,
+    /// The team the key belongs to.
+    #[arg(long, conflicts_with = "no_team")]
+    pub team: Option<String>,
+    /// The key belongs to no team any more.
+    #[arg(long)]
+    pub no_team: bool,
+    /// A limit for one model, `MODEL:RPM:TPM` (`none` for either: no such limit; both
+    /// `none` removes it); repeat for several models.
+    #[arg(long = "model-limit", value_name = "MODEL:RPM:TPM", value_parser = model_limit_arg)]
+    pub model_limits: Vec<ModelLimitArg>,
+}
+
+/// `tollgate users …`.
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Set a user's own rate limits, shared by all their keys.
+    Limit(UserLimitArgs),
+}
+
+/// `tollgate users limit`.
+#[derive(Debug, Args)]
+pub struct UserLimitArgs {
+    /// The user's name, as given to `keys create --user`.
+    pub name: String,
+    /// Requests per minute (0 refuses every call); `none`: the `[limits]` default.
+    #[arg(long, value_name = "N|none", value_parser = rpm_arg)]
+    pub rpm: Option<LimitArg>,
+    /// Tokens per minute (0 refuses every call); `none`: the `[limits]` default.
+    #[arg(long, value_name = "N|none", value_parser = limit_arg)]
+    pub tpm: Option<LimitArg>,
+}
+
+/// `tollgate budgets …`.
+#[derive(Debug, Subcommand)]
+pub enum BudgetsCommand {
+    /// Set the spend limit of a key, user or team for a period (created, or changed).
+    Set(SetBudgetArgs),
+    /// List budgets with their money in the current window.
+    List(ListBudgetsArgs),
+    /// Delete a budget; calls are no longer held against it.
+    Delete(DeleteBudgetArgs),
+}
+
+/// `tollgate budgets set`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["key", "user", "team"])))]
+pub struct SetBudgetArgs {
+    /// A key's budget, by key id.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// A user's budget (all their keys).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// A team's budget (all its keys).
+    #[arg(long)]
+    pub team: Option<String>,
+    /// `day` or `month` (UTC calendar), or `total`.
+    #[arg(long)]
+    pub period: crate::budgets::Period,
+    /// The limit in US dollars per period, e.g. 12.50 (exact to the pico-dollar).
+    #[arg(long, value_name = "DOLLARS", value_parser = usd_arg)]
+    pub usd: u64,
+}
+
+/// `tollgate budgets list`.
+#[derive(Debug, Args)]
+pub struct ListBudgetsArgs {
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tollgate budgets delete`.
+#[derive(Debug, Args)]
+pub struct DeleteBudgetArgs {
+    /// The budget's id (`bud_…`).
+    pub id: String,
 }
 
 /// `tollgate keys create`.
@@ -117,6 +291,15 @@ pub struct CreateKeyArgs {
     /// The key's own requests per minute (0 refuses every call); default: `[limits]`.
     #[arg(long)]
     pub rpm: Option<u32>,
+    /// The key's own tokens per minute (0 refuses every call); default: `[limits]`.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    pub tpm: Option<u64>,
+    /// The user the key belongs to: their limits and budgets apply to it.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The team the key belongs to: its budgets apply to it.
+    #[arg(long)]
+    pub team: Option<String>,
 }
 
 /// `tollgate keys list`.
@@ -188,6 +371,19 @@ pub async fn run(
                 }
                 KeysCommand::List(args) => keys::list(&store, &args, out).await,
                 KeysCommand::Revoke(args) => keys::revoke(&store, &clock, &args, out).await,
+                KeysCommand::Update(args) => keys::update(&store, &config.catalog, args, out).await,
+            }
+        }
+        Command::Users(UsersCommand::Limit(args)) => {
+            let store = open_store(&config).await?;
+            users::limit(&store, &config.limits, &args, out).await
+        }
+        Command::Budgets(command) => {
+            let store = open_store(&config).await?;
+            match command {
+                BudgetsCommand::Set(args) => budgets::set(&store, &clock, &args, out).await,
+                BudgetsCommand::List(args) => budgets::list(&store, &clock, &args, out).await,
+                BudgetsCommand::Delete(args) => budgets::delete(&store, &args, out).await,
             }
         }
         Command::Usage(UsageCommand::List(args)) => {

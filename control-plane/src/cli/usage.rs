@@ -62,6 +62,9 @@ mod tests {
             cost_picos: 1_500_000_000,
             finished_at_ms,
             duration_ms: 3,
+            user: None,
+            team: None,
+            lease_ids: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! so a bad deploy stops with a message a person can act on instead of a gateway that
 //! misprices calls.
 
+mod budgets;
 mod gateway;
 mod limits;
 mod models;
@@ -13,6 +14,7 @@ mod raw;
 mod server;
 mod storage;
 
+pub use budgets::BudgetSettings;
 pub use gateway::GatewaySettings;
 pub use limits::LimitSettings;
 pub use raw::AuthScheme;
@@ -102,6 +104,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     /// `[limits]`: the defaults of every key's limits.
     pub limits: LimitSettings,
+    /// `[budgets]`: budget leases and their reclaim.
+    pub budgets: BudgetSettings,
     /// `[[providers]]` and `[[models]]`: what is served, the part that reloads live.
     pub catalog: Catalog,
     /// `[envoy]`: the Envoy in front of the filter, for `tollgate envoy-config`.
@@ -147,13 +151,15 @@ impl Config {
         let gateway = gateway::validate(file.gateway)?;
         let limits = limits::validate(file.limits)?;
         let providers = providers::validate(file.providers, &env)?;
-        let models = models::validate(file.models, &providers)?;
+        let models = models::validate(file.models, &providers, limits.max_output_tokens)?;
+        let budgets = budgets::validate(file.budgets, &providers)?;
         let envoy = EnvoySection::from_file(file.envoy, server.grpc_listen, base)?;
         Ok(Config {
             server,
             storage,
             gateway,
             limits,
+            budgets,
             catalog: Catalog {
                 providers,
                 models,
@@ -178,6 +184,7 @@ impl Config {
             ("storage", self.storage != newer.storage),
             ("gateway", self.gateway != newer.gateway),
             ("limits", self.limits != newer.limits),
+            ("budgets", self.budgets != newer.budgets),
         ]
         .into_iter()
         .filter_map(|(field, changed)| changed.then_some(field))

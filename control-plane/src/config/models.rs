@@ -13,11 +13,12 @@ const MAX_NAME_BYTES: usize = 256;
 pub(super) fn validate(
     files: Vec<ModelFile>,
     providers: &HashMap<String, Provider>,
+    default_max_output_tokens: u64,
 ) -> Result<HashMap<String, Model>, ConfigError> {
     let entries = files.into_iter().enumerate();
     let models = by_name(
         "models",
-        entries.map(|(i, m)| model(i, m, providers)),
+        entries.map(|(i, m)| model(i, m, providers, default_max_output_tokens)),
         |m| &m.name,
     )?;
     if models.is_empty() {
@@ -30,6 +31,7 @@ fn model(
     i: usize,
     m: ModelFile,
     providers: &HashMap<String, Provider>,
+    default_max_output_tokens: u64,
 ) -> Result<Model, ConfigError> {
     if m.name.trim().is_empty() || m.name.len() > MAX_NAME_BYTES {
         return Err(field_error(
@@ -73,11 +75,17 @@ fn model(
             "must be 1 to 256 bytes",
         ));
     }
+    let max_output_tokens = m
+        .max_output_tokens
+        .map(|n| super::limits::max_output_tokens(&format!("models[{i}].max_output_tokens"), n))
+        .transpose()?
+        .unwrap_or(default_max_output_tokens);
     Ok(Model {
         name: m.name,
         provider: m.provider,
         upstream_model: m.upstream_model,
         price,
+        max_output_tokens,
     })
 }
 
@@ -100,11 +108,12 @@ mod tests {
             cache_read: None,
             cache_write: None,
             free: false,
+            max_output_tokens: None,
         }
     }
 
     fn err(files: Vec<ModelFile>) -> String {
-        validate(files, &providers())
+        validate(files, &providers(), 16_384)
             .expect_err("models must be refused")
             .to_string()
     }
@@ -117,7 +126,7 @@ mod tests {
             free: true,
             ..priced("free", 0.0, 0.0)
         };
-        let m = validate(vec![priced("m", 0.15, 0.6), free], &providers()).unwrap();
+        let m = validate(vec![priced("m", 0.15, 0.6), free], &providers(), 16_384).unwrap();
         assert_eq!(m["m"].price.input, 150_000);
         assert_eq!(m["m"].price.output, 600_000);
         assert_eq!(m["m"].price.cache_read, 0);
@@ -145,5 +154,21 @@ mod tests {
             ..priced("a", 1.0, 1.0)
         };
         assert!(err(vec![priced_free]).contains("models[0].input"));
+        let uncapped = ModelFile {
+            max_output_tokens: Some(0),
+            ..priced("a", 1.0, 1.0)
+        };
+        assert!(err(vec![uncapped]).contains("models[0].max_output_tokens"));
+    }
+
+    #[test]
+    fn the_output_cap_is_the_models_own_or_the_default() {
+        let capped = ModelFile {
+            max_output_tokens: Some(4_096),
+            ..priced("capped", 1.0, 1.0)
+        };
+        let m = validate(vec![capped, priced("plain", 1.0, 1.0)], &providers(), 999).unwrap();
+        assert_eq!(m["capped"].max_output_tokens, 4_096);
+        assert_eq!(m["plain"].max_output_tokens, 999);
     }
 }

@@ -17,6 +17,8 @@ pub(super) struct File {
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
+    pub budgets: BudgetsFile,
+    #[serde(default)]
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
@@ -71,6 +73,29 @@ impl Default for GatewayFile {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct LimitsFile {
     pub requests_per_minute: Option<i64>,
+    pub tokens_per_minute: Option<i64>,
+    pub user_requests_per_minute: Option<i64>,
+    pub user_tokens_per_minute: Option<i64>,
+    pub max_output_tokens: Option<i64>,
+}
+
+/// `[budgets]`. Signed, so a negative value is refused with the field's name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct BudgetsFile {
+    pub lease_ttl_ms: i64,
+    pub reclaim_grace_ms: i64,
+    pub sweep_interval_ms: i64,
+}
+
+impl Default for BudgetsFile {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: 60_000,
+            reclaim_grace_ms: 600_000,
+            sweep_interval_ms: 5_000,
+        }
+    }
 }
 
 /// One `[[providers]]` entry.
@@ -118,4 +143,6 @@ pub(super) struct ModelFile {
     pub cache_write: Option<f64>,
     #[serde(default)]
     pub free: bool,
+    #[serde(default)]
+    pub max_output_tokens: Option<i64>,
 }

@@ -1,0 +1,425 @@
+//! Budgets in the store, on SQLite and on PostgreSQL (`TOLLGATE_TEST_POSTGRES_URL`).
+
+use super::*;
+use crate::store::UsageRow;
+
+/// 2026-01-31T12:00:00Z.
+const NOON: i64 = 1_769_860_800_000;
+const DAY: i64 = 86_400_000;
+const TTL: i64 = 60_000;
+
+async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let store = Store::open(&url).await.unwrap();
+    (dir, store)
+}
+
+fn postgres_url() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn postgres() -> Store {
+    Store::open(&postgres_url())
+        .await
+        .expect("PostgreSQL must be running for this test (see README)")
+}
+
+/// A subject no other test (or earlier run on the shared database) uses.
+fn fresh(kind: &str) -> String {
+    format!("{kind}:t{}", hex::encode(rand::random::<[u8; 8]>()))
+}
+
+fn ask<'a>(
+    budget: &'a str,
+    lease: Option<&'a str>,
+    want: u64,
+    need: u64,
+    now: i64,
+) -> LeaseAsk<'a> {
+    LeaseAsk {
+        budget_id: budget,
+        holder: "envoy-a",
+        lease_id: lease,
+        want_picos: want,
+        need_picos: need,
+        now_ms: now,
+        ttl_ms: TTL,
+    }
+}
+
+fn granted(outcome: LeaseOutcome) -> Lease {
+    match outcome {
+        LeaseOutcome::Granted(lease) => lease,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+async fn status(store: &Store, budget_id: &str, at: i64) -> BudgetStatus {
+    store
+        .list_budgets(at)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.budget.id == budget_id)
+        .expect("budget listed")
+}
+
+fn usage(request_id: &str, key_id: &str, cost: i64, at: i64, leases: &[&str]) -> UsageRow {
+    UsageRow {
+        request_id: request_id.into(),
+        key_id: key_id.into(),
+        model: "m".into(),
+        provider: "p".into(),
+        status: 200,
+        input_uncached: 1,
+        cache_read: 0,
+        cache_write: 0,
+        output: 1,
+        reasoning: 0,
+        estimated: false,
+        partial: false,
+        cost_picos: cost,
+        finished_at_ms: at,
+        duration_ms: 1,
+        user: None,
+        team: None,
+        lease_ids: leases.iter().map(|l| (*l).to_owned()).collect(),
+    }
+}
+
+/// Grants are min(want, available), never below need, and never pass the limit.
+async fn grants_never_pass_the_limit(store: &Store) {
+    let subject = fresh("key");
+    let budget = store
+        .set_budget(&subject, Period::Day, 1_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let a = granted(
+        store
+            .lease(ask(&budget.id, None, 600, 100, NOON))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (a.granted_picos, a.total_picos, a.available_picos),
+        (600, 600, 400)
+    );
+    assert_eq!(a.expires_at_ms, NOON + TTL);
+    assert_eq!(a.window_end_ms, Period::Day.window(NOON).end_ms);
+    // Only 400 left: a want of 600 gets 400.
+    let b = granted(
+        store
+            .lease(ask(&budget.id, None, 600, 100, NOON))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((b.granted_picos, b.available_picos), (400, 0));
+    assert_ne!(a.lease_id, b.lease_id);
+    // Nothing left: a need of 1 is refused, a renewal (need 0) gets 0.
+    assert_eq!(
+        store
+            .lease(ask(&budget.id, None, 10, 1, NOON))
+            .await
+            .unwrap(),
+        LeaseOutcome::Exhausted {
+            available_picos: 0,
+            window_end_ms: a.window_end_ms
+        }
+    );
+    let renewal = granted(
+        store
+            .lease(ask(&budget.id, Some(&a.lease_id), 10, 0, NOON + 1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!((renewal.granted_picos, renewal.total_picos), (0, 600));
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!(
+        (s.spent_picos, s.leased_picos, s.available_picos()),
+        (0, 1_000, 0)
+    );
+    assert_eq!(
+        store
+            .lease(ask("bud_nope", None, 1, 1, NOON))
+            .await
+            .unwrap(),
+        LeaseOutcome::UnknownBudget
+    );
+    // Past the store's i64 columns: refused, never wrapped.
+    let huge = store.lease(ask(&budget.id, None, u64::MAX, 1, NOON)).await;
+    assert!(
+        matches!(huge, Err(StoreError::OutOfRange { .. })),
+        "{huge:?}"
+    );
+    let huge = store
+        .set_budget(&subject, Period::Day, u64::MAX, NOON)
+        .await;
+    assert!(
+        matches!(huge, Err(StoreError::OutOfRange { .. })),
+        "{huge:?}"
+    );
+}
+
+/// A top-up of an open lease keeps its id and extends it; a closed or expired one, or
+/// one of another window, is replaced by a new lease.
+async fn top_ups_extend_and_old_leases_are_replaced(store: &Store) {
+    let budget = store
+        .set_budget(&fresh("team"), Period::Day, 10_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let first = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let topped = granted(
+        store
+            .lease(ask(
+                &budget.id,
+                Some(&first.lease_id),
+                500,
+                500,
+                NOON + 30_000,
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(topped.lease_id, first.lease_id);
+    assert_eq!((topped.granted_picos, topped.total_picos), (500, 1_500));
+    assert_eq!(topped.expires_at_ms, NOON + 30_000 + TTL);
+    // Another holder cannot top up this lease: it gets one of its own.
+    let other = granted(
+        store
+            .lease(LeaseAsk {
+                holder: "envoy-b",
+                ..ask(&budget.id, Some(&first.lease_id), 100, 100, NOON)
+            })
+            .await
+            .unwrap(),
+    );
+    assert_ne!(other.lease_id, first.lease_id);
+    // Expired: a new lease.
+    let late = NOON + 30_000 + TTL + 1;
+    let renewed = granted(
+        store
+            .lease(ask(&budget.id, Some(&first.lease_id), 100, 100, late))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(renewed.lease_id, first.lease_id);
+    assert_eq!(renewed.total_picos, 100);
+    // The next day: a new window with the whole limit, and a new lease.
+    let tomorrow = NOON + DAY;
+    let next = granted(
+        store
+            .lease(ask(
+                &budget.id,
+                Some(&renewed.lease_id),
+                10_000,
+                10_000,
+                tomorrow,
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(next.lease_id, renewed.lease_id);
+    assert_eq!((next.granted_picos, next.available_picos), (10_000, 0));
+    assert_eq!(next.window_end_ms, Period::Day.window(tomorrow).end_ms);
+    let today = status(store, &budget.id, NOON).await;
+    assert_eq!(today.leased_picos, 1_000 + 500 + 100 + 100);
+}
+
+/// Settlement: spent grows by the cost, the lease's grant covers what it can and that
+/// much leaves leased; a duplicate record changes nothing; an overrun goes to spent.
+async fn settlement_arithmetic(store: &Store) {
+    let key_subject = fresh("key");
+    let key_id = key_subject.trim_start_matches("key:").to_owned();
+    let budget = store
+        .set_budget(&key_subject, Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let user_budget = store
+        .set_budget(&fresh("user"), Period::Total, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let user = user_budget.subject.trim_start_matches("user:").to_owned();
+    let lease = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut first = usage(&fresh("r"), &key_id, 300, NOON, &[&lease.lease_id]);
+    first.user = Some(user.clone());
+    assert_eq!(store.insert_usage(&[first.clone()]).await.unwrap(), 1);
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (300, 700));
+    assert_eq!(
+        store.lease_state(&lease.lease_id).await.unwrap(),
+        Some((1_000, 300, false))
+    );
+    // The user's budget named no lease: charged in the window of the finish time.
+    let u = status(store, &user_budget.id, NOON).await;
+    assert_eq!((u.spent_picos, u.leased_picos), (300, 0));
+    // A retried report is not charged again.
+    assert_eq!(store.insert_usage(&[first]).await.unwrap(), 0);
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (300, 700));
+    assert_eq!(status(store, &user_budget.id, NOON).await.spent_picos, 300);
+    // 900 more against the 700 left of the grant: 700 come out of leased, 200 overrun.
+    let over = usage(&fresh("r"), &key_id, 900, NOON, &[&lease.lease_id]);
+    store.insert_usage(&[over]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (1_200, 0));
+    assert_eq!(
+        store.lease_state(&lease.lease_id).await.unwrap(),
+        Some((1_000, 1_000, false))
+    );
+    // A record without a lease is charged in its own finish time's month.
+    let next_month = Period::Month.window(NOON).end_ms + 5;
+    store
+        .insert_usage(&[usage(&fresh("r"), &key_id, 50, next_month, &[])])
+        .await
+        .unwrap();
+    assert_eq!(status(store, &budget.id, next_month).await.spent_picos, 50);
+    assert_eq!(status(store, &budget.id, NOON).await.spent_picos, 1_200);
+    // A hostile cost saturates spent instead of wrapping.
+    store
+        .insert_usage(&[usage(&fresh("r"), &key_id, i64::MAX, NOON, &[])])
+        .await
+        .unwrap();
+    store
+        .insert_usage(&[usage(&fresh("r"), &key_id, i64::MAX, NOON, &[])])
+        .await
+        .unwrap();
+    assert_eq!(
+        status(store, &budget.id, NOON).await.spent_picos,
+        i64::MAX as u64
+    );
+}
+
+/// Reclaim returns granted - used of each expired lease once, even with two sweepers
+/// (two stores) racing, and leaves leases within their grace alone.
+async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
+    let budget = a
+        .set_budget(&fresh("key"), Period::Total, 1_000_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = budget.subject.trim_start_matches("key:").to_owned();
+    let mut leases = Vec::new();
+    for i in 0..20 {
+        leases.push(granted(
+            a.lease(ask(&budget.id, None, 1_000, 1_000, NOON + i))
+                .await
+                .unwrap(),
+        ));
+    }
+    // Half the leases had one call costing 250.
+    let rows: Vec<UsageRow> = leases
+        .iter()
+        .step_by(2)
+        .map(|l| usage(&fresh("r"), &key_id, 250, NOON, &[&l.lease_id]))
+        .collect();
+    a.insert_usage(&rows).await.unwrap();
+    let before = status(a, &budget.id, NOON).await;
+    assert_eq!(
+        (before.spent_picos, before.leased_picos),
+        (2_500, 20_000 - 2_500)
+    );
+    // A late lease, still within its grace at the sweep, stays open.
+    let late = granted(
+        a.lease(ask(&budget.id, None, 1_000, 1_000, NOON + 10 * TTL))
+            .await
+            .unwrap(),
+    );
+    let cutoff = NOON + TTL + 100;
+    let (ra, rb) = tokio::join!(a.reclaim_expired(cutoff), b.reclaim_expired(cutoff));
+    // Other tests' leases on the same database may be swept too: only this budget's count.
+    let mut all: Vec<Reclaimed> = ra
+        .unwrap()
+        .into_iter()
+        .chain(rb.unwrap())
+        .filter(|r| r.budget_id == budget.id)
+        .collect();
+    all.sort_by(|x, y| x.lease_id.cmp(&y.lease_id));
+    assert_eq!(all.len(), 20, "each expired lease closed exactly once");
+    all.dedup_by(|x, y| x.lease_id == y.lease_id);
+    assert_eq!(all.len(), 20);
+    let returned: u64 = all.iter().map(|r| r.returned_picos).sum();
+    assert_eq!(returned, 10 * 1_000 + 10 * 750);
+    let after = status(a, &budget.id, NOON).await;
+    assert_eq!((after.spent_picos, after.leased_picos), (2_500, 1_000));
+    assert_eq!(
+        a.lease_state(&late.lease_id).await.unwrap(),
+        Some((1_000, 0, false))
+    );
+    // Sweeping again returns nothing more.
+    assert!(
+        b.reclaim_expired(cutoff)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.budget_id != budget.id)
+    );
+    // A cost reported after its lease was reclaimed is still spent, once.
+    let straggler = usage(&fresh("r"), &key_id, 100, NOON, &[&leases[1].lease_id]);
+    a.insert_usage(&[straggler]).await.unwrap();
+    let end = status(a, &budget.id, NOON).await;
+    assert_eq!((end.spent_picos, end.leased_picos), (2_600, 1_000));
+}
+
+/// Deleting a budget removes it, its windows and its leases.
+async fn budgets_are_set_changed_and_deleted(store: &Store) {
+    let subject = fresh("user");
+    let created = store
+        .set_budget(&subject, Period::Day, 7, NOON)
+        .await
+        .unwrap();
+    assert!(created.created);
+    let changed = store
+        .set_budget(&subject, Period::Day, 9, NOON)
+        .await
+        .unwrap();
+    assert!(!changed.created);
+    assert_eq!(changed.budget.id, created.budget.id);
+    assert_eq!(changed.budget.limit_picos, 9);
+    let other_period = store
+        .set_budget(&subject, Period::Total, 9, NOON)
+        .await
+        .unwrap();
+    assert_ne!(other_period.budget.id, created.budget.id);
+    assert!(store.delete_budget(&created.budget.id).await.unwrap());
+    assert!(!store.delete_budget(&created.budget.id).await.unwrap());
+    assert_eq!(store.budget(&created.budget.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sqlite_budgets() {
+    let (_dir, store) = sqlite().await;
+    grants_never_pass_the_limit(&store).await;
+    top_ups_extend_and_old_leases_are_replaced(&store).await;
+    settlement_arithmetic(&store).await;
+    budgets_are_set_changed_and_deleted(&store).await;
+    let second = store.clone();
+    reclaim_returns_unused_money_once(&store, &second).await;
+}
+
+#[tokio::test]
+async fn postgres_budgets() {
+    let store = postgres().await;
+    grants_never_pass_the_limit(&store).await;
+    top_ups_extend_and_old_leases_are_replaced(&store).await;
+    settlement_arithmetic(&store).await;
+    budgets_are_set_changed_and_deleted(&store).await;
+    // Two stores: two replicas' connection pools on one database.
+    let other = postgres().await;
+    reclaim_returns_unused_money_once(&store, &other).await;
+}
