@@ -5,7 +5,7 @@
 
 use crate::headers;
 use crate::sidecar::SidecarToken;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Default of [`FilterSettings::control_plane_cluster`].
@@ -71,7 +71,7 @@ pub struct FilterSettings {
 }
 
 /// What a call that needs a new budget lease does when the control plane cannot be reached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unreachable {
     /// Fail closed: 503 `control_plane_unavailable`.
