@@ -25,6 +25,9 @@ pub const RENEW_AHEAD_MS: u64 = 10_000;
 /// lost, a worker gone) another may renew.
 pub const RENEWAL_MARK_MS: u64 = 5_000;
 
+/// The most a lease call may ask for: the control plane keeps money as signed 64-bit.
+pub const MAX_ASK_PICOS: u64 = i64::MAX as u64;
+
 /// Parts of the limit asked for at once: a lease takes a twentieth of the budget, so twenty
 /// Envoys can share it before they must come back for more.
 const LEASE_SHARE: u64 = 20;
@@ -42,9 +45,16 @@ pub fn hold_picos(bound: &TokenBound, price: &Price) -> u64 {
 
 /// What to ask the control plane for when a call needs `need` pico-dollars of a budget of
 /// `limit_picos`: at least the need, and a share of the limit so the next calls need no
-/// round trip.
+/// round trip; never more than [`MAX_ASK_PICOS`].
 pub fn want_picos(need: u64, limit_picos: u64) -> u64 {
-    need.max(limit_picos / LEASE_SHARE).max(1)
+    need.max(limit_picos / LEASE_SHARE).clamp(1, MAX_ASK_PICOS)
+}
+
+/// What a call holding `amount` must be granted more on a lease with `remaining` left
+/// (all of it when the lease is not live): only what it lacks, so a budget with just
+/// enough left between the lease and the control plane still serves it.
+pub fn missing(amount: u64, remaining: u64) -> u64 {
+    amount.saturating_sub(remaining).max(1)
 }
 
 /// Output tokens a streamed answer has produced by the gateway's count: the larger of the
@@ -335,6 +345,10 @@ mod tests {
         assert_eq!(want_picos(7, 1_000), 50);
         assert_eq!(want_picos(70, 1_000), 70);
         assert_eq!(want_picos(0, 0), 1);
+        assert_eq!(want_picos(u64::MAX, 0), MAX_ASK_PICOS);
+        assert_eq!(missing(50, 30), 20);
+        assert_eq!(missing(50, 80), 1);
+        assert_eq!(missing(u64::MAX, 0), u64::MAX);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub enum Shortfall {
         asked: String,
         /// Why.
         short: Short,
+        /// What the lease must be granted more for the hold to fit.
+        missing: u64,
     },
     /// Shared data could not be written.
     Store(CasError),
@@ -114,17 +116,9 @@ pub fn hold_all(
                     amount: need.amount,
                     apart: true,
                 })
-                .map_err(|short| Shortfall::Lease {
-                    index,
-                    asked: lease.lease_id.clone(),
-                    short,
-                }),
+                .map_err(|short| shortfall(index, need.amount, lease, short)),
             None => hold_one(host, need, now_ms, lapsed_ok).map_err(|e| match e {
-                Ok((asked, short)) => Shortfall::Lease {
-                    index,
-                    asked,
-                    short,
-                },
+                Ok((lease, short)) => shortfall(index, need.amount, &lease, short),
                 Err(cas) => Shortfall::Store(cas),
             }),
         };
@@ -140,15 +134,29 @@ pub fn hold_all(
     Ok(())
 }
 
+/// The shortfall of need `index` holding `amount` on `lease`.
+fn shortfall(index: usize, amount: u64, lease: &Lease, short: Short) -> Shortfall {
+    let remaining = match short {
+        Short::Funds => lease.remaining(),
+        Short::Lapsed => 0,
+    };
+    Shortfall::Lease {
+        index,
+        asked: lease.lease_id.clone(),
+        short,
+        missing: budget::missing(amount, remaining),
+    }
+}
+
 /// Takes one hold on the stored lease of `need`'s budget; the shortfall carries the
-/// stored lease's id.
+/// stored lease.
 fn hold_one(
     host: &impl Host,
     need: &Need,
     now_ms: u64,
     lapsed_ok: bool,
-) -> Result<Hold, Result<(String, Short), CasError>> {
-    let mut outcome = Err((String::new(), Short::Lapsed));
+) -> Result<Hold, Result<(Lease, Short), CasError>> {
+    let mut outcome = Err((Lease::default(), Short::Lapsed));
     cache::update(
         host,
         &budget::lease_key(&need.budget.budget_id),
@@ -160,7 +168,7 @@ fn hold_one(
                     Some(lease.to_bytes())
                 }
                 Err(short) => {
-                    outcome = Err((lease.lease_id, short));
+                    outcome = Err((lease, short));
                     None
                 }
             }
@@ -425,7 +433,8 @@ mod tests {
             Err(Shortfall::Lease {
                 index: 1,
                 asked: "lb".into(),
-                short: Short::Funds
+                short: Short::Funds,
+                missing: 10,
             })
         );
         assert_eq!(
@@ -518,7 +527,8 @@ mod tests {
             Err(Shortfall::Lease {
                 index: 0,
                 asked: String::new(),
-                short: Short::Lapsed
+                short: Short::Lapsed,
+                missing: 1,
             })
         );
     }

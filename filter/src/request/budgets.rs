@@ -7,7 +7,7 @@ use super::{Admitted, BodyStage, Phase, Question, Request, StreamCall, metering}
 use crate::budget::{self, Need, Shortfall};
 use crate::cache::Ticket;
 use crate::host::Host;
-use tollgate_core::budget::{Answer, Applied, hold_picos};
+use tollgate_core::budget::{Answer, Applied, MAX_ASK_PICOS, hold_picos};
 use tollgate_core::pricing::Price;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::Unreachable;
@@ -80,20 +80,32 @@ impl<H: Host> Request<H> {
             return Err(Refusal::NotAdmitted);
         };
         let call = &mut admitted.budget;
-        let (index, asked) = match budget::hold_all(&self.host, call, now, false) {
+        let (index, asked, missing) = match budget::hold_all(&self.host, call, now, false) {
             Ok(()) => return Ok(Step::Go),
             Err(Shortfall::Store(e)) => {
                 log::warn!("tollgate: budget lease not updated ({e:?}); refused");
                 return Err(Refusal::Overloaded);
             }
-            Err(Shortfall::Lease { index, asked, .. }) => (index, asked),
+            Err(Shortfall::Lease {
+                index,
+                asked,
+                missing,
+                ..
+            }) => (index, asked, missing),
         };
         let Some(need) = call.needs.get(index).filter(|_| call.may_ask()) else {
             log::warn!("tollgate: budget leases keep falling short for one call; refused");
             return Err(Refusal::ControlPlaneUnavailable);
         };
+        if missing > MAX_ASK_PICOS {
+            // More than any budget holds.
+            return Err(Refusal::InsufficientQuota {
+                subject: need.budget.subject.clone(),
+                period: need.budget.period.clone(),
+            });
+        }
         let settings = &self.shared.settings;
-        match budget::ask(&self.host, settings, &need.budget, &asked, need.amount) {
+        match budget::ask(&self.host, settings, &need.budget, &asked, missing) {
             Some(token) => {
                 call.asked = call.asked.saturating_add(1);
                 call.waiting = Some((index, asked));
