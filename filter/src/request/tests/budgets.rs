@@ -190,6 +190,8 @@ fn an_exhausted_budget_is_openais_billing_429_naming_subject_and_period() {
     answer_lease(&mut req, host, token, &exhausted.encode_to_vec());
     let (status, body) = reply_of(host);
     assert_eq!(status, 429);
+    let headers = &host.replies()[0].headers;
+    assert!(headers.contains(&("x-should-retry".into(), "false".into())), "{headers:?}");
     assert_eq!(body["error"]["type"], "insufficient_quota");
     assert_eq!(body["error"]["code"], "insufficient_quota");
     let message = body["error"]["message"].as_str().unwrap();
