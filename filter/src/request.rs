@@ -189,7 +189,8 @@ impl<H: Host> Request<H> {
         if matches!(refusal, Refusal::InsufficientQuota { .. }) {
             // The openai SDKs retry every 429 unless told not to; a spent budget stays
             // spent until its next period.
-            self.rate_headers.push(("x-should-retry", "false".to_owned()));
+            self.rate_headers
+                .push(("x-should-retry", "false".to_owned()));
         }
         let error = refusal.to_error();
         self.reply(error.status, &error.body());

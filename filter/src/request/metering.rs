@@ -195,18 +195,19 @@ pub(super) fn on_response_body(
                 host.set_response_body(body.len(), &new_body);
             }
         }
-        ResponseMode::Stream(_) if response.cut => {
-            // Everything after the error event is dropped; the provider's stream runs out.
-            if body_size > 0 {
-                host.set_response_body(body_size, b"");
-            }
-        }
         ResponseMode::Stream(rewriter) => {
             let chunk = chunk(host, body_size);
-            // Never paused: each chunk goes on at once, rewritten or not.
+            // Never paused: each chunk goes on at once, rewritten or not. A cut stream is
+            // still metered: the provider bills what it generates, sent on or not.
             let out = rewriter.on_chunk(&chunk, end_of_stream);
             let text = rewriter.meter().text();
-            if cap.is_some_and(|cap| budget::output_seen(text.deltas(), text.bytes()) > cap) {
+            if response.cut {
+                // Everything after the error event is dropped.
+                if body_size > 0 {
+                    host.set_response_body(body_size, b"");
+                }
+            } else if cap.is_some_and(|cap| budget::output_seen(text.deltas(), text.bytes()) > cap)
+            {
                 response.cut = true;
                 host.set_response_body(body_size, &cut_event());
             } else if let Some(out) = out {

@@ -191,7 +191,10 @@ fn an_exhausted_budget_is_openais_billing_429_naming_subject_and_period() {
     let (status, body) = reply_of(host);
     assert_eq!(status, 429);
     let headers = &host.replies()[0].headers;
-    assert!(headers.contains(&("x-should-retry".into(), "false".into())), "{headers:?}");
+    assert!(
+        headers.contains(&("x-should-retry".into(), "false".into())),
+        "{headers:?}"
+    );
     assert_eq!(body["error"]["type"], "insufficient_quota");
     assert_eq!(body["error"]["code"], "insufficient_quota");
     let message = body["error"]["message"].as_str().unwrap();
@@ -408,7 +411,9 @@ fn a_stream_past_its_held_output_is_cut_with_an_error_event() {
         |t: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n");
     let first = delta("a") + &delta("b");
     let over = delta("c");
-    let later = delta("d") + "data: [DONE]\n\n";
+    let usage =
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":9}}\n\n";
+    let later = delta("d") + usage + "data: [DONE]\n\n";
     respond(
         &mut req,
         host,
@@ -435,8 +440,10 @@ fn a_stream_past_its_held_output_is_cut_with_an_error_event() {
     let r = &outbox_records(&plugin)[0];
     assert!(r.cut && r.partial, "{r:?}");
     assert_eq!(r.lease_ids, ["l1"]);
-    // Three deltas seen, over the two held: charged for three.
-    assert_eq!(lease_of(host, "b1").charged, 3_000);
+    // Still metered after the cut: the provider's count of what it generated is kept,
+    // and charged.
+    assert_eq!(r.output, 9);
+    assert_eq!(lease_of(host, "b1").charged, 9_000);
 }
 
 #[test]
