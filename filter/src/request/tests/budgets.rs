@@ -498,3 +498,29 @@ fn leases_are_renewed_ahead_of_need_by_one_worker_at_a_time() {
         (80_000, 10_000, 0)
     );
 }
+
+#[test]
+fn a_body_ending_in_trailers_waits_for_its_lease_there_and_is_replayed() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    req.on_http_request_headers(7, false);
+    let body = chat_body("gpt-4o", json!({"max_tokens": 5}));
+    host.set_request_body_bytes(&body);
+    assert_eq!(req.on_http_request_body(body.len(), false), Action::Pause);
+    assert_eq!(req.on_http_request_trailers(1), Action::Pause);
+    assert_eq!(host.resumes(), 0, "not before the lease");
+    let (token, _) = lease_calls(host).remove(0);
+    answer_lease(&mut req, host, token, &granted("l1", 50_000));
+    assert_eq!(
+        host.resumes(),
+        1,
+        "resumed so Envoy replays body and trailers"
+    );
+    assert!(host.replies().is_empty());
+    assert_eq!(req.on_http_request_body(body.len(), true), Action::Continue);
+    assert_eq!(req.on_http_request_trailers(1), Action::Continue);
+    assert_eq!(lease_of(host, "b1").charged, 5_000);
+}
