@@ -381,6 +381,7 @@ impl Gateway for GatewayService {
                 KeyGrant {
                     status: KeyStatus::Revoked as i32,
                     key_id: row.key.id,
+                    allowed_models: row.key.models,
                     ..KeyGrant::default()
                 },
             ),

@@ -276,7 +276,11 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // RETURNING names only the rows inserted: ON CONFLICT skipped the others.
         let mut new_ids = std::collections::HashSet::new();
-        for chunk in rows.chunks(INSERT_CHUNK) {
+        // In request id order: two replicas storing overlapping retried batches then take
+        // the rows' locks in one order instead of deadlocking.
+        let mut ordered: Vec<&UsageRow> = rows.iter().collect();
+        ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        for chunk in ordered.chunks(INSERT_CHUNK) {
             let sql = usage_insert_sql(
                 chunk.len(),
                 if self.numbered_placeholders { '?' } else { '$' },
@@ -518,6 +522,61 @@ mod tests {
             !store.revoke_key(&key.id, 100).await.unwrap(),
             "revoking twice is a no-op"
         );
+        // What Authorize reads, in its two queries.
+        store
+            .set_user_limits(
+                "alice",
+                Limits {
+                    requests_per_minute: Some(0),
+                    tokens_per_minute: None,
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .set_key_model_limit(
+                &key.id,
+                "a",
+                Limits {
+                    requests_per_minute: None,
+                    tokens_per_minute: Some(77),
+                },
+            )
+            .await
+            .unwrap();
+        let budget = store
+            .set_budget(
+                &format!("key:{}", key.id),
+                crate::budgets::Period::Day,
+                5,
+                0,
+            )
+            .await
+            .unwrap()
+            .budget;
+        let grant = store
+            .key_grant_by_hash(&key.key_hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(grant.user_limits.requests_per_minute, Some(0));
+        assert_eq!(grant.user_limits.tokens_per_minute, None);
+        let subjects = crate::budgets::subjects_of(&key.id, "", &format!("team-{}", key.id));
+        let (models, budgets) = store
+            .model_limits_and_budgets(&key.id, &subjects)
+            .await
+            .unwrap();
+        assert_eq!(
+            models,
+            vec![ModelLimit {
+                model: "a".into(),
+                limits: Limits {
+                    requests_per_minute: None,
+                    tokens_per_minute: Some(77)
+                }
+            }]
+        );
+        assert_eq!(budgets, vec![budget]);
         let revoked = store.key_by_hash(&key.key_hash).await.unwrap().unwrap();
         assert_eq!(revoked.revoked_at_ms, Some(99));
         assert_eq!(store.key_by_hash("nope").await.unwrap(), None);

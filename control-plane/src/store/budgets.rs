@@ -525,6 +525,10 @@ pub(super) async fn settle(
         named.dedup();
         for id in named {
             if let Some((budget_id, window_start)) = leases.get(id) {
+                // One charge per budget per call, even if it names two of its leases.
+                if covered.contains(&budget_id.as_str()) {
+                    continue;
+                }
                 covered.push(budget_id.as_str());
                 draws.entry(id).or_default().push(cost);
                 let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
@@ -589,14 +593,14 @@ pub(super) async fn settle(
     Ok(())
 }
 
-/// `(?, ?, …)` placeholders `$from..$from+n`.
+/// `n` placeholders from `$from`: `$from, $from+1, …`.
 fn placeholders(from: usize, n: usize) -> String {
     let list: Vec<String> = (from..from + n).map(|i| format!("${i}")).collect();
     list.join(", ")
 }
 
 /// The budgets of these subjects.
-pub(super) async fn budgets_of(
+async fn budgets_of(
     conn: &mut AnyConnection,
     subjects: &[String],
 ) -> Result<Vec<BudgetRow>, StoreError> {

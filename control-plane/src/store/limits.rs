@@ -1,7 +1,7 @@
 //! Rate limits in the store: a key's own (on `virtual_keys`), per (key, model), per user;
 //! and what `Authorize` reads of them and of budgets in two queries.
 
-use super::budgets::{BudgetRow, budgets_of};
+use super::budgets::BudgetRow;
 use super::{KeyRow, Store, StoreError, key_row, to_i64, unsigned};
 use sqlx::Row;
 
@@ -146,11 +146,6 @@ impl Store {
         models.sort_by(|a, b| a.model.cmp(&b.model));
         budgets.sort_by(|a, b| (&a.subject, a.period).cmp(&(&b.subject, b.period)));
         Ok((models, budgets))
-    }
-
-    /// The budgets of these subjects.
-    pub async fn budgets_of(&self, subjects: &[String]) -> Result<Vec<BudgetRow>, StoreError> {
-        budgets_of(&mut *self.pool.acquire().await?, subjects).await
     }
 
     /// Applies `update` to the key with this id; `false` if there is none.

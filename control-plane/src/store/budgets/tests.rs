@@ -234,6 +234,54 @@ async fn top_ups_extend_and_old_leases_are_replaced(store: &Store) {
     assert_eq!(today.leased_picos, 1_000 + 500 + 100 + 100);
 }
 
+/// At the first millisecond of a month the budget has its whole limit again, and a lease
+/// of the old month is replaced; the old month's leases still settle in their own month.
+async fn a_month_rolls_over_at_utc_midnight(store: &Store) {
+    let subject = fresh("key");
+    let key_id = subject.trim_start_matches("key:").to_owned();
+    let budget = store
+        .set_budget(&subject, Period::Month, 1_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let last_ms = Period::Month.window(NOON).end_ms - 1; // 2026-01-31T23:59:59.999Z
+    let january = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, last_ms))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(january.window_end_ms, last_ms + 1);
+    assert!(matches!(
+        store
+            .lease(ask(&budget.id, None, 1, 1, last_ms))
+            .await
+            .unwrap(),
+        LeaseOutcome::Exhausted { .. }
+    ));
+    let february = granted(
+        store
+            .lease(ask(
+                &budget.id,
+                Some(&january.lease_id),
+                1_000,
+                1_000,
+                last_ms + 1,
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_ne!(february.lease_id, january.lease_id);
+    assert_eq!(february.window_end_ms, 1_772_323_200_000); // 2026-03-01T00:00Z
+    // A January call reported in February is charged to January's lease and window.
+    let late = usage(&fresh("r"), &key_id, 400, last_ms + 5, &[&january.lease_id]);
+    store.insert_usage(&[late]).await.unwrap();
+    let jan = status(store, &budget.id, last_ms).await;
+    assert_eq!((jan.spent_picos, jan.leased_picos), (400, 600));
+    let feb = status(store, &budget.id, last_ms + 1).await;
+    assert_eq!((feb.spent_picos, feb.leased_picos), (0, 1_000));
+}
+
 /// Settlement: spent grows by the cost, the lease's grant covers what it can and that
 /// much leaves leased; a duplicate record changes nothing; an overrun goes to spent.
 async fn settlement_arithmetic(store: &Store) {
@@ -406,6 +454,7 @@ async fn sqlite_budgets() {
     let (_dir, store) = sqlite().await;
     grants_never_pass_the_limit(&store).await;
     top_ups_extend_and_old_leases_are_replaced(&store).await;
+    a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     let second = store.clone();
@@ -417,6 +466,7 @@ async fn postgres_budgets() {
     let store = postgres().await;
     grants_never_pass_the_limit(&store).await;
     top_ups_extend_and_old_leases_are_replaced(&store).await;
+    a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     // Two stores: two replicas' connection pools on one database.
