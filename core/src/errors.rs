@@ -25,6 +25,8 @@ pub enum ErrorKind {
     Tokens,
     /// The gateway or the provider failed.
     ApiError,
+    /// A budget is spent: OpenAI's billing error, which SDKs never retry.
+    InsufficientQuota,
 }
 
 /// An error the gateway answers with, ready to serialize.

@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod anthropic;
+pub mod budget;
 pub mod endpoints;
 pub mod errors;
 pub mod headers;

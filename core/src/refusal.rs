@@ -140,6 +140,37 @@ pub enum Refusal {
         /// The method, path and the method to use.
         message: String,
     },
+    /// A budget the call is held against has less left than the call could cost.
+    #[error(
+        "You exceeded your current quota: the {} budget of {subject} has less left than \
+         this request could cost. Ask your administrator to raise it, or wait for its next period.",
+        period_name(period)
+    )]
+    InsufficientQuota {
+        /// Whose budget: `key:<id>`, `user:<name>` or `team:<name>`.
+        subject: String,
+        /// `day`, `month` or `total`.
+        period: String,
+    },
+    /// The key's spending is limited and the model has no price to hold its cost at.
+    #[error(
+        "The model `{model}` has no price, and this API key's spending is limited; \
+         ask your administrator to price the model."
+    )]
+    ModelNotPriced {
+        /// The model asked for.
+        model: String,
+    },
+}
+
+/// A budget period as a message reads it.
+fn period_name(period: &str) -> &str {
+    match period {
+        "day" => "daily",
+        "month" => "monthly",
+        "total" => "total",
+        _ => period,
+    }
 }
 
 /// OpenAI's message for a token limit, and its own for a call larger than the limit.
@@ -184,6 +215,8 @@ impl Refusal {
             Refusal::RequestsPerMinute { .. }
             | Refusal::TokensPerMinute { .. }
             | Refusal::FailedAuthentications { .. } => "rate_limit_exceeded",
+            Refusal::InsufficientQuota { .. } => "insufficient_quota",
+            Refusal::ModelNotPriced { .. } => "model_not_priced",
         }
     }
 
@@ -212,6 +245,8 @@ impl Refusal {
                 (429, ErrorKind::Requests)
             }
             Refusal::TokensPerMinute { .. } => (429, ErrorKind::Tokens),
+            Refusal::InsufficientQuota { .. } => (429, ErrorKind::InsufficientQuota),
+            Refusal::ModelNotPriced { .. } => (500, ErrorKind::ApiError),
         }
     }
 
@@ -220,6 +255,7 @@ impl Refusal {
         match self {
             Refusal::ModelNotAllowed { .. }
             | Refusal::ModelNotFound { .. }
+            | Refusal::ModelNotPriced { .. }
             | Refusal::EndpointNotSupported { .. } => Some("model"),
             Refusal::InvalidParam { param, .. } | Refusal::UnmeteredOption { param, .. } => {
                 Some(param)
@@ -338,6 +374,11 @@ mod tests {
                 retry_after_ms: 1,
             },
             Refusal::FailedAuthentications { retry_after_ms: 1 },
+            Refusal::InsufficientQuota {
+                subject: s(),
+                period: s(),
+            },
+            Refusal::ModelNotPriced { model: s() },
         ]
     }
 
@@ -364,7 +405,9 @@ mod tests {
             | Refusal::MethodNotAllowed { .. }
             | Refusal::RequestsPerMinute { .. }
             | Refusal::TokensPerMinute { .. }
-            | Refusal::FailedAuthentications { .. } => {}
+            | Refusal::FailedAuthentications { .. }
+            | Refusal::InsufficientQuota { .. }
+            | Refusal::ModelNotPriced { .. } => {}
         }
     }
 
@@ -404,14 +447,15 @@ mod tests {
                 401 => "authentication_error",
                 403 => "permission_error",
                 429 if matches!(r, Refusal::TokensPerMinute { .. }) => "tokens",
+                429 if code == "insufficient_quota" => "insufficient_quota",
                 429 => "requests",
                 400..=499 => "invalid_request_error",
                 _ => "api_error",
             };
             assert_eq!(kind, expected, "{code}");
         }
-        assert_eq!(codes.len(), 19);
-        assert_eq!(all.len(), 21);
+        assert_eq!(codes.len(), 21);
+        assert_eq!(all.len(), 23);
     }
 
     #[test]
@@ -520,6 +564,25 @@ mod tests {
         .to_error();
         assert_eq!((e.status, e.code), (429, Some("rate_limit_exceeded")));
         assert!(e.message.ends_with("try again in 30s."), "{}", e.message);
+    }
+
+    #[test]
+    fn a_spent_budget_reads_as_openais_billing_error_naming_subject_and_period() {
+        let e = Refusal::InsufficientQuota {
+            subject: "team:ml".into(),
+            period: "month".into(),
+        }
+        .to_error();
+        assert_eq!(e.status, 429);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "insufficient_quota");
+        assert_eq!(v["error"]["code"], "insufficient_quota");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("You exceeded your current quota"),
+            "{message}"
+        );
+        assert!(message.contains("monthly budget of team:ml"), "{message}");
     }
 
     #[test]

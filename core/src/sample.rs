@@ -276,6 +276,11 @@ impl TextReservoir {
         self.total_bytes == 0
     }
 
+    /// Bytes seen, kept or not.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
     /// What was kept: the whole text as one piece if nothing was left out, else the kept
     /// blocks, the unfinished last one taking its chance like any other.
     pub fn sample(&self) -> TextSample {

@@ -5,7 +5,7 @@
 
 use crate::headers;
 use crate::sidecar::SidecarToken;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Default of [`FilterSettings::control_plane_cluster`].
@@ -72,6 +72,21 @@ pub struct FilterSettings {
     /// The output cap of a token hold for a route whose price names none (the control
     /// plane sends the model's own; this stands in for an older one). At least 1.
     pub default_max_output_tokens: u64,
+    /// What a call that needs more of a budget's money does when the control plane cannot
+    /// lease it (`[budgets] on_control_plane_unreachable`).
+    pub budgets_on_control_plane_unreachable: Unreachable,
+}
+
+/// What a call that needs a new budget lease does when the control plane cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreachable {
+    /// Fail closed: 503 `control_plane_unavailable`.
+    #[default]
+    Refuse,
+    /// Keep drawing on what is left of the lease already held, expired or not: a budget
+    /// can then be overrun by at most one lease per Envoy.
+    AdmitWithinLease,
 }
 
 impl Default for FilterSettings {
@@ -92,6 +107,7 @@ impl Default for FilterSettings {
             count_prompt_tokens: false,
             failed_auths_per_minute_per_ip: 30,
             default_max_output_tokens: 32_768,
+            budgets_on_control_plane_unreachable: Unreachable::Refuse,
         }
     }
 }
@@ -276,6 +292,29 @@ mod tests {
         assert_eq!(
             (ok.route_header.as_str(), ok.metadata_namespace.as_str()),
             ("x-route", "com.example.meter")
+        );
+    }
+
+    #[test]
+    fn the_unreachable_mode_fails_closed_unless_told_otherwise() {
+        let s = FilterSettings::from_json(&with_token("{}")).unwrap();
+        assert_eq!(s.budgets_on_control_plane_unreachable, Unreachable::Refuse);
+        let s = FilterSettings::from_json(&with_token(
+            r#"{"budgets_on_control_plane_unreachable": "admit_within_lease"}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            s.budgets_on_control_plane_unreachable,
+            Unreachable::AdmitWithinLease
+        );
+        let e = FilterSettings::from_json(&with_token(
+            r#"{"budgets_on_control_plane_unreachable": "admit"}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("budgets_on_control_plane_unreachable"),
+            "{e}"
         );
     }
 

@@ -170,7 +170,7 @@ pub const MAX_OUTPUT_SAMPLE: usize = 16 * 1024;
 /// Collects generated text, bounded, for a token estimate when no usage is reported or a
 /// stream is cut before its final count.
 #[derive(Debug, Clone)]
-pub struct OutputText(TextReservoir);
+pub struct OutputText(TextReservoir, u64);
 
 impl Default for OutputText {
     /// Sampling positions follow a seed no client can predict.
@@ -182,15 +182,28 @@ impl Default for OutputText {
 impl OutputText {
     /// Collects with sampling choices drawn from `seed`.
     pub fn with_seed(seed: u64) -> Self {
-        Self(TextReservoir::new(
-            MAX_OUTPUT_SAMPLE / crate::sample::SLICE_BYTES,
-            seed,
-        ))
+        Self(
+            TextReservoir::new(MAX_OUTPUT_SAMPLE / crate::sample::SLICE_BYTES, seed),
+            0,
+        )
     }
 
     /// Appends generated text.
     pub fn push(&mut self, text: &str) {
+        if !text.is_empty() {
+            self.1 = self.1.saturating_add(1);
+        }
         self.0.push(text);
+    }
+
+    /// Pieces of text pushed (content deltas of a stream): each is at least one token.
+    pub fn deltas(&self) -> u64 {
+        self.1
+    }
+
+    /// Bytes of text pushed, sampled or not.
+    pub fn bytes(&self) -> u64 {
+        self.0.total_bytes()
     }
 
     /// What is kept: all of the text when it fits, else a uniform sample of it.

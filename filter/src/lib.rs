@@ -20,6 +20,7 @@
 //! The decisions themselves mostly live in `tollgate-core`; this crate adapts them to
 //! Envoy's callbacks.
 
+mod budget;
 mod cache;
 mod calls;
 mod host;
@@ -47,10 +48,12 @@ proxy_wasm::main! {{
 }}
 
 /// The kinds of call the root context makes; each answer goes to the handler of its kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum RootCall {
     /// A `ReportUsage` batch from the outbox.
     UsageReport,
+    /// A `LeaseBudget` renewal ahead of need of the lease `asked` of budget `budget_id`.
+    Renewal { budget_id: String, asked: String },
 }
 
 /// The per-VM root context: holds the settings and flushes usage to the control plane.
@@ -115,6 +118,8 @@ impl<H: Host> Plugin<H> {
             inflight: Rc::new(RefCell::new(InflightBytes::new(
                 settings.max_inflight_bytes,
             ))),
+            budgets: Rc::default(),
+            unreachable: Rc::default(),
             settings: Rc::new(settings),
         };
     }
@@ -142,6 +147,24 @@ impl<H: Host> Plugin<H> {
         }
     }
 
+    /// Renews ahead of need the leases of budgets this worker's calls drew on, where one
+    /// runs low on money or time and no other worker renews it already.
+    fn renew(&mut self) {
+        let now = self.host.now_ms();
+        let recent = self.shared.budgets.borrow_mut().recent(now);
+        for b in recent {
+            let Some(asked) = budget::claim_renewal(&self.host, &b, now) else {
+                continue;
+            };
+            // A failed dispatch leaves the mark, which lapses: another tick retries.
+            if let Some(token) = budget::ask(&self.host, &self.shared.settings, &b, &asked, 0) {
+                let budget_id = b.budget_id;
+                self.calls
+                    .register(token, RootCall::Renewal { budget_id, asked });
+            }
+        }
+    }
+
     /// Routes the answer to call `token` to its handler.
     fn on_answer(&mut self, token: u32, status: u32, size: usize) {
         let Some(kind) = self.calls.take(token) else {
@@ -156,6 +179,15 @@ impl<H: Host> Plugin<H> {
                     .outbox
                     .borrow_mut()
                     .settle(token, status, ack.as_deref());
+            }
+            RootCall::Renewal { budget_id, asked } => {
+                let Some(answer) = budget::answer(&self.host, status, size) else {
+                    return;
+                };
+                let now = self.host.now_ms();
+                if let Err(e) = budget::apply(&self.host, &budget_id, &asked, &answer, now) {
+                    log::warn!("tollgate: renewed lease of budget {budget_id} not stored: {e:?}");
+                }
             }
         }
     }
@@ -189,6 +221,7 @@ impl RootContext for Plugin<ProxyWasm> {
 
     fn on_tick(&mut self) {
         self.flush();
+        self.renew();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

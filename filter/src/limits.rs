@@ -246,6 +246,13 @@ pub fn peek_requests(host: &impl Host, limits: &[Limit], now_ms: u64) -> Taking 
     }
 }
 
+/// Gives back everything a call took: it was refused before it reached a provider.
+pub fn give_back(host: &impl Host, taken: &[Taken], now_ms: u64) {
+    for t in taken {
+        settle_one(host, t, 0, now_ms);
+    }
+}
+
 /// Settles a call's token holds to the `used` tokens it ended with.
 pub fn settle_tokens(host: &impl Host, taken: &[Taken], used: u64, now_ms: u64) {
     for t in taken.iter().filter(|t| t.measure == Measure::Tokens) {

@@ -17,11 +17,13 @@
 
 mod admission;
 mod body;
+mod budgets;
 mod metering;
 mod models;
 #[cfg(test)]
 mod tests;
 
+use crate::budget::{CallBudget, Seen};
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
@@ -32,14 +34,14 @@ use metering::Response;
 use prost::Message;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
-use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, Route};
+use tollgate_proto::v1::{AuthorizeRequest, AuthorizeResponse, BudgetRef, Route};
 
 /// What a call holds in its VM for its whole life beyond its request body: the prompt and
 /// output samples, the SSE decoder's line, the JSON scanner's captures (each bounded in
@@ -60,6 +62,11 @@ pub struct Shared {
     pub unknown_keys: Rc<RefCell<UnknownKeys>>,
     /// Request bytes held by the worker's calls.
     pub inflight: Rc<RefCell<InflightBytes>>,
+    /// Budgets the worker's calls drew on, for the root context to renew.
+    pub budgets: Rc<RefCell<Seen>>,
+    /// Calls that needed a lease while the control plane was unreachable: (admitted
+    /// within a lease, refused).
+    pub unreachable: Rc<Cell<(u64, u64)>>,
 }
 
 /// The kinds of call a stream makes; each answer goes to the handler of its kind.
@@ -69,6 +76,8 @@ enum StreamCall {
     Admission,
     /// `Authorize` for `/v1/models`: answer it from the served models.
     ModelList,
+    /// `LeaseBudget` for money a budget hold lacks.
+    Lease,
 }
 
 /// A call in flight: its kind, and its ticket, which orders its answer against other
@@ -100,6 +109,8 @@ enum Phase {
 enum BodyStage {
     /// Bytes buffered so far, not yet checked.
     Arriving { seen: usize },
+    /// Validated (and rewritten) whole; waiting for a budget lease before it goes on.
+    Holding,
     /// Validated (and rewritten) whole.
     Checked,
 }
@@ -110,8 +121,14 @@ struct Admitted {
     key_id: String,
     /// The rate limits the call is taken from once its body is checked.
     limits: Vec<Limit>,
-    /// What it took from them, settled when it ends.
+    /// What it took from them, settled when it ends (or given back if it is refused).
     taken: Vec<Taken>,
+    /// The key's user and team, for the record.
+    user: String,
+    team: String,
+    /// The key's budgets, and what the call holds against them.
+    budgets: Vec<BudgetRef>,
+    budget: CallBudget,
     route: Route,
     kind: ProviderKind,
     /// `content-length` was removed at header time, so the body may be rewritten.
@@ -180,6 +197,17 @@ impl<H: Host> Request<H> {
         ) && let Some(brake) = &self.brake
         {
             brake.count_failure(&self.host, self.host.now_ms());
+        }
+        if matches!(refusal, Refusal::InsufficientQuota { .. }) {
+            // The openai SDKs retry every 429 unless told not to; a spent budget stays
+            // spent until its next period.
+            self.rate_headers
+                .push(("x-should-retry", "false".to_owned()));
+        }
+        if let Phase::Admitted(admitted) = &self.phase {
+            // A call refused after it was taken from its limits (its budget refused it, or
+            // its lease could not be had) never reaches a provider: it costs nothing.
+            limits::give_back(&self.host, &admitted.taken, self.host.now_ms());
         }
         let error = refusal.to_error();
         self.reply(error.status, &error.body());
@@ -267,7 +295,13 @@ impl<H: Host> Request<H> {
         let peeked = limits::peek_requests(&self.host, &caller.limits, self.host.now_ms());
         self.rate_headers = peeked.quotas.headers();
         peeked.outcome?;
-        let Caller { key_id, limits } = caller;
+        let Caller {
+            key_id,
+            limits,
+            user,
+            team,
+            budgets,
+        } = caller;
         plan.apply(&self.host, &self.request_id);
         let body_rewritable = plan.drop_content_length;
         let kind = plan.kind;
@@ -276,6 +310,10 @@ impl<H: Host> Request<H> {
             key_id,
             limits,
             taken: Vec::new(),
+            user,
+            team,
+            budgets,
+            budget: CallBudget::default(),
             route,
             kind,
             body_rewritable,
@@ -393,21 +431,28 @@ impl<H: Host> Request<H> {
         // rewritten only for a call that goes on.
         let kept = checked.and_then(|checked| {
             self.take_limits(checked.kept.bound.total())?;
+            let step = self.hold_budgets(&checked.kept)?;
             if let Some(new_body) = &checked.rewrite {
                 self.host.set_request_body(bytes.len(), new_body);
             }
-            Ok(checked.kept)
+            Ok((checked.kept, step))
         });
         drop(bytes);
         // The body went on; the call keeps only its metering state.
         self.hold(PER_CALL_BYTES);
         match kept {
-            Ok(kept) => {
+            Ok((kept, step)) => {
                 if let Phase::Admitted(admitted) = &mut self.phase {
                     admitted.checked = Some(kept);
-                    admitted.body = BodyStage::Checked;
+                    admitted.body = match step {
+                        budgets::Step::Go => BodyStage::Checked,
+                        budgets::Step::Wait => BodyStage::Holding,
+                    };
                 }
-                Action::Continue
+                match step {
+                    budgets::Step::Go => Action::Continue,
+                    budgets::Step::Wait => Action::Pause,
+                }
             }
             Err(refusal) => {
                 self.refuse(refusal);
@@ -433,6 +478,7 @@ impl<H: Host> Request<H> {
             Phase::Refused(_) | Phase::Answered => Err(Action::Continue),
             Phase::Admitted(a) => match a.body {
                 BodyStage::Checked => Err(Action::Continue),
+                BodyStage::Holding => Err(Action::Pause),
                 BodyStage::Arriving { seen } => Ok(seen),
             },
             Phase::AwaitingHeaders | Phase::Authorizing(_) => {
@@ -459,6 +505,10 @@ impl<H: Host> Context for Request<H> {
         let Some(Question { kind, ticket }) = self.calls.take(token_id) else {
             return;
         };
+        if kind == StreamCall::Lease {
+            self.on_lease_answer(status_code, response_size);
+            return;
+        }
         let target = match std::mem::replace(&mut self.phase, Phase::AwaitingHeaders) {
             Phase::Authorizing(target) => target,
             other => {
@@ -484,6 +534,7 @@ impl<H: Host> Context for Request<H> {
                     Err(refusal) => self.refuse(refusal),
                 }
             }
+            StreamCall::Lease => {}
         }
     }
 }
@@ -582,6 +633,7 @@ impl<H: Host> HttpContext for Request<H> {
         if let Some(used) = limits::used_tokens(&record) {
             limits::settle_tokens(&self.host, &admitted.taken, used, now);
         }
+        budgets::settle(&self.host, admitted, &record);
         self.shared.outbox.borrow_mut().push(record);
     }
 }

@@ -6,6 +6,7 @@ use super::{ConfigError, field_error};
 use crate::catalog::Provider;
 use std::collections::HashMap;
 use std::time::Duration;
+use tollgate_core::settings::Unreachable;
 
 /// Longest lease: a day. Longer would let a dead Envoy pin money for longer than any
 /// daily budget lasts.
@@ -21,6 +22,9 @@ pub struct BudgetSettings {
     pub reclaim_grace_ms: i64,
     /// How often each replica looks for expired leases.
     pub sweep_interval: Duration,
+    /// What the filter does with a call that needs a lease it cannot get (rendered into
+    /// the filter's settings).
+    pub on_control_plane_unreachable: Unreachable,
 }
 
 impl Default for BudgetSettings {
@@ -29,6 +33,7 @@ impl Default for BudgetSettings {
             lease_ttl_ms: 60_000,
             reclaim_grace_ms: 600_000,
             sweep_interval: Duration::from_millis(5_000),
+            on_control_plane_unreachable: Unreachable::Refuse,
         }
     }
 }
@@ -76,6 +81,7 @@ pub(super) fn validate(
         lease_ttl_ms: file.lease_ttl_ms,
         reclaim_grace_ms: file.reclaim_grace_ms,
         sweep_interval: Duration::from_millis(file.sweep_interval_ms.unsigned_abs()),
+        on_control_plane_unreachable: file.on_control_plane_unreachable,
     })
 }
 

@@ -87,6 +87,7 @@ pub(super) struct BudgetsFile {
     pub lease_ttl_ms: i64,
     pub reclaim_grace_ms: i64,
     pub sweep_interval_ms: i64,
+    pub on_control_plane_unreachable: tollgate_core::settings::Unreachable,
 }
 
 impl Default for BudgetsFile {
@@ -95,6 +96,7 @@ impl Default for BudgetsFile {
             lease_ttl_ms: 60_000,
             reclaim_grace_ms: 600_000,
             sweep_interval_ms: 5_000,
+            on_control_plane_unreachable: tollgate_core::settings::Unreachable::Refuse,
         }
     }
 }

@@ -33,7 +33,12 @@ pub enum RenderError {
 /// The complete Envoy bootstrap for `config`, as YAML text.
 pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> {
     let token = config.server.filter_token()?;
-    let filter = with_limits(config.envoy.resolve_filter(token)?, &config.limits)?;
+    let filter = with_limits(
+        config
+            .envoy
+            .resolve_filter(token, config.budgets.on_control_plane_unreachable)?,
+        &config.limits,
+    )?;
     let http_filters = match variant {
         Variant::WithFilter => {
             let wasm = config.envoy.wasm.as_deref().ok_or_else(|| {
@@ -479,6 +484,39 @@ mod tests {
     }
 
     const WASM: &str = "[envoy]\nwasm = \"/opt/tollgate/tollgate_filter.wasm\"\n";
+
+    #[test]
+    fn the_budgets_unreachable_choice_reaches_the_filter() {
+        use tollgate_core::settings::Unreachable;
+        let (_, b) = rendered(WASM, Variant::WithFilter);
+        assert_eq!(
+            filter_settings(&b).budgets_on_control_plane_unreachable,
+            Unreachable::Refuse
+        );
+        let admit =
+            format!("{WASM}[budgets]\non_control_plane_unreachable = \"admit_within_lease\"\n");
+        let (_, b) = rendered(&admit, Variant::WithFilter);
+        assert_eq!(
+            filter_settings(&b).budgets_on_control_plane_unreachable,
+            Unreachable::AdmitWithinLease
+        );
+        let twice =
+            format!("{WASM}[envoy.filter]\nbudgets_on_control_plane_unreachable = \"refuse\"\n");
+        let e = render(&config(&twice), Variant::WithFilter)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("envoy.filter.budgets_on_control_plane_unreachable")
+                && e.contains("[budgets]"),
+            "{e}"
+        );
+        let bad = format!("{WASM}[budgets]\non_control_plane_unreachable = \"maybe\"\n");
+        let e = Config::parse(&bad, std::path::Path::new("/"), |_| None)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("on_control_plane_unreachable"), "{e}");
+    }
 
     #[test]
     fn route_header_and_namespace_agree_with_the_filter() {

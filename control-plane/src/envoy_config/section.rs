@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use tollgate_core::settings::{FilterSettings, SettingsError};
+use tollgate_core::settings::{FilterSettings, SettingsError, Unreachable};
 use tollgate_core::sidecar::SidecarToken;
 
 /// Debian's and Ubuntu's bundle of the system's trusted CAs.
@@ -177,8 +177,23 @@ impl EnvoySection {
     /// the filter gets. The names Envoy's side must agree on (route header, metadata
     /// namespace, control-plane cluster) are written out even where they are defaults,
     /// so the filter reads exactly what the rest of the file was rendered with.
-    pub fn resolve_filter(&self, token: &SidecarToken) -> Result<ResolvedFilter, ConfigError> {
+    pub fn resolve_filter(
+        &self,
+        token: &SidecarToken,
+        unreachable: Unreachable,
+    ) -> Result<ResolvedFilter, ConfigError> {
         let mut json = self.filter.clone();
+        // One place to set it, with the other `[budgets]` settings.
+        if json.contains_key(UNREACHABLE_FIELD) {
+            return Err(field_error(
+                format!("envoy.filter.{UNREACHABLE_FIELD}"),
+                "is set in [budgets] as `on_control_plane_unreachable`",
+            ));
+        }
+        json.insert(
+            UNREACHABLE_FIELD.into(),
+            serde_json::to_value(unreachable).unwrap_or(Value::Null),
+        );
         json.insert(
             "control_plane_token".into(),
             Value::String(token.reveal().to_owned()),
@@ -212,6 +227,9 @@ impl EnvoySection {
         })
     }
 }
+
+/// The filter setting `[budgets] on_control_plane_unreachable` is rendered into.
+const UNREACHABLE_FIELD: &str = "budgets_on_control_plane_unreachable";
 
 /// An address to connect to for one the control plane listens on: "all interfaces" is
 /// reached through loopback.
@@ -247,7 +265,7 @@ mod tests {
             Ok(c) => match c.server.filter_token() {
                 Ok(token) => c
                     .envoy
-                    .resolve_filter(token)
+                    .resolve_filter(token, tollgate_core::settings::Unreachable::Refuse)
                     .expect_err("must be refused")
                     .to_string(),
                 Err(e) => e.to_string(),
@@ -296,7 +314,10 @@ mod tests {
             load("[envoy.filter]\nroute_header = \"x-route\"\nmax_body_bytes = 1000\n").unwrap();
         let resolved = c
             .envoy
-            .resolve_filter(c.server.filter_token().unwrap())
+            .resolve_filter(
+                c.server.filter_token().unwrap(),
+                tollgate_core::settings::Unreachable::Refuse,
+            )
             .unwrap();
         assert_eq!(resolved.settings.route_header, "x-route");
         assert_eq!(resolved.settings.max_body_bytes, 1000);

@@ -12,7 +12,7 @@ use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::{FilterSettings, metadata_key};
 use tollgate_core::validation;
-use tollgate_proto::v1::{KeyGrant, KeyStatus, Route};
+use tollgate_proto::v1::{BudgetRef, KeyGrant, KeyStatus, Route};
 
 use super::REQUEST_ID_HEADER;
 
@@ -168,6 +168,11 @@ pub(super) struct Caller {
     pub(super) key_id: String,
     /// Every rate limit the call is taken from.
     pub(super) limits: Vec<Limit>,
+    /// The key's user and team ("" for none), for the usage record.
+    pub(super) user: String,
+    pub(super) team: String,
+    /// Every budget a call of the key is held against.
+    pub(super) budgets: Vec<BudgetRef>,
 }
 
 impl Caller {
@@ -176,6 +181,9 @@ impl Caller {
         Self {
             key_id: grant.key_id.clone(),
             limits: Limit::of_grant(grant, model),
+            user: grant.user.clone(),
+            team: grant.team.clone(),
+            budgets: grant.budgets.clone(),
         }
     }
 }

@@ -24,8 +24,10 @@ pub(super) struct Kept {
     pub(super) injected_usage: bool,
     /// Exact prompt tokens counted before admission (`count_prompt_tokens`).
     pub(super) counted_prompt: Option<u64>,
-    /// The most tokens the call can use: what token limits (and budgets) hold.
+    /// The most tokens the call can use: what token limits and budgets hold.
     pub(super) bound: TokenBound,
+    /// The endpoint generates output (not embeddings).
+    pub(super) generates: bool,
 }
 
 /// A body that may go on.
@@ -132,6 +134,7 @@ pub(super) fn check(
             injected_usage,
             counted_prompt,
             bound,
+            generates: valid.info.generates,
         },
     })
 }

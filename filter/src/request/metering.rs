@@ -5,9 +5,11 @@ use super::{Admitted, REQUEST_ID_HEADER};
 use crate::host::Host;
 use proxy_wasm::types::Action;
 use tollgate_core::anthropic::{self, StreamTranslator};
-use tollgate_core::errors;
+use tollgate_core::budget;
+use tollgate_core::errors::{self, ApiError, ErrorKind};
 use tollgate_core::headers;
 use tollgate_core::json_scan::{JsonScanner, ScanConfig, Verdict};
+use tollgate_core::pricing::Price;
 use tollgate_core::sample;
 use tollgate_core::stream::{Rewrite, StreamRewriter};
 use tollgate_core::usage::{self, Estimation, Format, OutputText, Usage};
@@ -23,6 +25,8 @@ pub(super) struct Response {
     usage: Option<Usage>,
     /// The body ended (the client got all of it).
     complete: bool,
+    /// The gateway ended the stream: its output passed what the call held.
+    cut: bool,
 }
 
 /// How the response body is handled.
@@ -88,7 +92,9 @@ fn mode_for(
             Rewrite::Passthrough
         };
         let reshape = Reshape {
-            drop_content_length: !matches!(rewrite, Rewrite::Passthrough),
+            // A stream that may be cut changes length too.
+            drop_content_length: !matches!(rewrite, Rewrite::Passthrough)
+                || cut_after(admitted).is_some(),
             json_content_type: false,
         };
         let mode = ResponseMode::Stream(Box::new(StreamRewriter::new(format, rewrite)));
@@ -159,6 +165,7 @@ pub(super) fn on_response_headers(
         mode,
         usage: None,
         complete: end_of_stream,
+        cut: false,
     };
 }
 
@@ -169,6 +176,7 @@ pub(super) fn on_response_body(
     body_size: usize,
     end_of_stream: bool,
 ) -> Action {
+    let cap = cut_after(admitted);
     let response = &mut admitted.response;
     match &mut response.mode {
         ResponseMode::Ignore => {}
@@ -189,8 +197,20 @@ pub(super) fn on_response_body(
         }
         ResponseMode::Stream(rewriter) => {
             let chunk = chunk(host, body_size);
-            // Never paused: each chunk goes on at once, rewritten or not.
-            if let Some(out) = rewriter.on_chunk(&chunk, end_of_stream) {
+            // Never paused: each chunk goes on at once, rewritten or not. A cut stream is
+            // still metered: the provider bills what it generates, sent on or not.
+            let out = rewriter.on_chunk(&chunk, end_of_stream);
+            let text = rewriter.meter().text();
+            if response.cut {
+                // Everything after the error event is dropped.
+                if body_size > 0 {
+                    host.set_response_body(body_size, b"");
+                }
+            } else if cap.is_some_and(|cap| budget::output_seen(text.deltas(), text.bytes()) > cap)
+            {
+                response.cut = true;
+                host.set_response_body(body_size, &cut_event());
+            } else if let Some(out) = out {
                 host.set_response_body(body_size, &out);
             }
         }
@@ -199,6 +219,32 @@ pub(super) fn on_response_body(
         response.complete = true;
     }
     Action::Continue
+}
+
+/// The output tokens after which a stream is cut: what the call held, for a call that
+/// holds budget money; `None`: never cut.
+fn cut_after(admitted: &Admitted) -> Option<u64> {
+    if admitted.budget.holds.is_empty() {
+        return None;
+    }
+    admitted.checked.as_ref().map(|k| k.bound.output)
+}
+
+/// The SSE event that ends a cut stream: an OpenAI error, which the SDKs raise.
+fn cut_event() -> Vec<u8> {
+    let error = ApiError {
+        status: 429,
+        kind: ErrorKind::InsufficientQuota,
+        message: "The answer passed the output held for it against its budget, and was \
+                  ended there."
+            .to_owned(),
+        param: None,
+        code: Some("insufficient_quota"),
+    };
+    let mut event = b"data: ".to_vec();
+    event.extend_from_slice(&error.body());
+    event.extend_from_slice(b"\n\n");
+    event
 }
 
 /// The response bytes this callback was given (none on a 0-byte final call).
@@ -309,6 +355,39 @@ fn final_usage(admitted: &Admitted) -> (Usage, Option<Estimate>) {
     }
 }
 
+/// Output tokens of the text the client got, by the gateway's count.
+fn output_seen(admitted: &Admitted) -> u64 {
+    let text = match &admitted.response.mode {
+        ResponseMode::Stream(s) => Some(s.meter().text()),
+        ResponseMode::Buffer { text, .. } | ResponseMode::Scan { text, .. } => Some(text),
+        ResponseMode::Ignore => None,
+    };
+    text.map_or(0, |t| budget::output_seen(t.deltas(), t.bytes()))
+}
+
+/// What a call cost, for settling its budget holds: the reported usage at `price`; for a
+/// call the gateway must estimate (or cut), its prompt bound and output seen, and never
+/// less than it held, since the control plane's count may be larger than this one.
+pub(super) fn settlement_cost(admitted: &Admitted, record: &UsageRecord, price: &Price) -> u64 {
+    let reported = Usage {
+        input_uncached: record.input_uncached,
+        cache_read: record.cache_read,
+        cache_write: record.cache_write,
+        output: record.output,
+        ..Usage::default()
+    };
+    let cost = price.cost_picos(&reported);
+    if record.estimate.is_none() && !record.cut {
+        return cost;
+    }
+    let prompt = (reported.input_total() == 0)
+        .then(|| admitted.checked.as_ref().map(|k| k.bound.prompt))
+        .flatten();
+    let counted = reported.with_counts(prompt, Some(output_seen(admitted)));
+    let held = admitted.budget.holds.first().map_or(0, |h| h.amount);
+    price.cost_picos(&counted).max(cost).max(held)
+}
+
 /// The call's usage record, at log time.
 pub(super) fn usage_record(
     admitted: &mut Admitted,
@@ -331,12 +410,19 @@ pub(super) fn usage_record(
         output: usage.output,
         reasoning: usage.reasoning,
         estimated: usage.estimated,
-        partial: usage.partial || !admitted.response.complete,
+        partial: usage.partial || !admitted.response.complete || admitted.response.cut,
         finished_at_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
         duration_ms: u32::try_from(now_ms.saturating_sub(started_ms)).unwrap_or(u32::MAX),
         estimate,
-        // Filled by the budget and identity work of issue 9.
-        ..UsageRecord::default()
+        lease_ids: admitted
+            .budget
+            .holds
+            .iter()
+            .map(|h| h.lease_id.clone())
+            .collect(),
+        cut: admitted.response.cut,
+        user: admitted.user.clone(),
+        team: admitted.team.clone(),
     }
 }
 

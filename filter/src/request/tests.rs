@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use tollgate_core::keys;
 use tollgate_proto::v1::{KeyGrant, KeyStatus, ServedModel, UsageBatch, UsageRecord};
 
+mod budgets;
+
 const KEY: &str = "tg-test-key";
 /// The `authorization` header carrying [`KEY`].
 const AUTH: &str = "Bearer tg-test-key";

@@ -1,0 +1,145 @@
+"""Hard budgets on a real Envoy with 2 workers and the control plane's leases: the first call
+waits for a lease and still reaches its provider whole, a spent budget is OpenAI's billing
+429, concurrent calls never spend past the budget, and a stream that overruns its hold is
+cut with an error event the openai client raises."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+
+import openai
+import pytest
+
+from conftest import provider_saw
+from tests.harness.stack import request
+
+CHAT = "/v1/chat/completions"
+
+
+def budgeted_key(stack, name: str, usd: str, period: str = "total", team: str | None = None):
+    """A new key with a budget of its own of `usd` dollars; returns (key, key id)."""
+    args = ["keys", "create", "--name", name, "--quiet"]
+    if team:
+        args += ["--team", team]
+    key = stack.cli(*args).strip()
+    key_id = stack.key_id(name)
+    stack.cli("budgets", "set", "--key", key_id, "--period", period, "--usd", usd)
+    return key, key_id
+
+
+def budget_of(stack, subject: str) -> dict:
+    for line in stack.cli("budgets", "list", "--json").splitlines():
+        b = json.loads(line)
+        if b["subject"] == subject:
+            return b
+    raise KeyError(subject)
+
+
+def chat_body(max_tokens: int, **extra) -> bytes:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi budget"}],
+            "max_tokens": max_tokens, **extra}
+    return json.dumps(body).encode()
+
+
+def post(stack, key: str, body: bytes, headers: dict | None = None):
+    return request("POST", stack.gateway_url + CHAT, body,
+                   {"authorization": f"Bearer {key}", "content-type": "application/json",
+                    **(headers or {})})
+
+
+def spent_settles_to(stack, subject: str, total: int, timeout: float = 10.0) -> dict:
+    """The budget once the control plane has recorded `total` pico-dollars of spend."""
+    deadline = time.monotonic() + timeout
+    while True:
+        b = budget_of(stack, subject)
+        if b["spent_picos"] == total or time.monotonic() > deadline:
+            return b
+        time.sleep(0.1)
+
+
+def test_the_first_call_waits_for_a_lease_and_its_body_reaches_the_provider_whole(stack):
+    key, key_id = budgeted_key(stack, "e2e-budget-first", "1", team="e2e-ml")
+    body = chat_body(50)
+    status, headers, data = post(stack, key, body)
+    assert status == 200, data
+    rid = headers["x-tollgate-request-id"]
+    seen = provider_saw(stack, "alpha", rid)
+    assert seen["body_bytes"] == len(body), "the body paused for the lease went on whole"
+    assert seen["model"] == "gpt-4o-mini"
+    row = stack.usage(rid)
+    assert (row["user"], row["team"]) == (None, "e2e-ml"), row
+    b = spent_settles_to(stack, f"key:{key_id}", row["cost_picos"])
+    assert b["spent_picos"] == row["cost_picos"] > 0, b
+    # A streamed call, rewritten for `include_usage`, waits the same way when its lease
+    # runs short: the next call's body still arrives whole.
+    status, headers, data = post(stack, key, chat_body(50, stream=True))
+    assert status == 200, data
+    assert b"data: [DONE]" in data
+    assert provider_saw(stack, "alpha", headers["x-tollgate-request-id"])["body_bytes"] > len(body)
+
+
+def test_a_spent_budget_is_openais_billing_429_and_the_client_is_told_not_to_retry(stack):
+    key, key_id = budgeted_key(stack, "e2e-budget-spent", "0.000001")
+    # 50 output tokens at $0.60 per million hold $0.00003, more than the whole budget.
+    status, headers, data = post(stack, key, chat_body(50))
+    assert status == 429, data
+    error = json.loads(data)["error"]
+    assert error["type"] == "insufficient_quota"
+    assert error["code"] == "insufficient_quota"
+    assert f"total budget of key:{key_id}" in error["message"], error["message"]
+    assert headers["x-should-retry"] == "false"
+
+    client = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key=key, timeout=30)
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.chat.completions.create(model="gpt-4o-mini", max_tokens=50,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert raised.value.code == "insufficient_quota"
+    assert budget_of(stack, f"key:{key_id}")["spent_picos"] == 0
+
+
+def test_concurrent_calls_never_spend_past_the_budget(stack):
+    # gpt-4o: a call asking 100 output tokens holds about $0.001; $0.01 affords about ten
+    # holds at once, and more as holds settle to the calls' real cost.
+    key, key_id = budgeted_key(stack, "e2e-budget-race", "0.01")
+    body = json.dumps({"model": "gpt-4o", "max_tokens": 100,
+                       "messages": [{"role": "user", "content": "race"}]}).encode()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+        answers = list(pool.map(lambda _: post(stack, key, body), range(120)))
+    statuses = [s for s, _, _ in answers]
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 10, statuses
+    assert statuses.count(429) > 0, "the budget never ran out"
+    for status, _, data in answers:
+        if status == 429:
+            assert json.loads(data)["error"]["code"] == "insufficient_quota"
+    rows = [stack.usage(h["x-tollgate-request-id"]) for s, h, _ in answers if s == 200]
+    recorded = sum(r["cost_picos"] for r in rows)
+    b = spent_settles_to(stack, f"key:{key_id}", recorded)
+    assert b["spent_picos"] == recorded, b
+    assert recorded <= b["limit_picos"], (recorded, b)
+    assert b["spent_picos"] + b["leased_picos"] <= b["limit_picos"], b
+
+
+def test_a_stream_past_its_hold_is_cut_with_an_error_event_the_openai_client_raises(stack):
+    key, key_id = budgeted_key(stack, "e2e-budget-cut", "1")
+    client = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key=key, max_retries=0, timeout=30)
+    # The offline provider ignores `max_tokens`: its answer runs past the 2 tokens held.
+    # Paced, so its words arrive in chunks of their own.
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", stream=True, max_tokens=2,
+        messages=[{"role": "user", "content": "a long answer please"}],
+        extra_headers={"x-offline-fault": "slow=5"})
+    rid = raw.headers["x-tollgate-request-id"]
+    received = []
+    with pytest.raises(openai.APIError) as raised:
+        for chunk in raw.parse():
+            received.extend(c.delta.content or "" for c in chunk.choices)
+    assert "insufficient_quota" in str(raised.value.body or raised.value), raised.value
+    # The two words held went through; the third was replaced by the error.
+    assert "".join(received) == "Hello from ", received
+    row = stack.usage(rid)
+    assert row["partial"], row
+    b = spent_settles_to(stack, f"key:{key_id}", row["cost_picos"])
+    assert b["spent_picos"] == row["cost_picos"] > 0
