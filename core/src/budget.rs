@@ -50,6 +50,14 @@ pub fn want_picos(need: u64, limit_picos: u64) -> u64 {
     need.max(limit_picos / LEASE_SHARE).clamp(1, MAX_ASK_PICOS)
 }
 
+/// What a renewal ahead of need asks for on a lease with `remaining` left: what brings it
+/// back to a share of the limit, and nothing when it holds that already (the renewal then
+/// only extends the lease). Without this, every renewal for time would lease another share
+/// and an idle Envoy would soon hold the whole budget.
+pub fn renewal_want(remaining: u64, limit_picos: u64) -> u64 {
+    want_picos(0, limit_picos).saturating_sub(remaining)
+}
+
 /// What a call holding `amount` must be granted more on a lease with `remaining` left
 /// (all of it when the lease is not live): only what it lacks, so a budget with just
 /// enough left between the lease and the control plane still serves it.
@@ -349,6 +357,14 @@ mod tests {
         assert_eq!(missing(50, 30), 20);
         assert_eq!(missing(50, 80), 1);
         assert_eq!(missing(u64::MAX, 0), u64::MAX);
+    }
+
+    #[test]
+    fn a_renewal_tops_up_to_a_share_and_a_funded_lease_asks_nothing() {
+        assert_eq!(renewal_want(0, 2_000), 100, "a twentieth of the limit");
+        assert_eq!(renewal_want(30, 2_000), 70);
+        assert_eq!(renewal_want(100, 2_000), 0, "only extended");
+        assert_eq!(renewal_want(5_000, 2_000), 0);
     }
 
     #[test]

@@ -22,8 +22,10 @@ const HOLDER_KEY: &str = "tg:v1:holder";
 /// leased on need.
 const SEEN_KEPT: usize = 4096;
 
-/// A budget not drawn on by this worker for this long is no longer renewed by it.
-const SEEN_FOR_MS: u64 = 120_000;
+/// A budget not drawn on by this worker for this long is no longer renewed by it, so the
+/// lease of an idle budget lapses and its money returns to the budget; the next call pays
+/// one round trip for a new lease.
+const SEEN_FOR_MS: u64 = budget::RENEW_AHEAD_MS;
 
 /// What one call must hold against one budget.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,14 +254,26 @@ pub fn holder(host: &impl Host) -> Option<String> {
     read()
 }
 
-/// The `LeaseBudget` message asking for `need` pico-dollars of `budget` (0 when renewing
-/// ahead of need) on lease `asked` ("" for a new one).
-pub fn request(holder: &str, budget: &BudgetRef, asked: &str, need: u64) -> Vec<u8> {
+/// What a `LeaseBudget` call asks for, in pico-dollars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// A call waits for `need` more.
+    Need(u64),
+    /// A renewal ahead of need, of a lease with `remaining` left.
+    Renewal { remaining: u64 },
+}
+
+/// The `LeaseBudget` message for `ask` of `budget` on lease `asked` ("" for a new one).
+pub fn request(holder: &str, budget: &BudgetRef, asked: &str, ask: Ask) -> Vec<u8> {
+    let (need, want) = match ask {
+        Ask::Need(need) => (need, budget::want_picos(need, budget.limit_picos)),
+        Ask::Renewal { remaining } => (0, budget::renewal_want(remaining, budget.limit_picos)),
+    };
     LeaseRequest {
         budget_id: budget.budget_id.clone(),
         holder: holder.to_owned(),
         lease_id: asked.to_owned(),
-        want_picos: budget::want_picos(need, budget.limit_picos),
+        want_picos: want,
         need_picos: need,
     }
     .encode_to_vec()
@@ -271,10 +285,10 @@ pub fn ask(
     settings: &FilterSettings,
     budget: &BudgetRef,
     asked: &str,
-    need: u64,
+    ask: Ask,
 ) -> Option<u32> {
     let holder = holder(host)?;
-    let message = request(&holder, budget, asked, need);
+    let message = request(&holder, budget, asked, ask);
     crate::calls::control_plane(
         host,
         settings,
@@ -336,8 +350,8 @@ pub fn apply(
 }
 
 /// Claims the renewal of `budget`'s lease if one is due at `now_ms` (marking it, so no
-/// other worker renews it too); returns the lease id to top up.
-pub fn claim_renewal(host: &impl Host, budget: &BudgetRef, now_ms: u64) -> Option<String> {
+/// other worker renews it too); returns the lease id to top up and what it has left.
+pub fn claim_renewal(host: &impl Host, budget: &BudgetRef, now_ms: u64) -> Option<(String, u64)> {
     let low_water = budget::want_picos(0, budget.limit_picos) / 2;
     let mut claimed = None;
     let written = cache::update(host, &budget::lease_key(&budget.budget_id), |current| {
@@ -346,7 +360,7 @@ pub fn claim_renewal(host: &impl Host, budget: &BudgetRef, now_ms: u64) -> Optio
             return None;
         }
         lease.mark_renewing(now_ms);
-        claimed = Some(lease.lease_id.clone());
+        claimed = Some((lease.lease_id.clone(), lease.remaining()));
         Some(lease.to_bytes())
     });
     written.ok().and(claimed)
@@ -539,11 +553,11 @@ mod tests {
         let worker_b = worker_a.worker();
         store(&worker_a, "a", &lease("la", 20));
         let b = budget("a", 1_000);
-        assert_eq!(claim_renewal(&worker_a, &b, 0), Some("la".into()));
+        assert_eq!(claim_renewal(&worker_a, &b, 0), Some(("la".into(), 20)));
         assert_eq!(claim_renewal(&worker_b, &b, 0), None, "claimed");
         assert_eq!(
             claim_renewal(&worker_b, &b, budget::RENEWAL_MARK_MS),
-            Some("la".into()),
+            Some(("la".into(), 20)),
             "an answer lost frees it"
         );
         store(&worker_a, "c", &lease("lc", 1_000));
@@ -552,6 +566,17 @@ mod tests {
             None,
             "full"
         );
+    }
+
+    #[test]
+    fn a_renewal_asks_only_what_brings_the_lease_back_to_its_share() {
+        let ask = |remaining| {
+            let message = request("h", &budget("a", 2_000), "la", Ask::Renewal { remaining });
+            let decoded = LeaseRequest::decode(message.as_slice()).unwrap();
+            (decoded.need_picos, decoded.want_picos)
+        };
+        assert_eq!(ask(20), (0, 80));
+        assert_eq!(ask(100), (0, 0), "a funded lease is only extended");
     }
 
     #[test]
@@ -566,7 +591,7 @@ mod tests {
 
     #[test]
     fn the_lease_request_asks_for_a_share_and_the_need() {
-        let message = request("h", &budget("a", 2_000), "la", 30);
+        let message = request("h", &budget("a", 2_000), "la", Ask::Need(30));
         let decoded = LeaseRequest::decode(message.as_slice()).unwrap();
         assert_eq!(
             decoded,
@@ -584,9 +609,9 @@ mod tests {
     fn seen_budgets_are_forgotten_when_not_drawn_on() {
         let mut seen = Seen::default();
         seen.note(&budget("a", 1), 0);
-        seen.note(&budget("b", 1), 100_000);
+        seen.note(&budget("b", 1), 5_000);
         let ids = |v: Vec<BudgetRef>| v.into_iter().map(|b| b.budget_id).collect::<Vec<_>>();
-        assert_eq!(ids(seen.recent(119_999)), ["a", "b"]);
-        assert_eq!(ids(seen.recent(120_000)), ["b"]);
+        assert_eq!(ids(seen.recent(SEEN_FOR_MS - 1)), ["a", "b"]);
+        assert_eq!(ids(seen.recent(SEEN_FOR_MS)), ["b"]);
     }
 }

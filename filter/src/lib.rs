@@ -153,11 +153,12 @@ impl<H: Host> Plugin<H> {
         let now = self.host.now_ms();
         let recent = self.shared.budgets.borrow_mut().recent(now);
         for b in recent {
-            let Some(asked) = budget::claim_renewal(&self.host, &b, now) else {
+            let Some((asked, remaining)) = budget::claim_renewal(&self.host, &b, now) else {
                 continue;
             };
+            let ask = budget::Ask::Renewal { remaining };
             // A failed dispatch leaves the mark, which lapses: another tick retries.
-            if let Some(token) = budget::ask(&self.host, &self.shared.settings, &b, &asked, 0) {
+            if let Some(token) = budget::ask(&self.host, &self.shared.settings, &b, &asked, ask) {
                 let budget_id = b.budget_id;
                 self.calls
                     .register(token, RootCall::Renewal { budget_id, asked });

@@ -105,7 +105,13 @@ impl<H: Host> Request<H> {
             });
         }
         let settings = &self.shared.settings;
-        match budget::ask(&self.host, settings, &need.budget, &asked, missing) {
+        match budget::ask(
+            &self.host,
+            settings,
+            &need.budget,
+            &asked,
+            budget::Ask::Need(missing),
+        ) {
             Some(token) => {
                 call.asked = call.asked.saturating_add(1);
                 call.waiting = Some((index, asked));

@@ -505,7 +505,8 @@ fn leases_are_renewed_ahead_of_need_by_one_worker_at_a_time() {
         let (_req, action) = budgeted_call(p, false, 5);
         assert_eq!(action, Action::Continue);
     }
-    // 20,000 left, under half of the 50,000 asked at a time: both workers' ticks see it.
+    // 20,000 left, under half of the 50,000 share (a twentieth of the limit): both
+    // workers' ticks see it, one asks for the 30,000 that bring it back to the share.
     plugin_a.renew();
     plugin_b.renew();
     let renewals: Vec<_> = [&plugin_a, &plugin_b]
@@ -516,20 +517,20 @@ fn leases_are_renewed_ahead_of_need_by_one_worker_at_a_time() {
     let (token, asked) = &renewals[0];
     assert_eq!(
         (asked.lease_id.as_str(), asked.need_picos, asked.want_picos),
-        ("l1", 0, 50_000)
+        ("l1", 0, 30_000)
     );
     let renewing = if lease_calls(&plugin_a.host).is_empty() {
         &mut plugin_b
     } else {
         &mut plugin_a
     };
-    let body = granted("l1", 80_000);
+    let body = granted("l1", 60_000);
     renewing.host.set_grpc_body(&body);
     renewing.on_answer(*token, 0, body.len());
     let l = lease_of(&plugin_a.host, "b1");
     assert_eq!(
         (l.granted, l.charged, l.renewing_until_ms),
-        (80_000, 10_000, 0)
+        (60_000, 10_000, 0)
     );
 }
 
