@@ -143,3 +143,19 @@ def test_a_stream_past_its_hold_is_cut_with_an_error_event_the_openai_client_rai
     assert row["partial"], row
     b = spent_settles_to(stack, f"key:{key_id}", row["cost_picos"])
     assert b["spent_picos"] == row["cost_picos"] > 0
+
+
+@pytest.mark.parametrize("fault", ["", "no-usage"])
+def test_a_stream_without_include_usage_is_charged_to_its_budget(stack, fault):
+    """The client asks for no usage chunk (the gateway adds one); with `no-usage` the
+    provider reports none at all and the control plane counts the text: charged either way."""
+    key, key_id = budgeted_key(stack, f"e2e-budget-stream-{fault or 'usage'}", "1")
+    conn_body = chat_body(50, stream=True)
+    status, headers, data = post(stack, key, conn_body, {"x-offline-fault": fault} if fault else None)
+    assert status == 200, data
+    assert b'"usage"' not in data or b'"usage":null' in data, "the client did not ask for usage"
+    row = stack.usage(headers["x-tollgate-request-id"])
+    assert row["output"] > 0 and row["cost_picos"] > 0, row
+    assert row["estimated"] == bool(fault), row
+    b = spent_settles_to(stack, f"key:{key_id}", row["cost_picos"])
+    assert b["spent_picos"] == row["cost_picos"], b
