@@ -141,6 +141,12 @@ impl Config {
         })?;
         // Paths end up in files other processes read from their own working directory
         // (Envoy's bootstrap), so they are made absolute here, from this process's.
+        // A file named without a directory has the empty path as parent.
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
         let base = std::path::absolute(base).map_err(|source| ConfigError::Read {
             path: base.to_owned(),
             source,
@@ -300,6 +306,19 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err("config must be refused").to_string()
+    }
+
+    #[test]
+    fn a_file_named_without_a_directory_is_read_from_the_working_directory() {
+        // `tollgate check-config` reads `tollgate.toml`, whose parent is the empty path.
+        let bare = Path::new("tollgate.toml");
+        assert_eq!(bare.parent(), Some(Path::new("")));
+        let c = Config::parse(GOOD, bare.parent().unwrap(), env).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.storage.database_url,
+            format!("sqlite://{}/.tollgate/tollgate.db", here.display())
+        );
     }
 
     #[test]
