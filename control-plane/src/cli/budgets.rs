@@ -1,7 +1,7 @@
 //! `tollgate budgets set | list | delete`.
 
 use super::{CliError, DeleteBudgetArgs, ListBudgetsArgs, SetBudgetArgs};
-use crate::budgets::Subject;
+use crate::budgets::{Period, Subject};
 use crate::clock::Clock;
 use crate::keys::{KeyError, owner_name};
 use crate::store::{BudgetStatus, Store};
@@ -30,15 +30,22 @@ pub(super) async fn set(
     let set = store
         .set_budget(&subject.to_string(), args.period, args.usd, clock.now_ms())
         .await?;
+    let per = match set.budget.period {
+        Period::Total => "in total",
+        Period::Day => "per day (UTC)",
+        Period::Month => "per month (UTC)",
+    };
     writeln!(
         out,
-        "{} budget {} for {}: {} per {}.",
+        "{} budget {} for {}: {} {per}.",
         if set.created { "Created" } else { "Changed" },
         set.budget.id,
         set.budget.subject,
         format_dollars(set.budget.limit_picos),
-        set.budget.period,
     )?;
+    if let Some(note) = super::idle_subject_note(store, &subject).await? {
+        writeln!(out, "{note}")?;
+    }
     Ok(())
 }
 
@@ -152,7 +159,9 @@ mod tests {
         assert_eq!(
             said,
             format!(
-                "Created budget {id} for team:ml: {} per day.\n",
+                "Created budget {id} for team:ml: {} per day (UTC).\nNote: no active key belongs \
+                 to team `ml` (names are case-sensitive); this applies to no call until \
+                 `keys create --team ml` or `keys update KEY_ID --team ml`.\n",
                 format_dollars(12_500_000_000_000)
             )
         );
@@ -245,6 +254,69 @@ mod tests {
             .to_string();
         assert!(e.contains(&id), "{e}");
         assert_eq!(run(&store, &clock, &["list"]).await.unwrap(), "");
+    }
+
+    #[tokio::test]
+    async fn a_budget_no_active_key_falls_under_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse(
+            "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let clock = Clock::system();
+        let spec = |name: &str| crate::keys::KeySpec {
+            name: name.into(),
+            models: Vec::new(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            user: Some("alice".into()),
+            team: Some("ml".into()),
+        };
+        let kept = crate::keys::create(&store, &config.catalog, &clock, spec("kept"))
+            .await
+            .unwrap();
+        let gone = crate::keys::create(&store, &config.catalog, &clock, spec("gone"))
+            .await
+            .unwrap();
+        crate::keys::revoke(&store, &clock, &gone.row.id)
+            .await
+            .unwrap();
+        let budget = |flag: &str, subject: &str| {
+            vec![
+                "set".to_owned(),
+                flag.to_owned(),
+                subject.to_owned(),
+                "--period".into(),
+                "total".into(),
+                "--usd".into(),
+                "1".into(),
+            ]
+        };
+        for (argv, note) in [
+            (budget("--key", &kept.row.id), None),
+            (budget("--user", "alice"), None),
+            (budget("--team", "ml"), None),
+            (budget("--key", &gone.row.id), Some("is revoked")),
+            (
+                budget("--user", "Alice"),
+                Some("no active key belongs to user `Alice`"),
+            ),
+            (
+                budget("--team", "m1"),
+                Some("no active key belongs to team `m1`"),
+            ),
+        ] {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let said = run(&store, &clock, &argv).await.unwrap();
+            assert!(said.contains("$1.000000 in total."), "{said}");
+            match note {
+                None => assert!(!said.contains("Note:"), "{argv:?}: {said}"),
+                Some(note) => assert!(said.contains(note), "{argv:?}: {said}"),
+            }
+        }
     }
 
     #[tokio::test]

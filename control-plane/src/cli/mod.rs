@@ -393,6 +393,36 @@ pub async fn run(
     }
 }
 
+/// A note for a budget or limit set on a subject no active key has (a revoked key, or a
+/// user or team name no key carries, often a typo): it limits no call until one does.
+async fn idle_subject_note(
+    store: &Store,
+    subject: &crate::budgets::Subject,
+) -> Result<Option<String>, CliError> {
+    use crate::budgets::Subject;
+    let keys = store.list_keys().await?;
+    let mut active = keys.iter().filter(|k| k.revoked_at_ms.is_none());
+    let note = match subject {
+        Subject::Key(id) => (!active.any(|k| &k.id == id))
+            .then(|| format!("Note: key {id} is revoked; this applies to no call.")),
+        Subject::User(name) => (!active.any(|k| k.user.as_ref() == Some(name))).then(|| {
+            format!(
+                "Note: no active key belongs to user `{name}` (names are case-sensitive); \
+                 this applies to no call until `keys create --user {name}` or \
+                 `keys update KEY_ID --user {name}`."
+            )
+        }),
+        Subject::Team(name) => (!active.any(|k| k.team.as_ref() == Some(name))).then(|| {
+            format!(
+                "Note: no active key belongs to team `{name}` (names are case-sensitive); \
+                 this applies to no call until `keys create --team {name}` or \
+                 `keys update KEY_ID --team {name}`."
+            )
+        }),
+    };
+    Ok(note)
+}
+
 /// Opens the configured database, naming it (without its password) if that fails.
 async fn open_store(config: &Config) -> Result<Store, CliError> {
     Store::open(&config.storage.database_url)
