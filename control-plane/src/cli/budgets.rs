@@ -43,8 +43,36 @@ pub(super) async fn set(
         set.budget.subject,
         format_dollars(set.budget.limit_picos),
     )?;
+    if !set.created {
+        lowered_note(store, clock, &set.budget.id, out).await?;
+    }
     if let Some(note) = super::idle_subject_note(store, &subject).await? {
         writeln!(out, "{note}")?;
+    }
+    Ok(())
+}
+
+/// When a changed limit is below what the window has spent and leased, says that the
+/// leases out may still be spent: lowering never takes back money already leased.
+async fn lowered_note(
+    store: &Store,
+    clock: &Clock,
+    budget_id: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let now = store.list_budgets(clock.now_ms()).await?;
+    let Some(b) = now.iter().find(|b| b.budget.id == budget_id) else {
+        return Ok(());
+    };
+    if b.spent_picos.saturating_add(b.leased_picos) > b.budget.limit_picos && b.leased_picos > 0 {
+        writeln!(
+            out,
+            "Note: {} is leased to gateways and {} spent in this window; no new lease is \
+             granted, but what is leased may still be spent until their leases expire \
+             ([budgets] lease_ttl_ms).",
+            format_dollars(b.leased_picos),
+            format_dollars(b.spent_picos),
+        )?;
     }
     Ok(())
 }
@@ -87,7 +115,8 @@ pub(super) async fn delete(
     }
     writeln!(
         out,
-        "Deleted budget {}. Gateways stop holding calls against it within their key cache time.",
+        "Deleted budget {}. Gateways stop holding calls against it within their key cache time. \
+         Its spend is forgotten: a budget set again for its subject starts from $0.",
         args.id
     )?;
     Ok(())
@@ -317,6 +346,45 @@ mod tests {
                 Some(note) => assert!(said.contains(note), "{argv:?}: {said}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn lowering_a_limit_under_what_is_out_says_leases_still_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let clock = Clock::system();
+        let set = |usd: &'static str| ["set", "--team", "ml", "--period", "day", "--usd", usd];
+        let said = run(&store, &clock, &set("10")).await.unwrap();
+        let id = store.list_budgets(clock.now_ms()).await.unwrap()[0]
+            .budget
+            .id
+            .clone();
+        assert!(!said.contains("leased"), "{said}");
+        store
+            .lease(LeaseAsk {
+                budget_id: &id,
+                holder: "h",
+                lease_id: None,
+                want_picos: 4_000_000_000_000,
+                need_picos: 1,
+                now_ms: clock.now_ms(),
+                ttl_ms: 60_000,
+            })
+            .await
+            .unwrap();
+        // Still above what is out: nothing to say.
+        let said = run(&store, &clock, &set("5")).await.unwrap();
+        assert!(!said.contains("leased"), "{said}");
+        let said = run(&store, &clock, &set("1")).await.unwrap();
+        assert!(
+            said.contains("$4.000000 is leased to gateways")
+                && said.contains("until their leases expire"),
+            "{said}"
+        );
+        let said = run(&store, &clock, &["delete", &id]).await.unwrap();
+        assert!(said.contains("starts from $0"), "{said}");
     }
 
     #[tokio::test]
