@@ -405,6 +405,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("key_nope"), "{e}");
+        // A sign is refused by the amount's parser, which says why, not taken for a flag.
+        let e = parse_error(&["set", "--user", "a", "--period", "day", "--usd", "-3"]);
+        assert!(e.contains("`-3` is not an amount in dollars"), "{e}");
         for (argv, flag) in [
             (&["set", "--period", "day", "--usd", "1"][..], "--key"),
             (

@@ -116,5 +116,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--rpm, --tpm"), "{e}");
+        use clap::Parser;
+        for flag in ["--rpm", "--tpm"] {
+            let argv = ["tollgate", "users", "limit", "alice", flag, "-1"];
+            let e = super::super::Cli::try_parse_from(argv)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`-1` is neither a whole number"), "{e}");
+        }
     }
 }
