@@ -189,7 +189,14 @@ impl Config {
             ),
             ("storage", self.storage != newer.storage),
             ("gateway", self.gateway != newer.gateway),
-            ("limits", self.limits != newer.limits),
+            // The default output cap goes into the models, which the reload applies.
+            (
+                "limits",
+                LimitSettings {
+                    max_output_tokens: newer.limits.max_output_tokens,
+                    ..self.limits
+                } != newer.limits,
+            ),
             ("budgets", self.budgets != newer.budgets),
         ]
         .into_iter()
@@ -516,6 +523,13 @@ mod tests {
             running.restart_needed(&parse(&moved).unwrap()),
             ["server.grpc_listen", "storage", "gateway"]
         );
+        // The default output cap is part of the models, which a reload applies at once:
+        // naming it as restart-only would tell the operator the opposite of what happened.
+        let capped = parse(&format!("[limits]\nmax_output_tokens = 100\n{GOOD}")).unwrap();
+        assert_eq!(capped.catalog.models["llama"].max_output_tokens, 100);
+        assert_eq!(running.restart_needed(&capped), Vec::<&str>::new());
+        let limited = parse(&format!("[limits]\nrequests_per_minute = 5\n{GOOD}")).unwrap();
+        assert_eq!(running.restart_needed(&limited), ["limits"]);
         let other_token = Config::parse(GOOD, Path::new("/srv"), |v| {
             (v == "TOLLGATE_FILTER_TOKEN")
                 .then(|| "another-token-another-token-another".to_owned())
