@@ -531,3 +531,59 @@ async fn postgres_budgets() {
     let other = postgres().await;
     reclaim_returns_unused_money_once(&store, &other).await;
 }
+
+/// The CLI and the server are two processes on one SQLite file: budgets changed, listed
+/// and deleted by one while the other grants, tops up, settles and reclaims leases never
+/// fail with a locked database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_cli_and_server_share_the_file_while_leases_are_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let server = Store::open(&url).await.unwrap();
+    let cli = Store::open(&url).await.unwrap();
+    let budget = server
+        .set_budget("team:ml", Period::Day, 1_000_000_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let grants = tokio::spawn({
+        let server = server.clone();
+        let id = budget.id.clone();
+        async move {
+            let mut lease: Option<String> = None;
+            for i in 0..300i64 {
+                let now = NOON + i;
+                let outcome = server
+                    .lease(LeaseAsk {
+                        holder: "envoy-a",
+                        ..ask(&id, lease.as_deref(), 1_000, 1, now)
+                    })
+                    .await
+                    .unwrap();
+                if let LeaseOutcome::Granted(l) = outcome {
+                    let row = UsageRow {
+                        team: Some("ml".into()),
+                        ..usage(&format!("r{i}"), "key_x", 10, now, &[&l.lease_id])
+                    };
+                    server.insert_usage(&[row]).await.unwrap();
+                    lease = Some(l.lease_id);
+                }
+                server.reclaim_expired(now - TTL).await.unwrap();
+            }
+        }
+    });
+    for i in 0..100u64 {
+        cli.set_budget("team:ml", Period::Day, 1_000_000_000 + i, NOON)
+            .await
+            .unwrap();
+        cli.list_budgets(NOON).await.unwrap();
+        let other = cli
+            .set_budget("team:other", Period::Total, 5, NOON)
+            .await
+            .unwrap();
+        cli.delete_budget(&other.budget.id).await.unwrap();
+    }
+    grants.await.unwrap();
+    let s = status(&cli, &budget.id, NOON).await;
+    assert_eq!(s.spent_picos, 3_000);
+}
