@@ -474,7 +474,12 @@ impl Gateway for GatewayService {
                 available_picos,
                 window_end_ms,
             } => {
-                tracing::info!(budget_id = %req.budget_id, holder = %req.holder, need = req.need_picos, available = available_picos, "budget exhausted");
+                // A renewal ahead of need (need 0) refuses no call: only a call's ask is news.
+                if req.need_picos == 0 {
+                    tracing::debug!(budget_id = %req.budget_id, holder = %req.holder, available = available_picos, "lease renewal found the budget spent");
+                } else {
+                    tracing::info!(budget_id = %req.budget_id, holder = %req.holder, need = req.need_picos, available = available_picos, "budget exhausted: a call is refused");
+                }
                 LeaseAnswer {
                     outcome: lease_answer::Outcome::Exhausted as i32,
                     window_end_ms,

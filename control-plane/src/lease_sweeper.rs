@@ -8,13 +8,22 @@ use crate::store::{Reclaimed, Store, StoreError};
 use std::future::Future;
 use tokio::time::MissedTickBehavior;
 
-/// Closes the leases expired before `now - grace` once; logs and returns what went back.
+/// Closes the leases expired before `now - grace` once, for a sweeper started at
+/// `started_ms`; logs and returns what went back. Nothing is closed until a grace has
+/// passed since the start: calls that finished while no control plane was up report
+/// from the Envoys' outboxes only now, and their lease's money must not be leased again
+/// before their cost is charged.
 pub async fn sweep_once(
     store: &Store,
     settings: &BudgetSettings,
     clock: &Clock,
+    started_ms: i64,
 ) -> Result<Vec<Reclaimed>, StoreError> {
-    let cutoff = clock.now_ms().saturating_sub(settings.reclaim_grace_ms);
+    let now = clock.now_ms();
+    if now < started_ms.saturating_add(settings.reclaim_grace_ms) {
+        return Ok(Vec::new());
+    }
+    let cutoff = now.saturating_sub(settings.reclaim_grace_ms);
     let reclaimed = store.reclaim_expired(cutoff).await?;
     for r in &reclaimed {
         tracing::info!(
@@ -34,6 +43,7 @@ pub async fn run(
     clock: Clock,
     stopped: impl Future<Output = ()>,
 ) {
+    let started_ms = clock.now_ms();
     let mut ticks = tokio::time::interval(settings.sweep_interval);
     // A slow database must not cause a burst of sweeps when it recovers.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -42,7 +52,7 @@ pub async fn run(
         tokio::select! {
             () = &mut stopped => return,
             _ = ticks.tick() => {
-                if let Err(e) = sweep_once(&store, &settings, &clock).await {
+                if let Err(e) = sweep_once(&store, &settings, &clock, started_ms).await {
                     tracing::warn!("budget lease sweep failed (retried next interval): {e}");
                 }
             }
@@ -86,26 +96,77 @@ mod tests {
         // Expired, but within the grace: calls in flight may still report.
         time.advance_ms(settings.lease_ttl_ms + settings.reclaim_grace_ms);
         assert!(
-            sweep_once(&store, &settings, &clock)
+            sweep_once(&store, &settings, &clock, 0)
                 .await
                 .unwrap()
                 .is_empty()
         );
         time.advance_ms(1);
-        let swept = sweep_once(&store, &settings, &clock).await.unwrap();
+        let swept = sweep_once(&store, &settings, &clock, 0).await.unwrap();
         assert_eq!(swept.len(), 1);
         assert_eq!(
             (swept[0].lease_id.as_str(), swept[0].returned_picos),
             (lease.lease_id.as_str(), 500)
         );
         assert!(
-            sweep_once(&store, &settings, &clock)
+            sweep_once(&store, &settings, &clock, 0)
                 .await
                 .unwrap()
                 .is_empty()
         );
         let status = &store.list_budgets(0).await.unwrap()[0];
         assert_eq!(status.available_picos(), 500);
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_leases_wait_one_grace_for_reports_queued_meanwhile() {
+        // A lease expired long before this control plane started: the calls drawn on it
+        // may have finished while no control plane was up, their records queued in the
+        // Envoys' outboxes and sent only now. Returning the lease's money before they
+        // arrive would let it be leased again and then spent twice.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let settings = BudgetSettings::default();
+        let time = ManualClock::at(1_000_000);
+        let clock = time.clock();
+        let budget = store
+            .set_budget("key:k", Period::Total, 500, 0)
+            .await
+            .unwrap()
+            .budget;
+        let ask = LeaseAsk {
+            budget_id: &budget.id,
+            holder: "h",
+            lease_id: None,
+            want_picos: 500,
+            need_picos: 500,
+            now_ms: clock.now_ms(),
+            ttl_ms: settings.lease_ttl_ms,
+        };
+        store.lease(ask).await.unwrap();
+        // The control plane was down for an hour, then starts.
+        time.advance_ms(3_600_000);
+        let started_ms = clock.now_ms();
+        assert!(
+            sweep_once(&store, &settings, &clock, started_ms)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        time.advance_ms(settings.reclaim_grace_ms - 1);
+        assert!(
+            sweep_once(&store, &settings, &clock, started_ms)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        time.advance_ms(1);
+        let swept = sweep_once(&store, &settings, &clock, started_ms)
+            .await
+            .unwrap();
+        assert_eq!(swept.len(), 1);
     }
 
     #[tokio::test]

@@ -103,6 +103,15 @@ impl Reloader {
             };
         }
         *finished = ticket;
+        // The running grace, not the file's, is what slow calls of the new providers get.
+        let loaded = loaded.map_err(|e| e.to_string()).and_then(|config| {
+            match inner.started.budgets.covers(&config.catalog.providers) {
+                Ok(()) => Ok(config),
+                Err(e) => Err(format!(
+                    "{e} (the grace in force: a longer one applies only after a restart)"
+                )),
+            }
+        });
         let outcome = match loaded {
             Ok(config) => {
                 let restart_needed = inner.started.restart_needed(&config);
@@ -134,7 +143,7 @@ impl Reloader {
                     "reload refused, the catalog in force stays: {e}"
                 );
                 ReloadOutcome::Refused {
-                    error: e.to_string(),
+                    error: e,
                     at_ms: inner.clock.now_ms(),
                 }
             }
@@ -261,6 +270,35 @@ mod tests {
         );
         assert_eq!(input_price(&r), 3_000_000, "the newest file stays in force");
         assert_eq!(*outcomes.borrow_and_update(), Some(second));
+    }
+
+    #[test]
+    fn a_provider_slower_than_the_running_grace_is_refused() {
+        // The grace is applied only at start: a reload that raises a provider's timeout
+        // past it (raising the grace in the file too) would let that provider's slow calls
+        // report after their lease's money was handed out again.
+        let dir = tempfile::tempdir().unwrap();
+        // Default grace and timeout: 600000 ms each.
+        let r = reloader(dir.path(), &text("127.0.0.1:1", "1"), Clock::system());
+        let slower = text("127.0.0.1:1", "2").replace(
+            "[[providers]]",
+            "[budgets]\nreclaim_grace_ms = 900000\n[[providers]]",
+        );
+        let slower = slower.replace(
+            "url = \"http://127.0.0.1:9000\"\n",
+            "url = \"http://127.0.0.1:9000\"\ntimeout_ms = 900000\n",
+        );
+        std::fs::write(dir.path().join("t.toml"), slower).unwrap();
+        let ReloadOutcome::Refused { error, .. } = r.reload() else {
+            panic!("a provider slower than the running grace is refused");
+        };
+        assert!(
+            error.contains("budgets.reclaim_grace_ms")
+                && error.contains("600000")
+                && error.contains("`p`"),
+            "{error}"
+        );
+        assert_eq!(input_price(&r), 1_000_000, "the catalog in force stays");
     }
 
     #[test]

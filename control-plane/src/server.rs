@@ -187,6 +187,10 @@ pub async fn serve(
         database = %config.storage.redacted_url(),
         providers = config.catalog.providers.len(),
         models = config.catalog.models.len(),
+        // Replicas on one database must agree on these: each grants and reclaims by its own.
+        lease_ttl_ms = config.budgets.lease_ttl_ms,
+        reclaim_grace_ms = config.budgets.reclaim_grace_ms,
+        sweep_interval_ms = u64::try_from(config.budgets.sweep_interval.as_millis()).unwrap_or(u64::MAX),
         "tollgate control plane serving"
     );
     let reloader = Reloader::new(source, config, catalog.clone(), clock.clone());

@@ -1,7 +1,7 @@
 //! `tollgate budgets set | list | delete`.
 
 use super::{CliError, DeleteBudgetArgs, ListBudgetsArgs, SetBudgetArgs};
-use crate::budgets::Subject;
+use crate::budgets::{Period, Subject};
 use crate::clock::Clock;
 use crate::keys::{KeyError, owner_name};
 use crate::store::{BudgetStatus, Store};
@@ -30,15 +30,50 @@ pub(super) async fn set(
     let set = store
         .set_budget(&subject.to_string(), args.period, args.usd, clock.now_ms())
         .await?;
+    let per = match set.budget.period {
+        Period::Total => "in total",
+        Period::Day => "per day (UTC)",
+        Period::Month => "per month (UTC)",
+    };
     writeln!(
         out,
-        "{} budget {} for {}: {} per {}.",
+        "{} budget {} for {}: {} {per}.",
         if set.created { "Created" } else { "Changed" },
         set.budget.id,
         set.budget.subject,
         format_dollars(set.budget.limit_picos),
-        set.budget.period,
     )?;
+    if !set.created {
+        lowered_note(store, clock, &set.budget.id, out).await?;
+    }
+    if let Some(note) = super::idle_subject_note(store, &subject).await? {
+        writeln!(out, "{note}")?;
+    }
+    Ok(())
+}
+
+/// When a changed limit is below what the window has spent and leased, says that the
+/// leases out may still be spent: lowering never takes back money already leased.
+async fn lowered_note(
+    store: &Store,
+    clock: &Clock,
+    budget_id: &str,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let now = store.list_budgets(clock.now_ms()).await?;
+    let Some(b) = now.iter().find(|b| b.budget.id == budget_id) else {
+        return Ok(());
+    };
+    if b.spent_picos.saturating_add(b.leased_picos) > b.budget.limit_picos && b.leased_picos > 0 {
+        writeln!(
+            out,
+            "Note: {} is leased to gateways and {} spent in this window; no new lease is \
+             granted, but what is leased may still be spent until their leases expire \
+             ([budgets] lease_ttl_ms).",
+            format_dollars(b.leased_picos),
+            format_dollars(b.spent_picos),
+        )?;
+    }
     Ok(())
 }
 
@@ -80,7 +115,8 @@ pub(super) async fn delete(
     }
     writeln!(
         out,
-        "Deleted budget {}. Gateways stop holding calls against it within their key cache time.",
+        "Deleted budget {}. Gateways stop holding calls against it within their key cache time. \
+         Its spend is forgotten: a budget set again for its subject starts from $0.",
         args.id
     )?;
     Ok(())
@@ -152,7 +188,9 @@ mod tests {
         assert_eq!(
             said,
             format!(
-                "Created budget {id} for team:ml: {} per day.\n",
+                "Created budget {id} for team:ml: {} per day (UTC).\nNote: no active key belongs \
+                 to team `ml` (names are case-sensitive); this applies to no call until \
+                 `keys create --team ml` or `keys update KEY_ID --team ml`.\n",
                 format_dollars(12_500_000_000_000)
             )
         );
@@ -248,6 +286,108 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_budget_no_active_key_falls_under_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config::parse(
+            "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let clock = Clock::system();
+        let spec = |name: &str| crate::keys::KeySpec {
+            name: name.into(),
+            models: Vec::new(),
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            user: Some("alice".into()),
+            team: Some("ml".into()),
+        };
+        let kept = crate::keys::create(&store, &config.catalog, &clock, spec("kept"))
+            .await
+            .unwrap();
+        let gone = crate::keys::create(&store, &config.catalog, &clock, spec("gone"))
+            .await
+            .unwrap();
+        crate::keys::revoke(&store, &clock, &gone.row.id)
+            .await
+            .unwrap();
+        let budget = |flag: &str, subject: &str| {
+            vec![
+                "set".to_owned(),
+                flag.to_owned(),
+                subject.to_owned(),
+                "--period".into(),
+                "total".into(),
+                "--usd".into(),
+                "1".into(),
+            ]
+        };
+        for (argv, note) in [
+            (budget("--key", &kept.row.id), None),
+            (budget("--user", "alice"), None),
+            (budget("--team", "ml"), None),
+            (budget("--key", &gone.row.id), Some("is revoked")),
+            (
+                budget("--user", "Alice"),
+                Some("no active key belongs to user `Alice`"),
+            ),
+            (
+                budget("--team", "m1"),
+                Some("no active key belongs to team `m1`"),
+            ),
+        ] {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let said = run(&store, &clock, &argv).await.unwrap();
+            assert!(said.contains("$1.000000 in total."), "{said}");
+            match note {
+                None => assert!(!said.contains("Note:"), "{argv:?}: {said}"),
+                Some(note) => assert!(said.contains(note), "{argv:?}: {said}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lowering_a_limit_under_what_is_out_says_leases_still_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let clock = Clock::system();
+        let set = |usd: &'static str| ["set", "--team", "ml", "--period", "day", "--usd", usd];
+        let said = run(&store, &clock, &set("10")).await.unwrap();
+        let id = store.list_budgets(clock.now_ms()).await.unwrap()[0]
+            .budget
+            .id
+            .clone();
+        assert!(!said.contains("leased"), "{said}");
+        store
+            .lease(LeaseAsk {
+                budget_id: &id,
+                holder: "h",
+                lease_id: None,
+                want_picos: 4_000_000_000_000,
+                need_picos: 1,
+                now_ms: clock.now_ms(),
+                ttl_ms: 60_000,
+            })
+            .await
+            .unwrap();
+        // Still above what is out: nothing to say.
+        let said = run(&store, &clock, &set("5")).await.unwrap();
+        assert!(!said.contains("leased"), "{said}");
+        let said = run(&store, &clock, &set("1")).await.unwrap();
+        assert!(
+            said.contains("$4.000000 is leased to gateways")
+                && said.contains("until their leases expire"),
+            "{said}"
+        );
+        let said = run(&store, &clock, &["delete", &id]).await.unwrap();
+        assert!(said.contains("starts from $0"), "{said}");
+    }
+
+    #[tokio::test]
     async fn budget_commands_name_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
@@ -265,6 +405,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("key_nope"), "{e}");
+        // A sign is refused by the amount's parser, which says why, not taken for a flag.
+        let e = parse_error(&["set", "--user", "a", "--period", "day", "--usd", "-3"]);
+        assert!(e.contains("`-3` is not an amount in dollars"), "{e}");
         for (argv, flag) in [
             (&["set", "--period", "day", "--usd", "1"][..], "--key"),
             (

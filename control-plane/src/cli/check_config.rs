@@ -22,6 +22,28 @@ pub(super) fn run(path: &Path, config: &Config, out: &mut impl Write) -> Result<
         config.catalog.models.len(),
         config.storage.redacted_url()
     )?;
+    // Valid, but the opposite of what leaving the field out means.
+    let l = &config.limits;
+    for (field, value) in [
+        (
+            "limits.requests_per_minute",
+            l.requests_per_minute.map(u64::from),
+        ),
+        ("limits.tokens_per_minute", l.tokens_per_minute),
+        (
+            "limits.user_requests_per_minute",
+            l.user_requests_per_minute.map(u64::from),
+        ),
+        ("limits.user_tokens_per_minute", l.user_tokens_per_minute),
+    ] {
+        if value == Some(0) {
+            writeln!(
+                out,
+                "note: `{field}` is 0: every call of a key or user without its own value is refused \
+                 (leave the field out for no limit)"
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -42,6 +64,25 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "t.toml: ok (1 providers, 2 models, database postgres://…@db/t)\n"
         );
+    }
+
+    #[test]
+    fn a_default_limit_of_zero_is_pointed_out() {
+        // 0 blocks and absent is unlimited: a file that writes 0 meaning "no limit" is
+        // valid, and would refuse every call of keys without their own limit.
+        let file = format!("[limits]\nrequests_per_minute = 0\nuser_tokens_per_minute = 0\n{FILE}");
+        let config = Config::parse(&file, Path::new("/"), |_| Some("t".repeat(32))).unwrap();
+        let mut out = Vec::new();
+        run(Path::new("t.toml"), &config, &mut out).unwrap();
+        let said = String::from_utf8(out).unwrap();
+        assert!(said.starts_with("t.toml: ok"), "{said}");
+        for field in [
+            "limits.requests_per_minute",
+            "limits.user_tokens_per_minute",
+        ] {
+            assert!(said.contains(&format!("note: `{field}` is 0")), "{said}");
+        }
+        assert!(!said.contains("limits.tokens_per_minute"), "{said}");
     }
 
     #[test]

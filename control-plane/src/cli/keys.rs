@@ -40,8 +40,20 @@ pub(super) async fn list(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     for k in store.list_keys().await? {
+        let (model_limits, _) = store.model_limits_and_budgets(&k.id, &[]).await?;
         if args.json {
-            writeln!(out, "{}", json_line(&k))?;
+            let mut line = json_line(&k);
+            line["model_limits"] = model_limits
+                .iter()
+                .map(|m| {
+                    serde_json::json!({
+                        "model": m.model,
+                        "requests_per_minute": m.limits.requests_per_minute,
+                        "tokens_per_minute": m.limits.tokens_per_minute,
+                    })
+                })
+                .collect();
+            writeln!(out, "{line}")?;
         } else {
             let models = if k.models.is_empty() {
                 "*".to_owned()
@@ -49,12 +61,27 @@ pub(super) async fn list(
                 k.models.join(",")
             };
             let limit = |l: Option<u64>| l.map_or_else(|| "default".to_owned(), |n| n.to_string());
-            let mut owner = String::new();
+            let mut extra = String::new();
+            if !model_limits.is_empty() {
+                let part = |l: Option<u64>| l.map_or_else(|| "none".to_owned(), |n| n.to_string());
+                let each: Vec<String> = model_limits
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{}:{}:{}",
+                            m.model,
+                            part(m.limits.requests_per_minute.map(u64::from)),
+                            part(m.limits.tokens_per_minute)
+                        )
+                    })
+                    .collect();
+                extra.push_str(&format!("  model_limits={}", each.join(",")));
+            }
             if let Some(user) = &k.user {
-                owner.push_str(&format!("  user={user}"));
+                extra.push_str(&format!("  user={user}"));
             }
             if let Some(team) = &k.team {
-                owner.push_str(&format!("  team={team}"));
+                extra.push_str(&format!("  team={team}"));
             }
             writeln!(
                 out,
@@ -65,7 +92,7 @@ pub(super) async fn list(
                 models,
                 limit(k.requests_per_minute.map(u64::from)),
                 limit(k.tokens_per_minute),
-                owner,
+                extra,
                 k.name
             )?;
         }
@@ -367,6 +394,25 @@ mod tests {
                     tokens_per_minute: None
                 }
             )
+        );
+        // The operator can see what was set.
+        let mut out = Vec::new();
+        list(&store, &ListKeysArgs { json: false }, &mut out)
+            .await
+            .unwrap();
+        let table = text(out);
+        assert!(
+            table.contains("rpm=12 tpm=default  model_limits=m:5:none  user=bob"),
+            "{table}"
+        );
+        let mut out = Vec::new();
+        list(&store, &ListKeysArgs { json: true }, &mut out)
+            .await
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_str(text(out).trim()).unwrap();
+        assert_eq!(
+            line["model_limits"],
+            serde_json::json!([{"model": "m", "requests_per_minute": 5, "tokens_per_minute": null}])
         );
         // Both parts `none` removes the model's limits.
         let super::super::KeysCommand::Update(args) =

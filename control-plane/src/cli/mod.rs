@@ -186,10 +186,10 @@ pub struct UpdateKeyArgs {
     /// The key's id (`key_…`).
     pub id: String,
     /// Its own requests per minute (0 refuses every call); `none`: the `[limits]` default.
-    #[arg(long, value_name = "N|none", value_parser = rpm_arg)]
+    #[arg(long, value_name = "N|none", value_parser = rpm_arg, allow_negative_numbers = true)]
     pub rpm: Option<LimitArg>,
     /// Its own tokens per minute (0 refuses every call); `none`: the `[limits]` default.
-    #[arg(long, value_name = "N|none", value_parser = limit_arg)]
+    #[arg(long, value_name = "N|none", value_parser = limit_arg, allow_negative_numbers = true)]
     pub tpm: Option<LimitArg>,
     /// The user the key belongs to.
     #[arg(long, conflicts_with = "no_user")]
@@ -222,10 +222,10 @@ pub struct UserLimitArgs {
     /// The user's name, as given to `keys create --user`.
     pub name: String,
     /// Requests per minute (0 refuses every call); `none`: the `[limits]` default.
-    #[arg(long, value_name = "N|none", value_parser = rpm_arg)]
+    #[arg(long, value_name = "N|none", value_parser = rpm_arg, allow_negative_numbers = true)]
     pub rpm: Option<LimitArg>,
     /// Tokens per minute (0 refuses every call); `none`: the `[limits]` default.
-    #[arg(long, value_name = "N|none", value_parser = limit_arg)]
+    #[arg(long, value_name = "N|none", value_parser = limit_arg, allow_negative_numbers = true)]
     pub tpm: Option<LimitArg>,
 }
 
@@ -257,7 +257,7 @@ pub struct SetBudgetArgs {
     #[arg(long)]
     pub period: crate::budgets::Period,
     /// The limit in US dollars per period, e.g. 12.50 (exact to the pico-dollar).
-    #[arg(long, value_name = "DOLLARS", value_parser = usd_arg)]
+    #[arg(long, value_name = "DOLLARS", value_parser = usd_arg, allow_negative_numbers = true)]
     pub usd: u64,
 }
 
@@ -289,10 +289,10 @@ pub struct CreateKeyArgs {
     #[arg(long)]
     pub quiet: bool,
     /// The key's own requests per minute (0 refuses every call); default: `[limits]`.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub rpm: Option<u32>,
     /// The key's own tokens per minute (0 refuses every call); default: `[limits]`.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
     pub tpm: Option<u64>,
     /// The user the key belongs to: their limits and budgets apply to it.
     #[arg(long)]
@@ -391,6 +391,36 @@ pub async fn run(
             usage::list(&store, &args, out).await
         }
     }
+}
+
+/// A note for a budget or limit set on a subject no active key has (a revoked key, or a
+/// user or team name no key carries, often a typo): it limits no call until one does.
+async fn idle_subject_note(
+    store: &Store,
+    subject: &crate::budgets::Subject,
+) -> Result<Option<String>, CliError> {
+    use crate::budgets::Subject;
+    let keys = store.list_keys().await?;
+    let mut active = keys.iter().filter(|k| k.revoked_at_ms.is_none());
+    let note = match subject {
+        Subject::Key(id) => (!active.any(|k| &k.id == id))
+            .then(|| format!("Note: key {id} is revoked; this applies to no call.")),
+        Subject::User(name) => (!active.any(|k| k.user.as_ref() == Some(name))).then(|| {
+            format!(
+                "Note: no active key belongs to user `{name}` (names are case-sensitive); \
+                 this applies to no call until `keys create --user {name}` or \
+                 `keys update KEY_ID --user {name}`."
+            )
+        }),
+        Subject::Team(name) => (!active.any(|k| k.team.as_ref() == Some(name))).then(|| {
+            format!(
+                "Note: no active key belongs to team `{name}` (names are case-sensitive); \
+                 this applies to no call until `keys create --team {name}` or \
+                 `keys update KEY_ID --team {name}`."
+            )
+        }),
+    };
+    Ok(note)
 }
 
 /// Opens the configured database, naming it (without its password) if that fails.

@@ -45,6 +45,10 @@ pub(super) async fn limit(
             defaults.user_tokens_per_minute(limits.tokens_per_minute)
         ),
     )?;
+    let subject = crate::budgets::Subject::User(name);
+    if let Some(note) = super::idle_subject_note(store, &subject).await? {
+        writeln!(out, "{note}")?;
+    }
     Ok(())
 }
 
@@ -78,7 +82,9 @@ mod tests {
             .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "User alice: rpm=40 (default) tpm=0. Gateways apply it within their key cache time.\n"
+            "User alice: rpm=40 (default) tpm=0. Gateways apply it within their key cache time.\n\
+             Note: no active key belongs to user `alice` (names are case-sensitive); this applies \
+             to no call until `keys create --user alice` or `keys update KEY_ID --user alice`.\n"
         );
         limit(
             &store,
@@ -110,5 +116,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--rpm, --tpm"), "{e}");
+        use clap::Parser;
+        for flag in ["--rpm", "--tpm"] {
+            let argv = ["tollgate", "users", "limit", "alice", flag, "-1"];
+            let e = super::super::Cli::try_parse_from(argv)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`-1` is neither a whole number"), "{e}");
+        }
     }
 }

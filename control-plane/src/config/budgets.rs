@@ -38,6 +38,36 @@ impl Default for BudgetSettings {
     }
 }
 
+impl BudgetSettings {
+    /// Whether this grace covers every provider's timeout: checked again on reload, since
+    /// a reload applies providers but the grace only at start.
+    pub fn covers(&self, providers: &HashMap<String, Provider>) -> Result<(), ConfigError> {
+        grace_covers(self.reclaim_grace_ms, providers)
+    }
+}
+
+/// The grace must be at least the slowest provider's timeout.
+fn grace_covers(
+    reclaim_grace_ms: i64,
+    providers: &HashMap<String, Provider>,
+) -> Result<(), ConfigError> {
+    let slowest = providers
+        .values()
+        .max_by_key(|p| p.timeout_ms)
+        .map(|p| (p.name.as_str(), i64::from(p.timeout_ms)));
+    match slowest.filter(|(_, t)| reclaim_grace_ms < *t) {
+        None => Ok(()),
+        Some((name, timeout_ms)) => Err(field_error(
+            "budgets.reclaim_grace_ms",
+            format!(
+                "is {reclaim_grace_ms} but provider `{name}` may take {timeout_ms} ms to answer: \
+                 the grace must cover the longest provider timeout, so calls in flight report \
+                 before their lease's money is returned"
+            ),
+        )),
+    }
+}
+
 /// Validates `[budgets]`; the grace must cover the longest provider timeout, or a slow
 /// call's cost would arrive after its lease's money was handed out again.
 pub(super) fn validate(
@@ -50,21 +80,7 @@ pub(super) fn validate(
             "must be from 1000 (1 s) to 86400000 (1 day)",
         ));
     }
-    let slowest = providers
-        .values()
-        .max_by_key(|p| p.timeout_ms)
-        .map(|p| (p.name.as_str(), i64::from(p.timeout_ms)));
-    if let Some((name, timeout_ms)) = slowest.filter(|(_, t)| file.reclaim_grace_ms < *t) {
-        return Err(field_error(
-            "budgets.reclaim_grace_ms",
-            format!(
-                "is {} but provider `{name}` may take {timeout_ms} ms to answer: the grace must \
-                 cover the longest provider timeout, so calls in flight report before their \
-                 lease's money is returned",
-                file.reclaim_grace_ms
-            ),
-        ));
-    }
+    grace_covers(file.reclaim_grace_ms, providers)?;
     if file.reclaim_grace_ms > MAX_LEASE_TTL_MS {
         return Err(field_error(
             "budgets.reclaim_grace_ms",

@@ -141,6 +141,12 @@ impl Config {
         })?;
         // Paths end up in files other processes read from their own working directory
         // (Envoy's bootstrap), so they are made absolute here, from this process's.
+        // A file named without a directory has the empty path as parent.
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
         let base = std::path::absolute(base).map_err(|source| ConfigError::Read {
             path: base.to_owned(),
             source,
@@ -183,7 +189,14 @@ impl Config {
             ),
             ("storage", self.storage != newer.storage),
             ("gateway", self.gateway != newer.gateway),
-            ("limits", self.limits != newer.limits),
+            // The default output cap goes into the models, which the reload applies.
+            (
+                "limits",
+                LimitSettings {
+                    max_output_tokens: newer.limits.max_output_tokens,
+                    ..self.limits
+                } != newer.limits,
+            ),
             ("budgets", self.budgets != newer.budgets),
         ]
         .into_iter()
@@ -300,6 +313,19 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(text).expect_err("config must be refused").to_string()
+    }
+
+    #[test]
+    fn a_file_named_without_a_directory_is_read_from_the_working_directory() {
+        // `tollgate check-config` reads `tollgate.toml`, whose parent is the empty path.
+        let bare = Path::new("tollgate.toml");
+        assert_eq!(bare.parent(), Some(Path::new("")));
+        let c = Config::parse(GOOD, bare.parent().unwrap(), env).unwrap();
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.storage.database_url,
+            format!("sqlite://{}/.tollgate/tollgate.db", here.display())
+        );
     }
 
     #[test]
@@ -497,6 +523,13 @@ mod tests {
             running.restart_needed(&parse(&moved).unwrap()),
             ["server.grpc_listen", "storage", "gateway"]
         );
+        // The default output cap is part of the models, which a reload applies at once:
+        // naming it as restart-only would tell the operator the opposite of what happened.
+        let capped = parse(&format!("[limits]\nmax_output_tokens = 100\n{GOOD}")).unwrap();
+        assert_eq!(capped.catalog.models["llama"].max_output_tokens, 100);
+        assert_eq!(running.restart_needed(&capped), Vec::<&str>::new());
+        let limited = parse(&format!("[limits]\nrequests_per_minute = 5\n{GOOD}")).unwrap();
+        assert_eq!(running.restart_needed(&limited), ["limits"]);
         let other_token = Config::parse(GOOD, Path::new("/srv"), |v| {
             (v == "TOLLGATE_FILTER_TOKEN")
                 .then(|| "another-token-another-token-another".to_owned())

@@ -449,6 +449,62 @@ async fn budgets_are_set_changed_and_deleted(store: &Store) {
     assert_eq!(store.budget(&created.budget.id).await.unwrap(), None);
 }
 
+/// A limit lowered below `spent + leased` grants and extends nothing: the leases out run
+/// to their expiry (the README's lag), and once reclaimed the window is under the limit.
+async fn a_lowered_limit_lets_only_the_leases_out_run_out(store: &Store) {
+    let subject = fresh("user");
+    let budget = store
+        .set_budget(&subject, Period::Day, 1_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let lease = granted(
+        store
+            .lease(ask(&budget.id, None, 600, 1, NOON))
+            .await
+            .unwrap(),
+    );
+    store
+        .set_budget(&subject, Period::Day, 300, NOON + 1)
+        .await
+        .unwrap();
+    for (lease_id, need) in [(Some(lease.lease_id.as_str()), 0), (None, 1)] {
+        assert_eq!(
+            store
+                .lease(ask(&budget.id, lease_id, 50, need, NOON + 2))
+                .await
+                .unwrap(),
+            LeaseOutcome::Exhausted {
+                available_picos: 0,
+                window_end_ms: lease.window_end_ms
+            }
+        );
+    }
+    // What was leased may still be spent, past the new limit.
+    let user = subject.trim_start_matches("user:").to_owned();
+    let spend = UsageRow {
+        user: Some(user),
+        ..usage(&fresh("r"), "key_x", 500, NOON + 3, &[&lease.lease_id])
+    };
+    store.insert_usage(&[spend]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (500, 100));
+    // The refused renewal did not extend the lease: it is reclaimed at its first expiry.
+    let back = store.reclaim_expired(NOON + TTL + 1).await.unwrap();
+    assert_eq!(
+        back.iter()
+            .filter(|r| r.lease_id == lease.lease_id)
+            .map(|r| r.returned_picos)
+            .collect::<Vec<_>>(),
+        [100]
+    );
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!(
+        (s.spent_picos, s.leased_picos, s.available_picos()),
+        (500, 0, 0)
+    );
+}
+
 #[tokio::test]
 async fn sqlite_budgets() {
     let (_dir, store) = sqlite().await;
@@ -457,6 +513,7 @@ async fn sqlite_budgets() {
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
+    a_lowered_limit_lets_only_the_leases_out_run_out(&store).await;
     let second = store.clone();
     reclaim_returns_unused_money_once(&store, &second).await;
 }
@@ -469,7 +526,64 @@ async fn postgres_budgets() {
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
+    a_lowered_limit_lets_only_the_leases_out_run_out(&store).await;
     // Two stores: two replicas' connection pools on one database.
     let other = postgres().await;
     reclaim_returns_unused_money_once(&store, &other).await;
+}
+
+/// The CLI and the server are two processes on one SQLite file: budgets changed, listed
+/// and deleted by one while the other grants, tops up, settles and reclaims leases never
+/// fail with a locked database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_cli_and_server_share_the_file_while_leases_are_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let server = Store::open(&url).await.unwrap();
+    let cli = Store::open(&url).await.unwrap();
+    let budget = server
+        .set_budget("team:ml", Period::Day, 1_000_000_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let grants = tokio::spawn({
+        let server = server.clone();
+        let id = budget.id.clone();
+        async move {
+            let mut lease: Option<String> = None;
+            for i in 0..300i64 {
+                let now = NOON + i;
+                let outcome = server
+                    .lease(LeaseAsk {
+                        holder: "envoy-a",
+                        ..ask(&id, lease.as_deref(), 1_000, 1, now)
+                    })
+                    .await
+                    .unwrap();
+                if let LeaseOutcome::Granted(l) = outcome {
+                    let row = UsageRow {
+                        team: Some("ml".into()),
+                        ..usage(&format!("r{i}"), "key_x", 10, now, &[&l.lease_id])
+                    };
+                    server.insert_usage(&[row]).await.unwrap();
+                    lease = Some(l.lease_id);
+                }
+                server.reclaim_expired(now - TTL).await.unwrap();
+            }
+        }
+    });
+    for i in 0..100u64 {
+        cli.set_budget("team:ml", Period::Day, 1_000_000_000 + i, NOON)
+            .await
+            .unwrap();
+        cli.list_budgets(NOON).await.unwrap();
+        let other = cli
+            .set_budget("team:other", Period::Total, 5, NOON)
+            .await
+            .unwrap();
+        cli.delete_budget(&other.budget.id).await.unwrap();
+    }
+    grants.await.unwrap();
+    let s = status(&cli, &budget.id, NOON).await;
+    assert_eq!(s.spent_picos, 3_000);
 }
