@@ -278,11 +278,11 @@ mod tests {
         // past it (raising the grace in the file too) would let that provider's slow calls
         // report after their lease's money was handed out again.
         let dir = tempfile::tempdir().unwrap();
-        // Default grace and timeout: 600000 ms each.
+        // Default grace 660000 ms, default timeout 600000 ms.
         let r = reloader(dir.path(), &text("127.0.0.1:1", "1"), Clock::system());
         let slower = text("127.0.0.1:1", "2").replace(
             "[[providers]]",
-            "[budgets]\nreclaim_grace_ms = 900000\n[[providers]]",
+            "[budgets]\nreclaim_grace_ms = 990000\n[[providers]]",
         );
         let slower = slower.replace(
             "url = \"http://127.0.0.1:9000\"\n",
@@ -294,7 +294,7 @@ mod tests {
         };
         assert!(
             error.contains("budgets.reclaim_grace_ms")
-                && error.contains("600000")
+                && error.contains("660000")
                 && error.contains("`p`"),
             "{error}"
         );

@@ -19,7 +19,7 @@ MODEL = "gpt-4o-mini"
 PRICE = (0.15, 0.6, 0.075, 0.0)
 # Short leases so a test sees them reclaimed; the grace must cover the provider's deadline.
 PROVIDER_TIMEOUT_MS = 2_000
-BUDGETS = {"lease_ttl_ms": 1_000, "reclaim_grace_ms": 2_500, "sweep_interval_ms": 200}
+BUDGETS = {"lease_ttl_ms": 1_000, "reclaim_grace_ms": 3_000, "sweep_interval_ms": 200}
 
 
 def chat(url: str, key: str, max_tokens: int, headers: dict | None = None):

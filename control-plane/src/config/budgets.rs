@@ -31,7 +31,7 @@ impl Default for BudgetSettings {
     fn default() -> Self {
         Self {
             lease_ttl_ms: 60_000,
-            reclaim_grace_ms: 600_000,
+            reclaim_grace_ms: 660_000,
             sweep_interval: Duration::from_millis(5_000),
             on_control_plane_unreachable: Unreachable::Refuse,
         }
@@ -46,7 +46,14 @@ impl BudgetSettings {
     }
 }
 
-/// The grace must be at least the slowest provider's timeout.
+/// What the grace needs beyond a provider's timeout: a call admitted just before its
+/// lease expired runs up to the timeout, then waits for its Envoy's next usage flush and
+/// the report's trip. A tenth of the timeout, at least a second.
+fn report_margin_ms(timeout_ms: i64) -> i64 {
+    (timeout_ms / 10).max(1_000)
+}
+
+/// The grace must be at least the slowest provider's timeout, plus [`report_margin_ms`].
 fn grace_covers(
     reclaim_grace_ms: i64,
     providers: &HashMap<String, Provider>,
@@ -55,14 +62,15 @@ fn grace_covers(
         .values()
         .max_by_key(|p| p.timeout_ms)
         .map(|p| (p.name.as_str(), i64::from(p.timeout_ms)));
-    match slowest.filter(|(_, t)| reclaim_grace_ms < *t) {
+    match slowest.filter(|(_, t)| reclaim_grace_ms < t.saturating_add(report_margin_ms(*t))) {
         None => Ok(()),
         Some((name, timeout_ms)) => Err(field_error(
             "budgets.reclaim_grace_ms",
             format!(
                 "is {reclaim_grace_ms} but provider `{name}` may take {timeout_ms} ms to answer: \
-                 the grace must cover the longest provider timeout, so calls in flight report \
-                 before their lease's money is returned"
+                 the grace must cover the longest provider timeout and a tenth more (at least \
+                 {} ms), so calls in flight report before their lease's money is returned",
+                timeout_ms.saturating_add(report_margin_ms(timeout_ms))
             ),
         )),
     }
@@ -114,11 +122,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_a_minute_ten_minutes_and_five_seconds() {
+    fn defaults_are_a_minute_eleven_minutes_and_five_seconds() {
         let s = validate(BudgetsFile::default(), &providers(300_000)).unwrap();
         assert_eq!(s, BudgetSettings::default());
         assert_eq!(s.lease_ttl_ms, 60_000);
-        assert_eq!(s.reclaim_grace_ms, 600_000);
+        assert_eq!(s.reclaim_grace_ms, 660_000);
         assert_eq!(s.sweep_interval, Duration::from_secs(5));
     }
 
@@ -131,11 +139,30 @@ mod tests {
             e.contains("budgets.reclaim_grace_ms") && e.contains("`slow`") && e.contains("900000"),
             "{e}"
         );
-        let longer = BudgetsFile {
+        let equal = BudgetsFile {
             reclaim_grace_ms: 900_000,
             ..BudgetsFile::default()
         };
+        let e = validate(equal, &providers(900_000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("at least 990000 ms"),
+            "a call at the deadline still reports: {e}"
+        );
+        let longer = BudgetsFile {
+            reclaim_grace_ms: 990_000,
+            ..BudgetsFile::default()
+        };
         assert!(validate(longer, &providers(900_000)).is_ok());
+        let short = BudgetsFile {
+            reclaim_grace_ms: 2_900,
+            ..BudgetsFile::default()
+        };
+        assert!(
+            validate(short, &providers(2_000)).is_err(),
+            "a second at least"
+        );
     }
 
     #[test]

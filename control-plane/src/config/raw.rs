@@ -94,7 +94,7 @@ impl Default for BudgetsFile {
     fn default() -> Self {
         Self {
             lease_ttl_ms: 60_000,
-            reclaim_grace_ms: 600_000,
+            reclaim_grace_ms: 660_000,
             sweep_interval_ms: 5_000,
             on_control_plane_unreachable: tollgate_core::settings::Unreachable::Refuse,
         }
