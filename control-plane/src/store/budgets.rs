@@ -510,7 +510,7 @@ pub(super) async fn settle(
 
     let budgets = budgets_of(conn, &subjects).await?;
     let leases = leases_of(conn, &lease_ids).await?;
-    if budgets.is_empty() && leases.is_empty() {
+    if budgets.is_empty() {
         return Ok(());
     }
 
@@ -519,14 +519,26 @@ pub(super) async fn settle(
     let mut spend: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
     for r in &charged {
         let cost = r.cost_picos;
+        let own = subjects_of(
+            &r.key_id,
+            r.user.as_deref().unwrap_or(""),
+            r.team.as_deref().unwrap_or(""),
+        );
+        let applies = |budget_id: &str| {
+            budgets
+                .iter()
+                .any(|b| b.id == budget_id && own.contains(&b.subject))
+        };
         let mut covered = Vec::new();
         let mut named: Vec<&str> = r.lease_ids.iter().map(String::as_str).collect();
         named.sort_unstable();
         named.dedup();
         for id in named {
             if let Some((budget_id, window_start)) = leases.get(id) {
-                // One charge per budget per call, even if it names two of its leases.
-                if covered.contains(&budget_id.as_str()) {
+                // One charge per budget per call, even if it names two of its leases; a
+                // lease of a budget that does not apply to the call is not drawn on (its
+                // holder's grant would be used up by a call it never admitted).
+                if covered.contains(&budget_id.as_str()) || !applies(budget_id) {
                     continue;
                 }
                 covered.push(budget_id.as_str());
@@ -535,11 +547,6 @@ pub(super) async fn settle(
                 entry.0 = entry.0.saturating_add(cost);
             }
         }
-        let own = subjects_of(
-            &r.key_id,
-            r.user.as_deref().unwrap_or(""),
-            r.team.as_deref().unwrap_or(""),
-        );
         for b in budgets.iter().filter(|b| own.contains(&b.subject)) {
             if covered.contains(&b.id.as_str()) {
                 continue;

@@ -353,6 +353,40 @@ async fn settlement_arithmetic(store: &Store) {
     );
 }
 
+/// A record naming a lease of a budget that does not apply to it (another key's lease,
+/// forged or mixed up) neither charges that budget nor draws on that lease: the lease's
+/// holder would otherwise find its grant used up by someone else's call, and every call
+/// it then admits would overrun the budget. The record's own budget is still charged.
+async fn a_record_draws_only_on_leases_of_its_own_budgets(store: &Store) {
+    let mine = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = mine.subject.trim_start_matches("key:").to_owned();
+    let theirs = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let their_lease = granted(
+        store
+            .lease(ask(&theirs.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let row = usage(&fresh("r"), &key_id, 400, NOON, &[&their_lease.lease_id]);
+    assert_eq!(store.insert_usage(&[row]).await.unwrap(), 1);
+    let t = status(store, &theirs.id, NOON).await;
+    assert_eq!((t.spent_picos, t.leased_picos), (0, 1_000));
+    assert_eq!(
+        store.lease_state(&their_lease.lease_id).await.unwrap(),
+        Some((1_000, 0, false))
+    );
+    let m = status(store, &mine.id, NOON).await;
+    assert_eq!((m.spent_picos, m.leased_picos), (400, 0));
+}
+
 /// Reclaim returns granted - used of each expired lease once, even with two sweepers
 /// (two stores) racing, and leaves leases within their grace alone.
 async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
@@ -456,6 +490,7 @@ async fn sqlite_budgets() {
     top_ups_extend_and_old_leases_are_replaced(&store).await;
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
+    a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     let second = store.clone();
     reclaim_returns_unused_money_once(&store, &second).await;
@@ -468,6 +503,7 @@ async fn postgres_budgets() {
     top_ups_extend_and_old_leases_are_replaced(&store).await;
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
+    a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     // Two stores: two replicas' connection pools on one database.
     let other = postgres().await;
