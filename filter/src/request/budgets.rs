@@ -104,17 +104,17 @@ impl<H: Host> Request<H> {
                 period: need.budget.period.clone(),
             });
         }
+        let marked = budget::claim_ask(&self.host, &need.budget.budget_id, now);
+        let ask = if marked {
+            budget::Ask::Need(missing)
+        } else {
+            budget::Ask::Own(missing)
+        };
         let settings = &self.shared.settings;
-        match budget::ask(
-            &self.host,
-            settings,
-            &need.budget,
-            &asked,
-            budget::Ask::Need(missing),
-        ) {
+        match budget::ask(&self.host, settings, &need.budget, &asked, ask) {
             Some(token) => {
                 call.asked = call.asked.saturating_add(1);
-                call.waiting = Some((index, asked));
+                call.waiting = Some((index, asked, marked));
                 let question = Question {
                     kind: StreamCall::Lease,
                     ticket: Ticket(0),
@@ -185,7 +185,7 @@ impl<H: Host> Request<H> {
             return None;
         };
         let call = &mut admitted.budget;
-        let (index, asked) = call.waiting.take()?;
+        let (index, asked, marked) = call.waiting.take()?;
         let need = call.needs.get(index)?.clone();
         let Some(answer) = answer else {
             return Some(self.unreachable());
@@ -197,7 +197,7 @@ impl<H: Host> Request<H> {
             }));
         }
         let id = &need.budget.budget_id;
-        match budget::apply(&self.host, id, &asked, &answer, now) {
+        match budget::apply(&self.host, id, &asked, &answer, now, marked) {
             Ok(Applied::Apart(lease)) => call.keep_apart(id, lease),
             // The budget was deleted meanwhile: it no longer limits the call.
             Ok(Applied::Dropped) => {

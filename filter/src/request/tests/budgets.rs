@@ -105,6 +105,14 @@ fn answer_lease(req: &mut Request<MockHost>, host: &MockHost, token: u32, body: 
     req.on_grpc_call_response(token, 0, body.len());
 }
 
+/// The leases a call's holds were drawn from.
+fn held_leases(req: &Request<MockHost>) -> Vec<String> {
+    match &req.phase {
+        Phase::Admitted(a) => a.budget.holds.iter().map(|h| h.lease_id.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 const USAGE_3: &[u8] =
     br#"{"choices":[{"message":{"content":"abc"}}],"usage":{"prompt_tokens":11,"completion_tokens":3}}"#;
 
@@ -558,4 +566,67 @@ fn a_body_ending_in_trailers_waits_for_its_lease_there_and_is_replayed() {
     assert_eq!(req.on_http_request_body(body.len(), true), Action::Continue);
     assert_eq!(req.on_http_request_trailers(1), Action::Continue);
     assert_eq!(lease_of(host, "b1").charged, 5_000);
+}
+
+/// Calls that find their Envoy's lease short at once must not each lease a share of the
+/// budget: twenty of them leased all of it to one Envoy (its spare leases kept apart by
+/// single calls, stranded until TTL + grace), and every other Envoy was refused while
+/// the money sat unused. One call asks for a share, the others for what they lack, and
+/// only the share's answer is stored for every worker to draw on, whatever the order.
+#[test]
+fn concurrent_calls_short_of_money_ask_for_one_share_between_them() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let (req, action) = budgeted_call(&plugin, false, 5);
+        assert_eq!(action, Action::Pause);
+        calls.push(req);
+    }
+    let asks = lease_calls(host);
+    assert_eq!(asks.len(), 20);
+    // A share is a twentieth of 1,000,000; each call holds 5,000.
+    let wants: Vec<u64> = asks.iter().map(|(_, a)| a.want_picos).collect();
+    assert_eq!(
+        wants.iter().filter(|w| **w == 50_000).count(),
+        1,
+        "{wants:?}"
+    );
+    assert_eq!(
+        wants.iter().filter(|w| **w == 5_000).count(),
+        19,
+        "{wants:?}"
+    );
+    // A call that asked for its need alone is answered first: it draws on its own lease,
+    // and the stored lease stays free for the share.
+    let (share_at, _) = asks
+        .iter()
+        .enumerate()
+        .find(|(_, (_, a))| a.want_picos == 50_000)
+        .unwrap();
+    let other = (share_at + 1) % asks.len();
+    answer_lease(
+        &mut calls[other],
+        host,
+        asks[other].0,
+        &granted("own", 5_000),
+    );
+    assert_eq!(held_leases(&calls[other]), ["own"]);
+    answer_lease(
+        &mut calls[share_at],
+        host,
+        asks[share_at].0,
+        &granted("share", 50_000),
+    );
+    let l = lease_of(host, "b1");
+    assert_eq!(
+        (
+            l.lease_id.as_str(),
+            l.granted,
+            l.charged,
+            l.renewing_until_ms
+        ),
+        ("share", 50_000, 5_000, 0)
+    );
 }
