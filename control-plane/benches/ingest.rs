@@ -57,6 +57,7 @@ fn row(run: &str, i: usize) -> UsageRow {
         user: None,
         team: None,
         lease_ids: Vec::new(),
+        lease_charge_picos: 0,
     }
 }
 

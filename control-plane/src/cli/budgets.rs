@@ -196,6 +196,7 @@ mod tests {
                 user: None,
                 team: Some("ml".into()),
                 lease_ids: Vec::new(),
+                lease_charge_picos: 0,
             }])
             .await
             .unwrap();

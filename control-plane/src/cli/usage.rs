@@ -65,6 +65,7 @@ mod tests {
             user: None,
             team: None,
             lease_ids: Vec::new(),
+            lease_charge_picos: 0,
         }
     }
 

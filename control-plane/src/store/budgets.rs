@@ -479,7 +479,8 @@ impl Store {
 /// Charges each new usage row's cost, in the transaction that stored it: per budget of
 /// its key, user and team, `spent += cost` in the window of the lease the row names for
 /// that budget (or of its finish time); a named open lease's `used` grows by what its
-/// grant covered, and that much leaves the window's `leased`.
+/// grant covered of the larger of the cost and what the Envoy charged it, and that much
+/// leaves the window's `leased`.
 pub(super) async fn settle(
     conn: &mut AnyConnection,
     rows: &[&super::UsageRow],
@@ -514,7 +515,8 @@ pub(super) async fn settle(
         return Ok(());
     }
 
-    // Draws on leases, by lease id (in order), and spend per window (in order).
+    // Draws on leases, by lease id (in order), and spend per window (in order): the
+    // spend is the cost, the draw what the Envoy charged the lease (see `lease_charge`).
     let mut draws: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     let mut spend: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
     for r in &charged {
@@ -542,7 +544,12 @@ pub(super) async fn settle(
                     continue;
                 }
                 covered.push(budget_id.as_str());
-                draws.entry(id).or_default().push(cost);
+                // The lease gives up what the Envoy charged it, if more than the cost:
+                // the Envoy no longer counts that money as free on its lease.
+                draws
+                    .entry(id)
+                    .or_default()
+                    .push(cost.max(r.lease_charge_picos));
                 let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
                 entry.0 = entry.0.saturating_add(cost);
             }
@@ -562,7 +569,8 @@ pub(super) async fn settle(
         };
         for cost in costs {
             // The grant covers at most what is left of it; the rest of the cost is an
-            // overrun, charged to spent alone.
+            // overrun, charged to spent alone. A draw above the call's cost leaves leased
+            // without being spent: that money is free again.
             let drawn = sqlx::query(
                 "UPDATE budget_leases SET \
                  used_picos = used_picos + (CASE WHEN granted_picos - used_picos < $1 \

@@ -213,10 +213,11 @@ impl<H: Host> Request<H> {
     }
 }
 
-/// Settles the call's holds to its cost, from its usage record. A call whose usage the
-/// gateway must estimate is settled to no less than it held: the local view of a lease
-/// may run short, never over.
-pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &UsageRecord) {
+/// Settles the call's holds to its cost, from its usage record, and writes that charge
+/// into the record for the control plane to draw on the leases alike. A call whose usage
+/// the gateway must estimate is settled to no less than it held: the local view of a
+/// lease may run short, never over.
+pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &mut UsageRecord) {
     if admitted.budget.holds.is_empty() {
         return;
     }
@@ -228,4 +229,5 @@ pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &UsageRe
         .unwrap_or_default();
     let cost = metering::settlement_cost(admitted, record, &price);
     budget::settle(host, &mut admitted.budget, cost);
+    record.lease_charge_picos = cost;
 }

@@ -86,6 +86,7 @@ fn usage(request_id: &str, key_id: &str, cost: i64, at: i64, leases: &[&str]) ->
         user: None,
         team: None,
         lease_ids: leases.iter().map(|l| (*l).to_owned()).collect(),
+        lease_charge_picos: 0,
     }
 }
 
@@ -387,6 +388,52 @@ async fn a_record_draws_only_on_leases_of_its_own_budgets(store: &Store) {
     assert_eq!((m.spent_picos, m.leased_picos), (400, 0));
 }
 
+/// A lease gives up what its Envoy charged it for a call, when more than the call's cost
+/// (an estimated or cut call is charged no less than its hold on the Envoy): the surplus
+/// is free again at once. Drawing only the cost left the surplus leased, though the Envoy
+/// counted it spent, for as long as the Envoy renewed the lease; a busy Envoy renews it
+/// forever, so each cancelled stream stranded its hold and the budget ran out unspent.
+async fn a_lease_gives_up_what_its_envoy_charged_it(store: &Store) {
+    let budget = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = budget.subject.trim_start_matches("key:").to_owned();
+    let lease = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut cancelled = usage(&fresh("r"), &key_id, 100, NOON, &[&lease.lease_id]);
+    cancelled.lease_charge_picos = 600;
+    store.insert_usage(&[cancelled]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (100, 400));
+    assert_eq!(s.available_picos(), 4_500);
+    assert_eq!(
+        store.lease_state(&lease.lease_id).await.unwrap(),
+        Some((1_000, 600, false))
+    );
+    // The control plane counted more than the Envoy charged: the cost is drawn.
+    let mut counted_more = usage(&fresh("r"), &key_id, 300, NOON, &[&lease.lease_id]);
+    counted_more.lease_charge_picos = 200;
+    store.insert_usage(&[counted_more]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (400, 100));
+    // A charge past the grant draws what is left of it, and spends only the cost.
+    let mut past = usage(&fresh("r"), &key_id, 50, NOON, &[&lease.lease_id]);
+    past.lease_charge_picos = 10_000;
+    store.insert_usage(&[past]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (450, 0));
+    assert_eq!(
+        store.lease_state(&lease.lease_id).await.unwrap(),
+        Some((1_000, 1_000, false))
+    );
+}
+
 /// Reclaim returns granted - used of each expired lease once, even with two sweepers
 /// (two stores) racing, and leaves leases within their grace alone.
 async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
@@ -491,6 +538,7 @@ async fn sqlite_budgets() {
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
     a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
+    a_lease_gives_up_what_its_envoy_charged_it(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     let second = store.clone();
     reclaim_returns_unused_money_once(&store, &second).await;
@@ -504,6 +552,7 @@ async fn postgres_budgets() {
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
     a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
+    a_lease_gives_up_what_its_envoy_charged_it(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     // Two stores: two replicas' connection pools on one database.
     let other = postgres().await;

@@ -402,6 +402,9 @@ fn settlement_for_every_outcome() {
         respond(req, host, &[(":status", "200"), SSE], &[done]);
     });
     assert_eq!((success, r.output), (2_000, 2));
+    // Each record tells the control plane what its lease was charged, so the lease's
+    // unused money there stays what this Envoy counts.
+    assert_eq!(r.lease_charge_picos, 2_000);
     let (provider_error, r) = charged_after(|req, host| {
         let error: &[u8] = br#"{"error":{"message":"boom","type":"server_error"}}"#;
         respond(req, host, &[(":status", "500"), JSON], &[error]);
@@ -433,12 +436,14 @@ fn settlement_for_every_outcome() {
         client_gone, 5_000,
         "an estimated call keeps at least its hold"
     );
+    assert_eq!(r.lease_charge_picos, 5_000);
     let (reset, r) = charged_after(|_, _| {});
     assert_eq!(r.status, 0);
     assert_eq!(
         reset, 5_000,
         "no answer: what the provider billed is unknown"
     );
+    assert_eq!(r.lease_charge_picos, 5_000);
 }
 
 #[test]
