@@ -58,6 +58,7 @@ fn row(run: &str, i: usize) -> UsageRow {
         team: None,
         lease_ids: Vec::new(),
         lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     }
 }
 

@@ -116,6 +116,9 @@ pub struct UsageRow {
     /// them when larger than the cost, not stored.
     #[serde(skip)]
     pub lease_charge_picos: i64,
+    /// Of `lease_ids`, the leases the call alone drew on: closed once drawn on, not stored.
+    #[serde(skip)]
+    pub done_lease_ids: Vec<String>,
 }
 
 /// Columns of `usage_records`, in the order [`UsageRow`] binds them.
@@ -447,6 +450,7 @@ fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
         team: row.try_get("team")?,
         lease_ids: Vec::new(),
         lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     })
 }
 
@@ -487,6 +491,7 @@ mod tests {
             team: None,
             lease_ids: Vec::new(),
             lease_charge_picos: 0,
+            done_lease_ids: Vec::new(),
         }
     }
 

@@ -197,6 +197,7 @@ mod tests {
                 team: Some("ml".into()),
                 lease_ids: Vec::new(),
                 lease_charge_picos: 0,
+                done_lease_ids: Vec::new(),
             }])
             .await
             .unwrap();

@@ -66,6 +66,7 @@ mod tests {
             team: None,
             lease_ids: Vec::new(),
             lease_charge_picos: 0,
+            done_lease_ids: Vec::new(),
         }
     }
 

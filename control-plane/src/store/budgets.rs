@@ -485,8 +485,12 @@ pub(super) async fn settle(
     conn: &mut AnyConnection,
     rows: &[&super::UsageRow],
 ) -> Result<(), StoreError> {
-    let charged: Vec<&super::UsageRow> =
-        rows.iter().copied().filter(|r| r.cost_picos > 0).collect();
+    // A call that cost nothing may still have charged a lease or be done with one.
+    let charged: Vec<&super::UsageRow> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.cost_picos > 0 || r.lease_charge_picos > 0 || !r.done_lease_ids.is_empty())
+        .collect();
     if charged.is_empty() {
         return Ok(());
     }
@@ -518,6 +522,8 @@ pub(super) async fn settle(
     // Draws on leases, by lease id (in order), and spend per window (in order): the
     // spend is the cost, the draw what the Envoy charged the lease (see `lease_charge`).
     let mut draws: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    // Leases drawn on by one call alone: closed once drawn on.
+    let mut done: Vec<&str> = Vec::new();
     let mut spend: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
     for r in &charged {
         let cost = r.cost_picos;
@@ -550,6 +556,9 @@ pub(super) async fn settle(
                     .entry(id)
                     .or_default()
                     .push(cost.max(r.lease_charge_picos));
+                if r.done_lease_ids.iter().any(|d| d == id) {
+                    done.push(id);
+                }
                 let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
                 entry.0 = entry.0.saturating_add(cost);
             }
@@ -587,6 +596,24 @@ pub(super) async fn settle(
                 let drawn: i64 = drawn.try_get("last_drawn_picos")?;
                 let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
                 entry.1 = entry.1.saturating_add(drawn.max(0));
+            }
+        }
+        if done.contains(lease_id) {
+            // No Envoy draws on it again: what is left of its grant is free now.
+            let closed = sqlx::query(
+                "UPDATE budget_leases SET closed = 1 WHERE lease_id = $1 AND closed = 0 \
+                 RETURNING granted_picos, used_picos",
+            )
+            .bind(*lease_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(closed) = closed {
+                let unused =
+                    money(&closed, "granted_picos")?.saturating_sub(money(&closed, "used_picos")?);
+                let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
+                entry.1 = entry
+                    .1
+                    .saturating_add(i64::try_from(unused).unwrap_or(i64::MAX));
             }
         }
     }

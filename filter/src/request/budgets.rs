@@ -214,7 +214,8 @@ impl<H: Host> Request<H> {
 }
 
 /// Settles the call's holds to its cost, from its usage record, and writes that charge
-/// into the record for the control plane to draw on the leases alike. A call whose usage
+/// into the record for the control plane to draw on the leases alike, with the leases
+/// the call alone drew on. A call whose usage
 /// the gateway must estimate is settled to no less than it held: the local view of a
 /// lease may run short, never over.
 pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &mut UsageRecord) {
@@ -228,6 +229,15 @@ pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &mut Usa
         .map(price_of)
         .unwrap_or_default();
     let cost = metering::settlement_cost(admitted, record, &price);
+    // A lease kept apart was this call's alone and is dropped with it: the control plane
+    // may close it.
+    record.done_lease_ids = admitted
+        .budget
+        .holds
+        .iter()
+        .filter(|h| h.apart)
+        .map(|h| h.lease_id.clone())
+        .collect();
     budget::settle(host, &mut admitted.budget, cost);
     record.lease_charge_picos = cost;
 }

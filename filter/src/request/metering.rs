@@ -425,6 +425,7 @@ pub(super) fn usage_record(
         team: admitted.team.clone(),
         // Set when the holds are settled (`budgets::settle`).
         lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     }
 }
 

@@ -87,6 +87,7 @@ fn usage(request_id: &str, key_id: &str, cost: i64, at: i64, leases: &[&str]) ->
         team: None,
         lease_ids: leases.iter().map(|l| (*l).to_owned()).collect(),
         lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     }
 }
 
@@ -434,6 +435,64 @@ async fn a_lease_gives_up_what_its_envoy_charged_it(store: &Store) {
     );
 }
 
+/// A lease one call alone drew on (answered to it while another lease was stored) is
+/// closed by that call's record, and what is left of its grant is free at once: left
+/// open, it stayed leased until TTL + grace (eleven minutes by default), and a burst of
+/// calls short of money at once stranded a grant each.
+async fn a_lease_drawn_on_by_one_call_alone_closes_with_its_record(store: &Store) {
+    let budget = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = budget.subject.trim_start_matches("key:").to_owned();
+    let own = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let shared = granted(
+        store
+            .lease(ask(&budget.id, None, 2_000, 2_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut row = usage(&fresh("r"), &key_id, 100, NOON, &[&own.lease_id]);
+    row.done_lease_ids = vec![own.lease_id.clone()];
+    store.insert_usage(&[row]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (100, 2_000));
+    assert_eq!(
+        store.lease_state(&own.lease_id).await.unwrap(),
+        Some((1_000, 100, true))
+    );
+    // A failed call costs nothing, and is done with its own lease all the same.
+    let failed_own = granted(
+        store
+            .lease(ask(&budget.id, None, 500, 500, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut failed = usage(&fresh("r"), &key_id, 0, NOON, &[&failed_own.lease_id]);
+    failed.done_lease_ids = vec![failed_own.lease_id.clone()];
+    store.insert_usage(&[failed]).await.unwrap();
+    assert_eq!(
+        store.lease_state(&failed_own.lease_id).await.unwrap(),
+        Some((500, 0, true))
+    );
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (100, 2_000));
+    // A lease named done that the record did not draw on (another budget's) stays open.
+    let mut stray = usage(&fresh("r"), "another-key", 100, NOON, &[&shared.lease_id]);
+    stray.done_lease_ids = vec![shared.lease_id.clone()];
+    store.insert_usage(&[stray]).await.unwrap();
+    assert_eq!(
+        store.lease_state(&shared.lease_id).await.unwrap(),
+        Some((2_000, 0, false))
+    );
+}
+
 /// Reclaim returns granted - used of each expired lease once, even with two sweepers
 /// (two stores) racing, and leaves leases within their grace alone.
 async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
@@ -539,6 +598,7 @@ async fn sqlite_budgets() {
     settlement_arithmetic(&store).await;
     a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
     a_lease_gives_up_what_its_envoy_charged_it(&store).await;
+    a_lease_drawn_on_by_one_call_alone_closes_with_its_record(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     let second = store.clone();
     reclaim_returns_unused_money_once(&store, &second).await;
@@ -553,6 +613,7 @@ async fn postgres_budgets() {
     settlement_arithmetic(&store).await;
     a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
     a_lease_gives_up_what_its_envoy_charged_it(&store).await;
+    a_lease_drawn_on_by_one_call_alone_closes_with_its_record(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     // Two stores: two replicas' connection pools on one database.
     let other = postgres().await;

@@ -634,4 +634,31 @@ fn concurrent_calls_short_of_money_ask_for_one_share_between_them() {
         ),
         ("share", 50_000, 5_000, 0)
     );
+    // The lease kept apart is named done in its call's record, for the control plane to
+    // close and free what the call left of it; the shared one is not.
+    for at in [other, share_at] {
+        assert_eq!(
+            calls[at].on_http_request_body(0, true),
+            Action::Continue,
+            "replayed"
+        );
+        respond(
+            &mut calls[at],
+            host,
+            &[(":status", "200"), JSON],
+            &[USAGE_3],
+        );
+        calls[at].on_log();
+    }
+    let done: Vec<(Vec<String>, Vec<String>)> = outbox_records(&plugin)
+        .iter()
+        .map(|r| (r.lease_ids.clone(), r.done_lease_ids.clone()))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            (vec!["own".to_owned()], vec!["own".to_owned()]),
+            (vec!["share".to_owned()], Vec::<String>::new())
+        ]
+    );
 }
