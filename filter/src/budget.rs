@@ -260,7 +260,8 @@ pub fn holder(host: &impl Host) -> Option<String> {
 pub enum Ask {
     /// A call holding the lease's mark waits for `need` more, and asks for a share.
     Need(u64),
-    /// A call waits for `need` more while another asks for a share: it asks its need only.
+    /// A call waits while another asks for a share: it asks a lease of its own of `need`,
+    /// its whole hold.
     Own(u64),
     /// A renewal ahead of need, of a lease with `remaining` left.
     Renewal { remaining: u64 },

@@ -97,7 +97,7 @@ impl<H: Host> Request<H> {
             log::warn!("tollgate: budget leases keep falling short for one call; refused");
             return Err(Refusal::ControlPlaneUnavailable);
         };
-        if missing > MAX_ASK_PICOS {
+        if missing.max(need.amount) > MAX_ASK_PICOS {
             // More than any budget holds.
             return Err(Refusal::InsufficientQuota {
                 subject: need.budget.subject.clone(),
@@ -105,10 +105,13 @@ impl<H: Host> Request<H> {
             });
         }
         let marked = budget::claim_ask(&self.host, &need.budget.budget_id, now);
-        let ask = if marked {
-            budget::Ask::Need(missing)
+        // Only the marked call tops up the stored lease (by a share); another asks for a
+        // lease of its whole hold for itself, so no other call can take the money from it
+        // before it holds (the control plane closes that lease with the call's record).
+        let (ask, asked) = if marked {
+            (budget::Ask::Need(missing), asked)
         } else {
-            budget::Ask::Own(missing)
+            (budget::Ask::Own(need.amount), String::new())
         };
         let settings = &self.shared.settings;
         match budget::ask(&self.host, settings, &need.budget, &asked, ask) {

@@ -662,3 +662,33 @@ fn concurrent_calls_short_of_money_ask_for_one_share_between_them() {
         ]
     );
 }
+
+/// While one call tops up the stored lease, another short of money asks a lease of its
+/// whole hold for itself: a top-up of the shared lease could be taken by other calls
+/// before it held, and it was refused after three tries (503) under load.
+#[test]
+fn a_second_call_short_of_money_asks_a_lease_of_its_own() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 4_000));
+    let (_first, a) = budgeted_call(&plugin, false, 5);
+    let (mut second, b) = budgeted_call(&plugin, false, 5);
+    assert_eq!((a, b), (Action::Pause, Action::Pause));
+    let asks: Vec<(String, u64, u64)> = lease_calls(host)
+        .into_iter()
+        .map(|(_, r)| (r.lease_id, r.need_picos, r.want_picos))
+        .collect();
+    assert_eq!(
+        asks,
+        [
+            ("l1".to_owned(), 1_000, 50_000),
+            (String::new(), 5_000, 5_000)
+        ]
+    );
+    // Its own lease is its alone, whatever other calls take from the stored one.
+    let token = lease_calls(host)[1].0;
+    put_lease(host, "b1", &lease("l1", 0));
+    answer_lease(&mut second, host, token, &granted("own", 5_000));
+    assert_eq!(held_leases(&second), ["own"]);
+}
