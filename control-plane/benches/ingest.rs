@@ -57,6 +57,8 @@ fn row(run: &str, i: usize) -> UsageRow {
         user: None,
         team: None,
         lease_ids: Vec::new(),
+        lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     }
 }
 

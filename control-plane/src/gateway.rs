@@ -260,6 +260,8 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         user: Some(r.user).filter(|u| !u.is_empty()),
         team: Some(r.team).filter(|t| !t.is_empty()),
         lease_ids: r.lease_ids,
+        lease_charge_picos: clamp(r.lease_charge_picos),
+        done_lease_ids: r.done_lease_ids,
     }
 }
 

@@ -112,6 +112,13 @@ pub struct UsageRow {
     /// (read back empty).
     #[serde(skip)]
     pub lease_ids: Vec<String>,
+    /// What the filter charged each of `lease_ids` for the call (0: the cost); drawn on
+    /// them when larger than the cost, not stored.
+    #[serde(skip)]
+    pub lease_charge_picos: i64,
+    /// Of `lease_ids`, the leases the call alone drew on: closed once drawn on, not stored.
+    #[serde(skip)]
+    pub done_lease_ids: Vec<String>,
 }
 
 /// Columns of `usage_records`, in the order [`UsageRow`] binds them.
@@ -442,6 +449,8 @@ fn usage_row(row: &sqlx::any::AnyRow) -> Result<UsageRow, StoreError> {
         user: row.try_get("user_name")?,
         team: row.try_get("team")?,
         lease_ids: Vec::new(),
+        lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     })
 }
 
@@ -481,6 +490,8 @@ mod tests {
             user: Some("alice".into()),
             team: None,
             lease_ids: Vec::new(),
+            lease_charge_picos: 0,
+            done_lease_ids: Vec::new(),
         }
     }
 

@@ -212,6 +212,16 @@ impl Lease {
     pub fn mark_renewing(&mut self, now_ms: u64) {
         self.renewing_until_ms = now_ms.saturating_add(RENEWAL_MARK_MS);
     }
+
+    /// Takes the mark for a call that must ask for money at `now_ms`, if no renewal or
+    /// other call holds it: the holder asks for a share, the others only for their need.
+    pub fn claim_ask(&mut self, now_ms: u64) -> bool {
+        if self.renewing_until_ms > now_ms {
+            return false;
+        }
+        self.mark_renewing(now_ms);
+        true
+    }
 }
 
 /// How an answer to a `LeaseBudget` call about lease `asked` changed the stored lease.
@@ -229,13 +239,21 @@ pub enum Applied {
 }
 
 /// Applies the answer to a `LeaseBudget` call that asked about lease `asked` (empty: a
-/// new lease) to the `current` stored lease, at `now_ms`.
+/// new lease) to the `current` stored lease, at `now_ms`; `marked`: the asker held the
+/// lease's mark (a renewal, or the call that asked for a share).
 ///
 /// Grants of the same lease only grow its total and its expiry, so answers applied in any
 /// order leave the largest of each. An answer with another lease id replaces the stored
-/// lease only when it was asked about that lease, or the stored one can no longer be
-/// drawn on; otherwise two askers raced and the answer stays apart.
-pub fn apply_answer(current: Option<&Lease>, asked: &str, answer: &Answer, now_ms: u64) -> Applied {
+/// lease only when its asker held the mark and asked about that lease, or the stored one
+/// can no longer be drawn on; otherwise the answer stays apart: an unmarked asker asked
+/// for its own need alone, and must not push out the share the marked one will store.
+pub fn apply_answer(
+    current: Option<&Lease>,
+    asked: &str,
+    answer: &Answer,
+    now_ms: u64,
+    marked: bool,
+) -> Applied {
     let (lease_id, total, expires_at_ms, window_end_ms) = match answer {
         Answer::Granted {
             lease_id,
@@ -245,7 +263,7 @@ pub fn apply_answer(current: Option<&Lease>, asked: &str, answer: &Answer, now_m
         } => (lease_id, *total, *expires_at_ms, *window_end_ms),
         Answer::Exhausted => {
             return match current {
-                Some(c) if c.renewing_until_ms != 0 => {
+                Some(c) if marked && c.renewing_until_ms != 0 => {
                     let mut kept = c.clone();
                     kept.renewing_until_ms = 0;
                     Applied::Stored(kept)
@@ -261,7 +279,9 @@ pub fn apply_answer(current: Option<&Lease>, asked: &str, answer: &Answer, now_m
             topped.granted = topped.granted.max(total);
             topped.expires_at_ms = topped.expires_at_ms.max(expires_at_ms);
             topped.window_end_ms = topped.window_end_ms.max(window_end_ms);
-            topped.renewing_until_ms = 0;
+            if marked {
+                topped.renewing_until_ms = 0;
+            }
             Applied::Stored(topped)
         }
         current => {
@@ -273,8 +293,10 @@ pub fn apply_answer(current: Option<&Lease>, asked: &str, answer: &Answer, now_m
                 charged: 0,
                 renewing_until_ms: 0,
             };
-            let replaceable = current
-                .is_none_or(|c| c.lease_id.is_empty() || c.lease_id == asked || !c.live(now_ms));
+            let replaceable = marked
+                && current.is_none_or(|c| {
+                    c.lease_id.is_empty() || c.lease_id == asked || !c.live(now_ms)
+                });
             if replaceable {
                 Applied::Stored(fresh)
             } else {
@@ -451,10 +473,11 @@ mod tests {
         stored.mark_renewing(0);
         let first = granted("a", 300, 90_000);
         let second = granted("a", 200, 80_000);
-        let Applied::Stored(after_first) = apply_answer(Some(&stored), "a", &first, 0) else {
+        let Applied::Stored(after_first) = apply_answer(Some(&stored), "a", &first, 0, true) else {
             panic!()
         };
-        let Applied::Stored(after_both) = apply_answer(Some(&after_first), "a", &second, 0) else {
+        let Applied::Stored(after_both) = apply_answer(Some(&after_first), "a", &second, 0, true)
+        else {
             panic!()
         };
         assert_eq!(
@@ -479,20 +502,20 @@ mod tests {
             ..Lease::default()
         };
         assert_eq!(
-            apply_answer(Some(&stored), "a", &answer, 0),
+            apply_answer(Some(&stored), "a", &answer, 0, true),
             Applied::Stored(fresh.clone())
         );
         assert_eq!(
-            apply_answer(None, "", &answer, 0),
+            apply_answer(None, "", &answer, 0, true),
             Applied::Stored(fresh.clone())
         );
         assert_eq!(
-            apply_answer(Some(&stored), "", &answer, 0),
+            apply_answer(Some(&stored), "", &answer, 0, true),
             Applied::Apart(fresh.clone()),
             "another worker stored `a` after this one asked"
         );
         assert_eq!(
-            apply_answer(Some(&stored), "", &answer, 60_000),
+            apply_answer(Some(&stored), "", &answer, 60_000, true),
             Applied::Stored(fresh),
             "`a` expired"
         );
@@ -502,18 +525,47 @@ mod tests {
     fn exhausted_and_unknown_answers() {
         let mut stored = lease("a", 100, 100);
         assert_eq!(
-            apply_answer(Some(&stored), "a", &Answer::Exhausted, 0),
+            apply_answer(Some(&stored), "a", &Answer::Exhausted, 0, true),
             Applied::Unchanged
         );
         stored.mark_renewing(0);
-        let Applied::Stored(cleared) = apply_answer(Some(&stored), "a", &Answer::Exhausted, 0)
+        let Applied::Stored(cleared) =
+            apply_answer(Some(&stored), "a", &Answer::Exhausted, 0, true)
         else {
             panic!()
         };
         assert_eq!(cleared.renewing_until_ms, 0);
         assert_eq!(
-            apply_answer(Some(&stored), "a", &Answer::UnknownBudget, 0),
+            apply_answer(Some(&stored), "a", &Answer::UnknownBudget, 0, true),
             Applied::Dropped
+        );
+    }
+
+    #[test]
+    fn an_unmarked_askers_answer_stays_apart_and_leaves_the_mark() {
+        let mut stored = Lease::default();
+        assert!(stored.claim_ask(0), "nothing in flight");
+        assert!(!stored.claim_ask(1), "one asker holds the mark");
+        let own = granted("own", 50, 120_000);
+        assert!(matches!(
+            apply_answer(Some(&stored), "", &own, 0, false),
+            Applied::Apart(_)
+        ));
+        assert_eq!(
+            apply_answer(Some(&stored), "", &Answer::Exhausted, 0, false),
+            Applied::Unchanged
+        );
+        let mut live = lease("a", 100, 100);
+        live.mark_renewing(0);
+        let Applied::Stored(topped) =
+            apply_answer(Some(&live), "a", &granted("a", 150, 90_000), 0, false)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (topped.granted, topped.renewing_until_ms),
+            (150, RENEWAL_MARK_MS),
+            "topped up, the mark still the marked asker's"
         );
     }
 
@@ -563,7 +615,7 @@ mod tests {
                     Step::Grant(more) => {
                         let answer = granted(&current.lease_id, current.granted.saturating_add(more), 60_000);
                         let id = current.lease_id.clone();
-                        if let Applied::Stored(l) = apply_answer(Some(&current), &id, &answer, 0) {
+                        if let Applied::Stored(l) = apply_answer(Some(&current), &id, &answer, 0, true) {
                             current = l;
                         }
                     }
@@ -571,7 +623,7 @@ mod tests {
                         generation += 1;
                         let answer = granted(&format!("l{generation}"), total, 60_000);
                         let id = current.lease_id.clone();
-                        if let Applied::Stored(l) = apply_answer(Some(&current), &id, &answer, 0) {
+                        if let Applied::Stored(l) = apply_answer(Some(&current), &id, &answer, 0, true) {
                             current = l;
                         }
                     }

@@ -155,7 +155,15 @@ impl Window {
         self.advance(now_slot);
         let used = self.used();
         if used.checked_add(amount).is_some_and(|after| after <= limit) {
-            if let Some(count) = self.counts.get_mut(slot_index(now_slot)) {
+            // In the slot of this take's own clock, where its settlement will look for it
+            // (another worker may have written a later slot already).
+            let own_slot = now_ms / SLOT_MS;
+            let slot = if now_slot.saturating_sub(own_slot) < SLOTS as u64 {
+                own_slot
+            } else {
+                now_slot
+            };
+            if let Some(count) = self.counts.get_mut(slot_index(slot)) {
                 *count = count.saturating_add(amount);
             }
             return Decision::Admit(self.quota(limit, now_ms, now_slot));
@@ -513,6 +521,22 @@ mod tests {
         assert_eq!(w.peek(100, 0, 6_000).quota().remaining, 60);
         // The 30 leave with slot 1, at 62 s; the 10 of slot 5 stay.
         assert_eq!(w.peek(100, 0, 62_000).quota().remaining, 90);
+    }
+
+    /// Workers read the clock at different moments: a take whose clock reads a slot older
+    /// than one another worker already wrote must be settled where it was recorded. It
+    /// was recorded in the newest slot and settled in its own, so its hold was never
+    /// freed (or another call's take was freed in its place).
+    #[test]
+    fn a_take_behind_the_newest_slot_is_settled_where_it_was_recorded() {
+        let mut w = Window::default();
+        assert!(admitted(w.take(100, 50, 2_000)), "another worker, at 2.0 s");
+        assert!(admitted(w.take(100, 50, 1_900)), "this worker read 1.9 s");
+        assert!(w.settle(1_900, 50, 0, 2_100));
+        assert_eq!(w.peek(100, 0, 2_100).quota().remaining, 50);
+        // The other take leaves with slot 2, at 63 s.
+        assert_eq!(w.peek(100, 0, 62_500).quota().remaining, 50);
+        assert_eq!(w.peek(100, 0, 63_000).quota().remaining, 100);
     }
 
     #[test]

@@ -80,8 +80,9 @@ pub struct CallBudget {
     apart: Vec<(String, Lease)>,
     /// `LeaseBudget` calls this call made.
     pub asked: usize,
-    /// The lease call in flight: which need, and the lease id it asked about.
-    pub waiting: Option<(usize, String)>,
+    /// The lease call in flight: which need, the lease id it asked about, and whether
+    /// this call held the lease's mark (see [`claim_ask`]).
+    pub waiting: Option<(usize, String, bool)>,
 }
 
 impl CallBudget {
@@ -257,8 +258,11 @@ pub fn holder(host: &impl Host) -> Option<String> {
 /// What a `LeaseBudget` call asks for, in pico-dollars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask {
-    /// A call waits for `need` more.
+    /// A call holding the lease's mark waits for `need` more, and asks for a share.
     Need(u64),
+    /// A call waits while another asks for a share: it asks a lease of its own of `need`,
+    /// its whole hold.
+    Own(u64),
     /// A renewal ahead of need, of a lease with `remaining` left.
     Renewal { remaining: u64 },
 }
@@ -267,6 +271,7 @@ pub enum Ask {
 pub fn request(holder: &str, budget: &BudgetRef, asked: &str, ask: Ask) -> Vec<u8> {
     let (need, want) = match ask {
         Ask::Need(need) => (need, budget::want_picos(need, budget.limit_picos)),
+        Ask::Own(need) => (need, need),
         Ask::Renewal { remaining } => (0, budget::renewal_want(remaining, budget.limit_picos)),
     };
     LeaseRequest {
@@ -327,19 +332,20 @@ pub fn answer(host: &impl Host, status: u32, size: usize) -> Option<Answer> {
     }
 }
 
-/// Applies `answer` (to a call that asked about lease `asked`) to the stored lease of
-/// `budget_id`; returns what happened.
+/// Applies `answer` (to a call that asked about lease `asked`, holding the lease's mark
+/// or not) to the stored lease of `budget_id`; returns what happened.
 pub fn apply(
     host: &impl Host,
     budget_id: &str,
     asked: &str,
     answer: &Answer,
     now_ms: u64,
+    marked: bool,
 ) -> Result<Applied, CasError> {
     let mut applied = Applied::Unchanged;
     cache::update(host, &budget::lease_key(budget_id), |current| {
         let lease = current.and_then(Lease::from_bytes);
-        applied = budget::apply_answer(lease.as_ref(), asked, answer, now_ms);
+        applied = budget::apply_answer(lease.as_ref(), asked, answer, now_ms, marked);
         match &applied {
             Applied::Stored(l) => Some(l.to_bytes()),
             Applied::Dropped => Some(Vec::new()),
@@ -347,6 +353,20 @@ pub fn apply(
         }
     })?;
     Ok(applied)
+}
+
+/// Claims the mark of `budget_id`'s lease (stored empty when there is none yet) for a
+/// call that must ask for money at `now_ms`; `false` when a renewal or another call holds
+/// it, or shared data cannot be written. Only the holder asks for a share: without it,
+/// every call short at once leased a share, and one Envoy soon held the whole budget.
+pub fn claim_ask(host: &impl Host, budget_id: &str, now_ms: u64) -> bool {
+    let mut claimed = false;
+    let written = cache::update(host, &budget::lease_key(budget_id), |current| {
+        let mut lease = current.and_then(Lease::from_bytes).unwrap_or_default();
+        claimed = lease.claim_ask(now_ms);
+        claimed.then(|| lease.to_bytes())
+    });
+    written.is_ok() && claimed
 }
 
 /// Claims the renewal of `budget`'s lease if one is due at `now_ms` (marking it, so no
@@ -519,7 +539,7 @@ mod tests {
             window_end_ms: 0,
         };
         // Asked for a new lease while another worker stored `la`.
-        let Applied::Apart(apart) = apply(&host, "a", "", &answer, 0).unwrap() else {
+        let Applied::Apart(apart) = apply(&host, "a", "", &answer, 0, true).unwrap() else {
             panic!()
         };
         c.keep_apart("a", apart);
@@ -533,7 +553,7 @@ mod tests {
         let host = MockHost::new();
         store(&host, "a", &lease("la", 10));
         assert_eq!(
-            apply(&host, "a", "la", &Answer::UnknownBudget, 0),
+            apply(&host, "a", "la", &Answer::UnknownBudget, 0, true),
             Ok(Applied::Dropped)
         );
         assert_eq!(

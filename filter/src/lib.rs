@@ -186,7 +186,7 @@ impl<H: Host> Plugin<H> {
                     return;
                 };
                 let now = self.host.now_ms();
-                if let Err(e) = budget::apply(&self.host, &budget_id, &asked, &answer, now) {
+                if let Err(e) = budget::apply(&self.host, &budget_id, &asked, &answer, now, true) {
                     log::warn!("tollgate: renewed lease of budget {budget_id} not stored: {e:?}");
                 }
             }

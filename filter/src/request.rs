@@ -629,11 +629,11 @@ impl<H: Host> HttpContext for Request<H> {
             Phase::AwaitingHeaders | Phase::Authorizing(_) | Phase::Answered => return,
         };
         let now = self.host.now_ms();
-        let record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
+        let mut record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
         if let Some(used) = limits::used_tokens(&record) {
             limits::settle_tokens(&self.host, &admitted.taken, used, now);
         }
-        budgets::settle(&self.host, admitted, &record);
+        budgets::settle(&self.host, admitted, &mut record);
         self.shared.outbox.borrow_mut().push(record);
     }
 }

@@ -159,3 +159,19 @@ def test_a_stream_without_include_usage_is_charged_to_its_budget(stack, fault):
     assert row["estimated"] == bool(fault), row
     b = spent_settles_to(stack, f"key:{key_id}", row["cost_picos"])
     assert b["spent_picos"] == row["cost_picos"], b
+
+def test_a_burst_of_calls_on_a_cold_envoy_leases_one_share_not_the_budget(stack):
+    # gpt-4o-mini, 50 output tokens: a hold of a few hundred-thousandths of a dollar; a
+    # share (a twentieth of $1) affords over a thousand. Forty calls at once found no lease:
+    # each leased a share, the whole budget went to this Envoy, and each spare share sat
+    # leased for TTL + grace (eleven minutes), refusing every other Envoy.
+    key, key_id = budgeted_key(stack, "e2e-budget-burst", "1")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+        answers = list(pool.map(lambda _: post(stack, key, chat_body(50)), range(40)))
+    assert [s for s, _, _ in answers] == [200] * 40
+    rows = [stack.usage(h["x-tollgate-request-id"]) for _, h, _ in answers]
+    b = spent_settles_to(stack, f"key:{key_id}", sum(r["cost_picos"] for r in rows))
+    assert b["spent_picos"] == sum(r["cost_picos"] for r in rows), b
+    # One share stays leased to the Envoy (two, with a renewal ahead of need); the calls'
+    # own leases closed with their records.
+    assert b["leased_picos"] <= 2 * b["limit_picos"] // 20, b

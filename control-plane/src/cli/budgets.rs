@@ -234,6 +234,8 @@ mod tests {
                 user: None,
                 team: Some("ml".into()),
                 lease_ids: Vec::new(),
+                lease_charge_picos: 0,
+                done_lease_ids: Vec::new(),
             }])
             .await
             .unwrap();

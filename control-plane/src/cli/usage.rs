@@ -65,6 +65,8 @@ mod tests {
             user: None,
             team: None,
             lease_ids: Vec::new(),
+            lease_charge_picos: 0,
+            done_lease_ids: Vec::new(),
         }
     }
 

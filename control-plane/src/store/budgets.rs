@@ -479,13 +479,18 @@ impl Store {
 /// Charges each new usage row's cost, in the transaction that stored it: per budget of
 /// its key, user and team, `spent += cost` in the window of the lease the row names for
 /// that budget (or of its finish time); a named open lease's `used` grows by what its
-/// grant covered, and that much leaves the window's `leased`.
+/// grant covered of the larger of the cost and what the Envoy charged it, and that much
+/// leaves the window's `leased`.
 pub(super) async fn settle(
     conn: &mut AnyConnection,
     rows: &[&super::UsageRow],
 ) -> Result<(), StoreError> {
-    let charged: Vec<&super::UsageRow> =
-        rows.iter().copied().filter(|r| r.cost_picos > 0).collect();
+    // A call that cost nothing may still have charged a lease or be done with one.
+    let charged: Vec<&super::UsageRow> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.cost_picos > 0 || r.lease_charge_picos > 0 || !r.done_lease_ids.is_empty())
+        .collect();
     if charged.is_empty() {
         return Ok(());
     }
@@ -510,36 +515,54 @@ pub(super) async fn settle(
 
     let budgets = budgets_of(conn, &subjects).await?;
     let leases = leases_of(conn, &lease_ids).await?;
-    if budgets.is_empty() && leases.is_empty() {
+    if budgets.is_empty() {
         return Ok(());
     }
 
-    // Draws on leases, by lease id (in order), and spend per window (in order).
+    // Draws on leases, by lease id (in order), and spend per window (in order): the
+    // spend is the cost, the draw what the Envoy charged the lease (see `lease_charge`).
     let mut draws: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    // Leases drawn on by one call alone: closed once drawn on.
+    let mut done: Vec<&str> = Vec::new();
     let mut spend: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
     for r in &charged {
         let cost = r.cost_picos;
+        let own = subjects_of(
+            &r.key_id,
+            r.user.as_deref().unwrap_or(""),
+            r.team.as_deref().unwrap_or(""),
+        );
+        let applies = |budget_id: &str| {
+            budgets
+                .iter()
+                .any(|b| b.id == budget_id && own.contains(&b.subject))
+        };
         let mut covered = Vec::new();
         let mut named: Vec<&str> = r.lease_ids.iter().map(String::as_str).collect();
         named.sort_unstable();
         named.dedup();
         for id in named {
             if let Some((budget_id, window_start)) = leases.get(id) {
-                // One charge per budget per call, even if it names two of its leases.
-                if covered.contains(&budget_id.as_str()) {
+                // One charge per budget per call, even if it names two of its leases; a
+                // lease of a budget that does not apply to the call is not drawn on (its
+                // holder's grant would be used up by a call it never admitted).
+                if covered.contains(&budget_id.as_str()) || !applies(budget_id) {
                     continue;
                 }
                 covered.push(budget_id.as_str());
-                draws.entry(id).or_default().push(cost);
+                // The lease gives up what the Envoy charged it, if more than the cost:
+                // the Envoy no longer counts that money as free on its lease.
+                draws
+                    .entry(id)
+                    .or_default()
+                    .push(cost.max(r.lease_charge_picos));
+                if r.done_lease_ids.iter().any(|d| d == id) {
+                    done.push(id);
+                }
                 let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
                 entry.0 = entry.0.saturating_add(cost);
             }
         }
-        let own = subjects_of(
-            &r.key_id,
-            r.user.as_deref().unwrap_or(""),
-            r.team.as_deref().unwrap_or(""),
-        );
         for b in budgets.iter().filter(|b| own.contains(&b.subject)) {
             if covered.contains(&b.id.as_str()) {
                 continue;
@@ -555,7 +578,8 @@ pub(super) async fn settle(
         };
         for cost in costs {
             // The grant covers at most what is left of it; the rest of the cost is an
-            // overrun, charged to spent alone.
+            // overrun, charged to spent alone. A draw above the call's cost leaves leased
+            // without being spent: that money is free again.
             let drawn = sqlx::query(
                 "UPDATE budget_leases SET \
                  used_picos = used_picos + (CASE WHEN granted_picos - used_picos < $1 \
@@ -572,6 +596,24 @@ pub(super) async fn settle(
                 let drawn: i64 = drawn.try_get("last_drawn_picos")?;
                 let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
                 entry.1 = entry.1.saturating_add(drawn.max(0));
+            }
+        }
+        if done.contains(lease_id) {
+            // No Envoy draws on it again: what is left of its grant is free now.
+            let closed = sqlx::query(
+                "UPDATE budget_leases SET closed = 1 WHERE lease_id = $1 AND closed = 0 \
+                 RETURNING granted_picos, used_picos",
+            )
+            .bind(*lease_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(closed) = closed {
+                let unused =
+                    money(&closed, "granted_picos")?.saturating_sub(money(&closed, "used_picos")?);
+                let entry = spend.entry((budget_id.clone(), *window_start)).or_default();
+                entry.1 = entry
+                    .1
+                    .saturating_add(i64::try_from(unused).unwrap_or(i64::MAX));
             }
         }
     }

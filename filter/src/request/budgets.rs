@@ -97,24 +97,27 @@ impl<H: Host> Request<H> {
             log::warn!("tollgate: budget leases keep falling short for one call; refused");
             return Err(Refusal::ControlPlaneUnavailable);
         };
-        if missing > MAX_ASK_PICOS {
+        if missing.max(need.amount) > MAX_ASK_PICOS {
             // More than any budget holds.
             return Err(Refusal::InsufficientQuota {
                 subject: need.budget.subject.clone(),
                 period: need.budget.period.clone(),
             });
         }
+        let marked = budget::claim_ask(&self.host, &need.budget.budget_id, now);
+        // Only the marked call tops up the stored lease (by a share); another asks for a
+        // lease of its whole hold for itself, so no other call can take the money from it
+        // before it holds (the control plane closes that lease with the call's record).
+        let (ask, asked) = if marked {
+            (budget::Ask::Need(missing), asked)
+        } else {
+            (budget::Ask::Own(need.amount), String::new())
+        };
         let settings = &self.shared.settings;
-        match budget::ask(
-            &self.host,
-            settings,
-            &need.budget,
-            &asked,
-            budget::Ask::Need(missing),
-        ) {
+        match budget::ask(&self.host, settings, &need.budget, &asked, ask) {
             Some(token) => {
                 call.asked = call.asked.saturating_add(1);
-                call.waiting = Some((index, asked));
+                call.waiting = Some((index, asked, marked));
                 let question = Question {
                     kind: StreamCall::Lease,
                     ticket: Ticket(0),
@@ -185,7 +188,7 @@ impl<H: Host> Request<H> {
             return None;
         };
         let call = &mut admitted.budget;
-        let (index, asked) = call.waiting.take()?;
+        let (index, asked, marked) = call.waiting.take()?;
         let need = call.needs.get(index)?.clone();
         let Some(answer) = answer else {
             return Some(self.unreachable());
@@ -197,7 +200,7 @@ impl<H: Host> Request<H> {
             }));
         }
         let id = &need.budget.budget_id;
-        match budget::apply(&self.host, id, &asked, &answer, now) {
+        match budget::apply(&self.host, id, &asked, &answer, now, marked) {
             Ok(Applied::Apart(lease)) => call.keep_apart(id, lease),
             // The budget was deleted meanwhile: it no longer limits the call.
             Ok(Applied::Dropped) => {
@@ -213,10 +216,12 @@ impl<H: Host> Request<H> {
     }
 }
 
-/// Settles the call's holds to its cost, from its usage record. A call whose usage the
-/// gateway must estimate is settled to no less than it held: the local view of a lease
-/// may run short, never over.
-pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &UsageRecord) {
+/// Settles the call's holds to its cost, from its usage record, and writes that charge
+/// into the record for the control plane to draw on the leases alike, with the leases
+/// the call alone drew on. A call whose usage
+/// the gateway must estimate is settled to no less than it held: the local view of a
+/// lease may run short, never over.
+pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &mut UsageRecord) {
     if admitted.budget.holds.is_empty() {
         return;
     }
@@ -227,5 +232,15 @@ pub(super) fn settle(host: &impl Host, admitted: &mut Admitted, record: &UsageRe
         .map(price_of)
         .unwrap_or_default();
     let cost = metering::settlement_cost(admitted, record, &price);
+    // A lease kept apart was this call's alone and is dropped with it: the control plane
+    // may close it.
+    record.done_lease_ids = admitted
+        .budget
+        .holds
+        .iter()
+        .filter(|h| h.apart)
+        .map(|h| h.lease_id.clone())
+        .collect();
     budget::settle(host, &mut admitted.budget, cost);
+    record.lease_charge_picos = cost;
 }

@@ -423,6 +423,9 @@ pub(super) fn usage_record(
         cut: admitted.response.cut,
         user: admitted.user.clone(),
         team: admitted.team.clone(),
+        // Set when the holds are settled (`budgets::settle`).
+        lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     }
 }
 

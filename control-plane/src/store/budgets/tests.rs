@@ -86,6 +86,8 @@ fn usage(request_id: &str, key_id: &str, cost: i64, at: i64, leases: &[&str]) ->
         user: None,
         team: None,
         lease_ids: leases.iter().map(|l| (*l).to_owned()).collect(),
+        lease_charge_picos: 0,
+        done_lease_ids: Vec::new(),
     }
 }
 
@@ -353,6 +355,144 @@ async fn settlement_arithmetic(store: &Store) {
     );
 }
 
+/// A record naming a lease of a budget that does not apply to it (another key's lease,
+/// forged or mixed up) neither charges that budget nor draws on that lease: the lease's
+/// holder would otherwise find its grant used up by someone else's call, and every call
+/// it then admits would overrun the budget. The record's own budget is still charged.
+async fn a_record_draws_only_on_leases_of_its_own_budgets(store: &Store) {
+    let mine = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = mine.subject.trim_start_matches("key:").to_owned();
+    let theirs = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let their_lease = granted(
+        store
+            .lease(ask(&theirs.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let row = usage(&fresh("r"), &key_id, 400, NOON, &[&their_lease.lease_id]);
+    assert_eq!(store.insert_usage(&[row]).await.unwrap(), 1);
+    let t = status(store, &theirs.id, NOON).await;
+    assert_eq!((t.spent_picos, t.leased_picos), (0, 1_000));
+    assert_eq!(
+        store.lease_state(&their_lease.lease_id).await.unwrap(),
+        Some((1_000, 0, false))
+    );
+    let m = status(store, &mine.id, NOON).await;
+    assert_eq!((m.spent_picos, m.leased_picos), (400, 0));
+}
+
+/// A lease gives up what its Envoy charged it for a call, when more than the call's cost
+/// (an estimated or cut call is charged no less than its hold on the Envoy): the surplus
+/// is free again at once. Drawing only the cost left the surplus leased, though the Envoy
+/// counted it spent, for as long as the Envoy renewed the lease; a busy Envoy renews it
+/// forever, so each cancelled stream stranded its hold and the budget ran out unspent.
+async fn a_lease_gives_up_what_its_envoy_charged_it(store: &Store) {
+    let budget = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = budget.subject.trim_start_matches("key:").to_owned();
+    let lease = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut cancelled = usage(&fresh("r"), &key_id, 100, NOON, &[&lease.lease_id]);
+    cancelled.lease_charge_picos = 600;
+    store.insert_usage(&[cancelled]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (100, 400));
+    assert_eq!(s.available_picos(), 4_500);
+    assert_eq!(
+        store.lease_state(&lease.lease_id).await.unwrap(),
+        Some((1_000, 600, false))
+    );
+    // The control plane counted more than the Envoy charged: the cost is drawn.
+    let mut counted_more = usage(&fresh("r"), &key_id, 300, NOON, &[&lease.lease_id]);
+    counted_more.lease_charge_picos = 200;
+    store.insert_usage(&[counted_more]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (400, 100));
+    // A charge past the grant draws what is left of it, and spends only the cost.
+    let mut past = usage(&fresh("r"), &key_id, 50, NOON, &[&lease.lease_id]);
+    past.lease_charge_picos = 10_000;
+    store.insert_usage(&[past]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (450, 0));
+    assert_eq!(
+        store.lease_state(&lease.lease_id).await.unwrap(),
+        Some((1_000, 1_000, false))
+    );
+}
+
+/// A lease one call alone drew on (answered to it while another lease was stored) is
+/// closed by that call's record, and what is left of its grant is free at once: left
+/// open, it stayed leased until TTL + grace (eleven minutes by default), and a burst of
+/// calls short of money at once stranded a grant each.
+async fn a_lease_drawn_on_by_one_call_alone_closes_with_its_record(store: &Store) {
+    let budget = store
+        .set_budget(&fresh("key"), Period::Month, 5_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = budget.subject.trim_start_matches("key:").to_owned();
+    let own = granted(
+        store
+            .lease(ask(&budget.id, None, 1_000, 1_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let shared = granted(
+        store
+            .lease(ask(&budget.id, None, 2_000, 2_000, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut row = usage(&fresh("r"), &key_id, 100, NOON, &[&own.lease_id]);
+    row.done_lease_ids = vec![own.lease_id.clone()];
+    store.insert_usage(&[row]).await.unwrap();
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (100, 2_000));
+    assert_eq!(
+        store.lease_state(&own.lease_id).await.unwrap(),
+        Some((1_000, 100, true))
+    );
+    // A failed call costs nothing, and is done with its own lease all the same.
+    let failed_own = granted(
+        store
+            .lease(ask(&budget.id, None, 500, 500, NOON))
+            .await
+            .unwrap(),
+    );
+    let mut failed = usage(&fresh("r"), &key_id, 0, NOON, &[&failed_own.lease_id]);
+    failed.done_lease_ids = vec![failed_own.lease_id.clone()];
+    store.insert_usage(&[failed]).await.unwrap();
+    assert_eq!(
+        store.lease_state(&failed_own.lease_id).await.unwrap(),
+        Some((500, 0, true))
+    );
+    let s = status(store, &budget.id, NOON).await;
+    assert_eq!((s.spent_picos, s.leased_picos), (100, 2_000));
+    // A lease named done that the record did not draw on (another budget's) stays open.
+    let mut stray = usage(&fresh("r"), "another-key", 100, NOON, &[&shared.lease_id]);
+    stray.done_lease_ids = vec![shared.lease_id.clone()];
+    store.insert_usage(&[stray]).await.unwrap();
+    assert_eq!(
+        store.lease_state(&shared.lease_id).await.unwrap(),
+        Some((2_000, 0, false))
+    );
+}
+
 /// Reclaim returns granted - used of each expired lease once, even with two sweepers
 /// (two stores) racing, and leaves leases within their grace alone.
 async fn reclaim_returns_unused_money_once(a: &Store, b: &Store) {
@@ -512,6 +652,9 @@ async fn sqlite_budgets() {
     top_ups_extend_and_old_leases_are_replaced(&store).await;
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
+    a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
+    a_lease_gives_up_what_its_envoy_charged_it(&store).await;
+    a_lease_drawn_on_by_one_call_alone_closes_with_its_record(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     a_lowered_limit_lets_only_the_leases_out_run_out(&store).await;
     let second = store.clone();
@@ -525,6 +668,9 @@ async fn postgres_budgets() {
     top_ups_extend_and_old_leases_are_replaced(&store).await;
     a_month_rolls_over_at_utc_midnight(&store).await;
     settlement_arithmetic(&store).await;
+    a_record_draws_only_on_leases_of_its_own_budgets(&store).await;
+    a_lease_gives_up_what_its_envoy_charged_it(&store).await;
+    a_lease_drawn_on_by_one_call_alone_closes_with_its_record(&store).await;
     budgets_are_set_changed_and_deleted(&store).await;
     a_lowered_limit_lets_only_the_leases_out_run_out(&store).await;
     // Two stores: two replicas' connection pools on one database.
@@ -586,4 +732,76 @@ async fn sqlite_cli_and_server_share_the_file_while_leases_are_granted() {
     grants.await.unwrap();
     let s = status(&cli, &budget.id, NOON).await;
     assert_eq!(s.spent_picos, 3_000);
+}
+
+/// Two replicas on one PostgreSQL database, eight Envoys leasing, topping up, reporting
+/// (some reports twice, some past their lease's grant, some charging the lease more than
+/// the cost) and sweeping at once, with leases expiring as the clock moves: no statement
+/// deadlocks or fails, and once every lease is reclaimed nothing stays leased and spent
+/// is exactly the sum of the costs stored.
+#[tokio::test]
+async fn postgres_replicas_interleaving_conserve_money() {
+    let replicas = [postgres().await, postgres().await];
+    let budget = replicas[0]
+        .set_budget(&fresh("key"), Period::Total, 200_000, NOON)
+        .await
+        .unwrap()
+        .budget;
+    let key_id = budget.subject.trim_start_matches("key:").to_owned();
+    let mut envoys = Vec::new();
+    for e in 0..8u64 {
+        let store = replicas[usize::try_from(e % 2).unwrap()].clone();
+        let budget_id = budget.id.clone();
+        let key_id = key_id.clone();
+        envoys.push(tokio::spawn(async move {
+            let holder = format!("envoy-{e}");
+            let mut lease: Option<String> = None;
+            let mut spent = 0i64;
+            for i in 0..25u64 {
+                // Each Envoy's clock moves 20 s a step: leases lapse and are replaced.
+                let now = NOON + i64::try_from(i * 20_000 + e).unwrap();
+                let asked = LeaseAsk {
+                    budget_id: &budget_id,
+                    holder: &holder,
+                    lease_id: lease.as_deref(),
+                    want_picos: 5_000,
+                    need_picos: 1_000,
+                    now_ms: now,
+                    ttl_ms: TTL,
+                };
+                let LeaseOutcome::Granted(l) = store.lease(asked).await.unwrap() else {
+                    continue;
+                };
+                let cost = i64::try_from((e * 37 + i * 101) % 1_500).unwrap();
+                let mut row = usage(&fresh("r"), &key_id, cost, now, &[&l.lease_id]);
+                row.lease_charge_picos = if i % 3 == 0 { cost + 400 } else { 0 };
+                let twice = [row.clone(), row];
+                let stored = store
+                    .insert_usage(&twice[..1 + usize::from(i % 4 == 0)])
+                    .await
+                    .unwrap();
+                assert_eq!(stored, 1);
+                spent += cost;
+                lease = Some(l.lease_id);
+                if i % 5 == 0 {
+                    store.reclaim_expired(now - 30_000).await.unwrap();
+                }
+            }
+            spent
+        }));
+    }
+    let mut total = 0;
+    for envoy in envoys {
+        total += envoy.await.unwrap();
+    }
+    let far = NOON + 100 * DAY;
+    let (a, b) = tokio::join!(
+        replicas[0].reclaim_expired(far),
+        replicas[1].reclaim_expired(far)
+    );
+    a.unwrap();
+    b.unwrap();
+    let s = status(&replicas[0], &budget.id, far).await;
+    assert_eq!(s.leased_picos, 0);
+    assert_eq!(s.spent_picos, u64::try_from(total).unwrap());
 }

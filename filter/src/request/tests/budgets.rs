@@ -105,6 +105,14 @@ fn answer_lease(req: &mut Request<MockHost>, host: &MockHost, token: u32, body: 
     req.on_grpc_call_response(token, 0, body.len());
 }
 
+/// The leases a call's holds were drawn from.
+fn held_leases(req: &Request<MockHost>) -> Vec<String> {
+    match &req.phase {
+        Phase::Admitted(a) => a.budget.holds.iter().map(|h| h.lease_id.clone()).collect(),
+        _ => Vec::new(),
+    }
+}
+
 const USAGE_3: &[u8] =
     br#"{"choices":[{"message":{"content":"abc"}}],"usage":{"prompt_tokens":11,"completion_tokens":3}}"#;
 
@@ -394,6 +402,9 @@ fn settlement_for_every_outcome() {
         respond(req, host, &[(":status", "200"), SSE], &[done]);
     });
     assert_eq!((success, r.output), (2_000, 2));
+    // Each record tells the control plane what its lease was charged, so the lease's
+    // unused money there stays what this Envoy counts.
+    assert_eq!(r.lease_charge_picos, 2_000);
     let (provider_error, r) = charged_after(|req, host| {
         let error: &[u8] = br#"{"error":{"message":"boom","type":"server_error"}}"#;
         respond(req, host, &[(":status", "500"), JSON], &[error]);
@@ -425,12 +436,14 @@ fn settlement_for_every_outcome() {
         client_gone, 5_000,
         "an estimated call keeps at least its hold"
     );
+    assert_eq!(r.lease_charge_picos, 5_000);
     let (reset, r) = charged_after(|_, _| {});
     assert_eq!(r.status, 0);
     assert_eq!(
         reset, 5_000,
         "no answer: what the provider billed is unknown"
     );
+    assert_eq!(r.lease_charge_picos, 5_000);
 }
 
 #[test]
@@ -558,4 +571,124 @@ fn a_body_ending_in_trailers_waits_for_its_lease_there_and_is_replayed() {
     assert_eq!(req.on_http_request_body(body.len(), true), Action::Continue);
     assert_eq!(req.on_http_request_trailers(1), Action::Continue);
     assert_eq!(lease_of(host, "b1").charged, 5_000);
+}
+
+/// Calls that find their Envoy's lease short at once must not each lease a share of the
+/// budget: twenty of them leased all of it to one Envoy (its spare leases kept apart by
+/// single calls, stranded until TTL + grace), and every other Envoy was refused while
+/// the money sat unused. One call asks for a share, the others for what they lack, and
+/// only the share's answer is stored for every worker to draw on, whatever the order.
+#[test]
+fn concurrent_calls_short_of_money_ask_for_one_share_between_them() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let (req, action) = budgeted_call(&plugin, false, 5);
+        assert_eq!(action, Action::Pause);
+        calls.push(req);
+    }
+    let asks = lease_calls(host);
+    assert_eq!(asks.len(), 20);
+    // A share is a twentieth of 1,000,000; each call holds 5,000.
+    let wants: Vec<u64> = asks.iter().map(|(_, a)| a.want_picos).collect();
+    assert_eq!(
+        wants.iter().filter(|w| **w == 50_000).count(),
+        1,
+        "{wants:?}"
+    );
+    assert_eq!(
+        wants.iter().filter(|w| **w == 5_000).count(),
+        19,
+        "{wants:?}"
+    );
+    // A call that asked for its need alone is answered first: it draws on its own lease,
+    // and the stored lease stays free for the share.
+    let (share_at, _) = asks
+        .iter()
+        .enumerate()
+        .find(|(_, (_, a))| a.want_picos == 50_000)
+        .unwrap();
+    let other = (share_at + 1) % asks.len();
+    answer_lease(
+        &mut calls[other],
+        host,
+        asks[other].0,
+        &granted("own", 5_000),
+    );
+    assert_eq!(held_leases(&calls[other]), ["own"]);
+    answer_lease(
+        &mut calls[share_at],
+        host,
+        asks[share_at].0,
+        &granted("share", 50_000),
+    );
+    let l = lease_of(host, "b1");
+    assert_eq!(
+        (
+            l.lease_id.as_str(),
+            l.granted,
+            l.charged,
+            l.renewing_until_ms
+        ),
+        ("share", 50_000, 5_000, 0)
+    );
+    // The lease kept apart is named done in its call's record, for the control plane to
+    // close and free what the call left of it; the shared one is not.
+    for at in [other, share_at] {
+        assert_eq!(
+            calls[at].on_http_request_body(0, true),
+            Action::Continue,
+            "replayed"
+        );
+        respond(
+            &mut calls[at],
+            host,
+            &[(":status", "200"), JSON],
+            &[USAGE_3],
+        );
+        calls[at].on_log();
+    }
+    let done: Vec<(Vec<String>, Vec<String>)> = outbox_records(&plugin)
+        .iter()
+        .map(|r| (r.lease_ids.clone(), r.done_lease_ids.clone()))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            (vec!["own".to_owned()], vec!["own".to_owned()]),
+            (vec!["share".to_owned()], Vec::<String>::new())
+        ]
+    );
+}
+
+/// While one call tops up the stored lease, another short of money asks a lease of its
+/// whole hold for itself: a top-up of the shared lease could be taken by other calls
+/// before it held, and it was refused after three tries (503) under load.
+#[test]
+fn a_second_call_short_of_money_asks_a_lease_of_its_own() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 4_000));
+    let (_first, a) = budgeted_call(&plugin, false, 5);
+    let (mut second, b) = budgeted_call(&plugin, false, 5);
+    assert_eq!((a, b), (Action::Pause, Action::Pause));
+    let asks: Vec<(String, u64, u64)> = lease_calls(host)
+        .into_iter()
+        .map(|(_, r)| (r.lease_id, r.need_picos, r.want_picos))
+        .collect();
+    assert_eq!(
+        asks,
+        [
+            ("l1".to_owned(), 1_000, 50_000),
+            (String::new(), 5_000, 5_000)
+        ]
+    );
+    // Its own lease is its alone, whatever other calls take from the stored one.
+    let token = lease_calls(host)[1].0;
+    put_lease(host, "b1", &lease("l1", 0));
+    answer_lease(&mut second, host, token, &granted("own", 5_000));
+    assert_eq!(held_leases(&second), ["own"]);
 }
