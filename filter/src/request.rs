@@ -288,7 +288,9 @@ impl<H: Host> Request<H> {
     /// Takes the call from its key's limit, rewrites the request for the provider and
     /// lets it through.
     fn admit(&mut self, mut target: Target, route: Route, caller: Caller) -> Result<(), Refusal> {
-        let plan = admission::plan(&mut target, &route, &self.shared.settings)?;
+        let mut plan = admission::plan(&mut target, &route, &self.shared.settings)?;
+        // A call that holds budget money may have its output cap rewritten into its body.
+        plan.drop_content_length |= !caller.budgets.is_empty();
         // A spent key is refused before its body is buffered; the request itself is taken
         // once the body has passed its checks, so a call refused for anything else costs
         // no request.

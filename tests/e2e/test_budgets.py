@@ -143,3 +143,24 @@ def test_a_stream_past_its_hold_is_cut_with_an_error_event_the_openai_client_rai
     assert row["partial"], row
     b = spent_settles_to(stack, f"key:{key_id}", row["cost_picos"])
     assert b["spent_picos"] == row["cost_picos"] > 0
+
+
+def test_a_budgeted_call_asks_its_provider_for_no_more_output_than_it_held(stack):
+    # The hold caps the output at the model's maximum (16,384 in this stack); a provider
+    # told more, or nothing, could bill past the hold in a buffered answer never cut.
+    key, _ = budgeted_key(stack, "e2e-budget-cap", "1")
+    cases = [(chat_body(1_000_000), "max_tokens"),
+             (json.dumps({"model": "gpt-4o-mini",
+                          "messages": [{"role": "user", "content": "hi"}]}).encode(),
+              "max_completion_tokens")]
+    for body, field in cases:
+        status, headers, data = post(stack, key, body)
+        assert status == 200, data
+        seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+        assert seen["body"][field] == 16_384, seen["body"]
+    # A key without a budget is passed through untouched.
+    plain = stack.cli("keys", "create", "--name", "e2e-budget-cap-none", "--quiet").strip()
+    status, headers, data = post(stack, plain, chat_body(1_000_000))
+    assert status == 200, data
+    seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    assert seen["body"]["max_tokens"] == 1_000_000

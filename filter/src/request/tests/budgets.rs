@@ -559,3 +559,48 @@ fn a_body_ending_in_trailers_waits_for_its_lease_there_and_is_replayed() {
     assert_eq!(req.on_http_request_trailers(1), Action::Continue);
     assert_eq!(lease_of(host, "b1").charged, 5_000);
 }
+
+/// The body a budgeted call of `kind` sends its provider, the client's carrying `extra`.
+fn sent_upstream(kind: &str, extra: Value) -> Value {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let route = Route {
+        kind: kind.into(),
+        ..priced_route()
+    };
+    cache_budgeted(host, &[monthly("b1")], &route);
+    put_lease(host, "b1", &lease("l1", 1_000_000));
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    // The body may be rewritten only once its length is gone.
+    assert!(
+        host.request_edits()
+            .contains(&("content-length".into(), None))
+    );
+    let action = send_body(&mut req, host, &chat_body("gpt-4o", extra));
+    assert_eq!(action, Action::Continue);
+    serde_json::from_slice(&host.request_body_set().expect("body rewritten")).unwrap()
+}
+
+#[test]
+fn a_budgeted_call_asks_its_provider_for_no_more_output_than_it_held() {
+    // The hold caps the output at the model's 100 tokens; a provider told a larger cap
+    // (or none) may bill past the hold in an answer that is never cut.
+    let sent = sent_upstream("openai", json!({"max_tokens": 1_000_000}));
+    assert_eq!(sent["max_tokens"], 100);
+    let sent = sent_upstream(
+        "openai",
+        json!({"max_tokens": 7, "max_completion_tokens": 4_000}),
+    );
+    assert_eq!(
+        (&sent["max_tokens"], &sent["max_completion_tokens"]),
+        (&json!(7), &json!(100))
+    );
+    let sent = sent_upstream("openai", json!({}));
+    assert_eq!(sent["max_completion_tokens"], 100);
+    let sent = sent_upstream("anthropic", json!({}));
+    assert_eq!(sent["max_tokens"], 100);
+    let sent = sent_upstream("anthropic", json!({"max_completion_tokens": 5_000}));
+    assert_eq!(sent["max_tokens"], 100);
+}
