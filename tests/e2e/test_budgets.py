@@ -66,7 +66,8 @@ def test_the_first_call_waits_for_a_lease_and_its_body_reaches_the_provider_whol
     assert status == 200, data
     rid = headers["x-tollgate-request-id"]
     seen = provider_saw(stack, "alpha", rid)
-    assert seen["body_bytes"] == len(body), "the body paused for the lease went on whole"
+    # A budgeted body goes on as the gateway read it, re-written whole.
+    assert seen["body"] == json.loads(body), "the body paused for the lease went on whole"
     assert seen["model"] == "gpt-4o-mini"
     row = stack.usage(rid)
     assert (row["user"], row["team"]) == (None, "e2e-ml"), row
@@ -74,10 +75,12 @@ def test_the_first_call_waits_for_a_lease_and_its_body_reaches_the_provider_whol
     assert b["spent_picos"] == row["cost_picos"] > 0, b
     # A streamed call, rewritten for `include_usage`, waits the same way when its lease
     # runs short: the next call's body still arrives whole.
-    status, headers, data = post(stack, key, chat_body(50, stream=True))
+    streamed = chat_body(50, stream=True)
+    status, headers, data = post(stack, key, streamed)
     assert status == 200, data
     assert b"data: [DONE]" in data
-    assert provider_saw(stack, "alpha", headers["x-tollgate-request-id"])["body_bytes"] > len(body)
+    seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    assert seen["body"] == {**json.loads(streamed), "stream_options": {"include_usage": True}}
 
 
 def test_a_spent_budget_is_openais_billing_429_and_the_client_is_told_not_to_retry(stack):

@@ -92,21 +92,23 @@ pub(super) fn check(
     };
     let bound = hold::token_bound(&valid.info, &prompt, counted_prompt, max_output_tokens);
 
-    // A call that holds budget money asks its provider for no more than it held.
-    let capped = !admitted.budgets.is_empty()
-        && valid.info.generates
-        && (kind.translates() || admitted.body_rewritable)
-        && hold::cap_output(
+    // A call that holds budget money asks its provider for no more than it held, in the
+    // body as this gateway read it: re-written whole, so a key sent twice (read last-wins
+    // here) cannot be read another way upstream.
+    let budgeted = !admitted.budgets.is_empty() && (kind.translates() || admitted.body_rewritable);
+    if budgeted && valid.info.generates {
+        hold::cap_output(
             &mut valid.body,
             absent_output_cap(kind, endpoint, max_output_tokens),
             max_output_tokens,
         );
+    }
 
     let mut injected_usage = false;
     let rewritten = if kind.translates() {
         Some(anthropic::request(&valid.body, upstream_model)?)
     } else {
-        let mut changed = capped;
+        let mut changed = budgeted;
         if upstream_model != target.model {
             valid
                 .body

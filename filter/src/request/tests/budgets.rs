@@ -604,3 +604,23 @@ fn a_budgeted_call_asks_its_provider_for_no_more_output_than_it_held() {
     let sent = sent_upstream("anthropic", json!({"max_completion_tokens": 5_000}));
     assert_eq!(sent["max_tokens"], 100);
 }
+
+#[test]
+fn a_budgeted_body_goes_upstream_as_the_gateway_read_it() {
+    // A duplicated key is read last-wins here; a provider reading it first-wins would be
+    // asked for 100,000 tokens on a hold of 5. The body it gets has each key once.
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 1_000_000));
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    let body = br#"{"model":"gpt-4o","max_tokens":100000,"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    assert_eq!(send_body(&mut req, host, body), Action::Continue);
+    assert_eq!(lease_of(host, "b1").charged, 5 * OUTPUT_PRICE);
+    let sent = host.request_body_set().expect("body rewritten");
+    let text = String::from_utf8(sent).unwrap();
+    assert_eq!(text.matches("max_tokens").count(), 1, "{text}");
+    assert!(text.contains(r#""max_tokens":5"#), "{text}");
+}
