@@ -66,6 +66,7 @@ pub(super) fn check(
     }
     let allowances = Allowances {
         background: admitted.route.allow_background,
+        held: !admitted.budgets.is_empty(),
     };
     unmetered::check(endpoint, &valid.body, allowances)?;
     let kind = admitted.kind;

@@ -624,3 +624,27 @@ fn a_budgeted_body_goes_upstream_as_the_gateway_read_it() {
     assert_eq!(text.matches("max_tokens").count(), 1, "{text}");
     assert!(text.contains(r#""max_tokens":5"#), "{text}");
 }
+
+#[test]
+fn a_budgeted_call_may_not_reference_input_stored_at_its_provider() {
+    // An earlier response's input is billed again in full, and nothing in the body bounds
+    // it: the hold would be a few bytes' worth.
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 1_000_000));
+    let body = chat_body(
+        "gpt-4o",
+        json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-9"}}]}]}),
+    );
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    assert_eq!(send_body(&mut req, host, &body), Action::Pause);
+    let (status, e) = reply_of(host);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("unmetered_option"))
+    );
+    assert_eq!(lease_of(host, "b1").charged, 0);
+}
