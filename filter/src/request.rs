@@ -23,7 +23,7 @@ mod models;
 #[cfg(test)]
 mod tests;
 
-use crate::budget::{CallBudget, Seen};
+use crate::budget::{self, CallBudget, Seen};
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
@@ -631,6 +631,18 @@ impl<H: Host> HttpContext for Request<H> {
             Phase::AwaitingHeaders | Phase::Authorizing(_) | Phase::Answered => return,
         };
         let now = self.host.now_ms();
+        if admitted.body != BodyStage::Checked {
+            // Ended before its body went on (the client left while it arrived, or while
+            // the call waited for a lease): no provider saw it, so it costs nothing and
+            // leaves no record, as if refused.
+            limits::give_back(&self.host, &admitted.taken, now);
+            budget::settle(&self.host, &mut admitted.budget, 0);
+            log::debug!(
+                "tollgate: request {} ended before its body was sent; not metered",
+                self.request_id
+            );
+            return;
+        }
         let record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
         if let Some(used) = limits::used_tokens(&record) {
             limits::settle_tokens(&self.host, &admitted.taken, used, now);

@@ -648,3 +648,36 @@ fn a_budgeted_call_may_not_reference_input_stored_at_its_provider() {
     );
     assert_eq!(lease_of(host, "b1").charged, 0);
 }
+
+#[test]
+fn a_call_abandoned_while_it_waits_for_a_lease_costs_nothing_and_leaves_no_record() {
+    // Its body never reached a provider: nothing may be charged, held or recorded.
+    let plugin = plugin();
+    let host = &plugin.host;
+    let g = KeyGrant {
+        budgets: vec![monthly("b1"), monthly("ml")],
+        requests_per_minute: Some(1),
+        ..grant(KeyStatus::Active, &[])
+    };
+    cache::store(
+        host,
+        &key_hash(),
+        "gpt-4o",
+        &g,
+        Some(&priced_route()),
+        CACHED,
+    );
+    put_lease(host, "b1", &lease("l1", 100_000));
+    let (mut req, action) = budgeted_call(&plugin, false, 5);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(lease_calls(host).len(), 1);
+    // The client goes away before the lease is answered.
+    req.on_log();
+    drop(req);
+    assert_eq!(lease_of(host, "b1").charged, 0);
+    assert!(outbox_records(&plugin).is_empty());
+    // Its request was given back: the key's 1 RPM still admits a call.
+    put_lease(host, "ml", &lease("l2", 100_000));
+    let (_req, action) = budgeted_call(&plugin, false, 5);
+    assert_eq!(action, Action::Continue);
+}
