@@ -167,3 +167,36 @@ def test_a_budgeted_call_asks_its_provider_for_no_more_output_than_it_held(stack
     assert status == 200, data
     seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
     assert seen["body"]["max_tokens"] == 1_000_000
+
+
+def test_a_budgeted_call_may_not_name_input_stored_at_its_provider(stack):
+    key, _ = budgeted_key(stack, "e2e-budget-stored", "1")
+    body = json.dumps({"model": "gpt-4o-mini", "input": "and then?",
+                       "previous_response_id": "resp_123"}).encode()
+    status, _, data = request("POST", stack.gateway_url + "/v1/responses", body,
+                              {"authorization": f"Bearer {key}",
+                               "content-type": "application/json"})
+    assert status == 400, data
+    error = json.loads(data)["error"]
+    assert (error["code"], error["param"]) == ("unmetered_option", "previous_response_id"), error
+    b = budget_of(stack, f"key:{stack.key_id('e2e-budget-stored')}")
+    assert b["spent_picos"] == 0, b
+
+
+def test_a_budgeted_body_ending_in_trailers_waits_for_its_lease_and_goes_on_capped(stack):
+    # A new key: its grant is not cached and its budget has no lease, so the body is
+    # checked at the trailers, waits there for the lease, and is replayed re-written.
+    from test_meter import h2_post
+
+    key, _ = budgeted_key(stack, "e2e-budget-trailers", "1")
+    text = "a body that must arrive whole " * 500
+    body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 1_000_000,
+                       "messages": [{"role": "user", "content": text}]}).encode()
+    status, headers, data = h2_post(stack.gateway_port, CHAT,
+                                    {"authorization": f"Bearer {key}",
+                                     "content-type": "application/json"},
+                                    body, {"x-trailer": "1"})
+    assert status == 200, data[:300]
+    seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    assert seen["body"]["messages"][0]["content"] == text
+    assert seen["body"]["max_tokens"] == 16_384
