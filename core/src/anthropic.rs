@@ -9,7 +9,7 @@ use crate::usage::{Usage, from_anthropic_usage};
 use serde_json::{Map, Value, json};
 
 /// Default `max_tokens`, which Anthropic requires and OpenAI clients often omit.
-const DEFAULT_MAX_TOKENS: u64 = 4096;
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 fn text_of(content: &Value) -> String {
     match content {

@@ -8,6 +8,7 @@
 
 use crate::tokens::PromptSample;
 use crate::validation::RequestInfo;
+use serde_json::{Map, Value};
 
 /// The upper bound of a call's tokens, in its two priced halves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +56,37 @@ pub fn output_bound(info: &RequestInfo, max_output_tokens: u64) -> u64 {
         .max_output
         .map_or(max_output_tokens, |asked| asked.min(max_output_tokens));
     per_choice.saturating_mul(info.n.max(1))
+}
+
+/// The request fields that cap a call's output.
+pub const OUTPUT_CAP_FIELDS: [&str; 3] =
+    ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+
+/// Rewrites a request body so its provider is asked for no more output per choice than
+/// `cap`, the cap its hold was computed at: every output cap field above it is lowered to
+/// it, and when none is sent, `absent` (a field and its value, at most `cap`) is added.
+/// Returns whether the body changed. Without this a provider honouring its own, larger
+/// maximum bills past the hold, in an answer the gateway cannot cut.
+pub fn cap_output(body: &mut Map<String, Value>, absent: Option<(&str, u64)>, cap: u64) -> bool {
+    let mut changed = false;
+    let mut sent = false;
+    for field in OUTPUT_CAP_FIELDS {
+        let Some(value) = body.get_mut(field) else {
+            continue;
+        };
+        if let Some(asked) = value.as_u64() {
+            sent = true;
+            if asked > cap {
+                *value = Value::from(cap);
+                changed = true;
+            }
+        }
+    }
+    if !sent && let Some((field, value)) = absent {
+        body.insert(field.to_owned(), Value::from(value.min(cap)));
+        changed = true;
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -124,6 +156,35 @@ mod tests {
     #[test]
     fn embeddings_hold_no_output() {
         assert_eq!(output_bound(&info(Some(10), 1, false), 4_096), 0);
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(o) => o,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn output_caps_above_the_hold_are_lowered_and_a_missing_one_added() {
+        let mut b = obj(serde_json::json!({"max_tokens": 5, "max_completion_tokens": 900}));
+        assert!(cap_output(&mut b, Some(("max_tokens", 100)), 100));
+        assert_eq!(
+            (&b["max_tokens"], &b["max_completion_tokens"]),
+            (&Value::from(5), &Value::from(100))
+        );
+        let mut b = obj(serde_json::json!({"max_tokens": 100}));
+        assert!(!cap_output(
+            &mut b,
+            Some(("max_completion_tokens", 100)),
+            100
+        ));
+        assert!(!b.contains_key("max_completion_tokens"));
+        let mut b = obj(serde_json::json!({"model": "m"}));
+        assert!(cap_output(&mut b, Some(("max_output_tokens", 4_096)), 100));
+        assert_eq!(b["max_output_tokens"], 100);
+        let mut b = obj(serde_json::json!({"model": "m"}));
+        assert!(!cap_output(&mut b, None, 100));
     }
 
     proptest! {

@@ -21,6 +21,10 @@ pub struct Allowances {
     /// Responses `background: true`: the answer is fetched later, outside the gateway, so
     /// its usage is never seen; allowed only where the operator accepts that.
     pub background: bool,
+    /// The call holds budget money, so its prompt must be bounded by its body: input the
+    /// provider fetches from its own storage (an earlier response, a conversation, a
+    /// stored prompt, a file by id or URL) could cost any amount past the hold.
+    pub held: bool,
 }
 
 /// Checks a valid request body for options the gateway cannot meter.
@@ -43,6 +47,9 @@ pub fn check(
                 ),
             ));
         }
+    }
+    if allowed.held {
+        stored_input(endpoint, body)?;
     }
     match endpoint {
         Endpoint::ChatCompletions
@@ -80,6 +87,57 @@ pub fn check(
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Refuses input the provider reads from its own storage, whose size the body does not
+/// bound.
+fn stored_input(endpoint: &Endpoint, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let stored = |param: &str, what: &str| {
+        refuse(
+            param,
+            format!(
+                "{what} is read by the provider from its own storage, so its size is not known                  before the call and cannot be held against this key's budget; send the                  input in the request instead."
+            ),
+        )
+    };
+    if *endpoint == Endpoint::Responses {
+        for (field, what) in [
+            ("previous_response_id", "An earlier response"),
+            ("conversation", "A conversation"),
+            ("prompt", "A stored prompt"),
+        ] {
+            if body.get(field).is_some_and(|v| !v.is_null()) {
+                return Err(stored(field, what));
+            }
+        }
+    }
+    let (list, parts_of) = match endpoint {
+        Endpoint::ChatCompletions => ("messages", "content"),
+        Endpoint::Responses => ("input", "content"),
+        _ => return Ok(()),
+    };
+    let items = body.get(list).and_then(Value::as_array);
+    for (i, item) in items.into_iter().flatten().enumerate() {
+        let parts = item.get(parts_of).and_then(Value::as_array);
+        for (j, part) in parts.into_iter().flatten().enumerate() {
+            // Chat nests the file in `file`; Responses' `input_file` is the part itself.
+            let file = match part.get("type").and_then(Value::as_str) {
+                Some("file") => part.get("file"),
+                Some("input_file") => Some(part),
+                _ => None,
+            };
+            let inline = file
+                .and_then(|f| f.get("file_data"))
+                .is_some_and(Value::is_string);
+            if file.is_some() && !inline {
+                return Err(stored(
+                    &format!("{list}[{i}].{parts_of}[{j}]"),
+                    "A file by id or URL",
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -127,9 +185,58 @@ mod tests {
         let b = body(json!({"background": true, "input": "x"}));
         let e = check(&Endpoint::Responses, &b, Allowances::default()).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("background"));
-        assert!(check(&Endpoint::Responses, &b, Allowances { background: true }).is_ok());
+        assert!(
+            check(
+                &Endpoint::Responses,
+                &b,
+                Allowances {
+                    background: true,
+                    ..Allowances::default()
+                }
+            )
+            .is_ok()
+        );
         let fg = body(json!({"background": false}));
         assert!(check(&Endpoint::Responses, &fg, Allowances::default()).is_ok());
+    }
+
+    #[test]
+    fn a_held_call_may_not_read_stored_input() {
+        let held = Allowances {
+            held: true,
+            ..Allowances::default()
+        };
+        let responses = |v: Value, a| check(&Endpoint::Responses, &body(v), a);
+        for (field, value) in [
+            ("previous_response_id", json!("resp_1")),
+            ("conversation", json!("conv_1")),
+            ("prompt", json!({"id": "pmpt_1"})),
+        ] {
+            let mut b = json!({"input": "hi"});
+            b[field] = value;
+            let e = responses(b.clone(), held).unwrap_err();
+            assert_eq!((e.param.as_deref(), e.code), (Some(field), Some(CODE)));
+            assert!(responses(b, Allowances::default()).is_ok());
+        }
+        let by_id = json!({"input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "x"}, {"type": "input_file", "file_id": "file-1"}]}]});
+        let e = responses(by_id, held).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input[0].content[1]"));
+        let inline = json!({"input": [{"role": "user", "content": [
+            {"type": "input_file", "file_data": "data:application/pdf;base64,AAAA"}]}]});
+        assert!(responses(inline, held).is_ok());
+        let chat_by_id = json!({"messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"file_id": "file-1"}}]}]});
+        let e = check(&Endpoint::ChatCompletions, &body(chat_by_id.clone()), held).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        assert!(
+            check(
+                &Endpoint::ChatCompletions,
+                &body(chat_by_id),
+                Allowances::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

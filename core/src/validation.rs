@@ -17,7 +17,9 @@ pub struct RequestInfo {
     pub stream: bool,
     /// `stream_options.include_usage: true` was asked for.
     pub include_usage: bool,
-    /// `n`, the number of choices asked for (1 when absent).
+    /// The number of choices the provider generates and bills: `n`, or Completions'
+    /// `best_of` when larger (1 when neither is sent), for each prompt of a Completions
+    /// list.
     pub n: u64,
     /// The output cap the client asked for (`max_tokens`, `max_completion_tokens` or
     /// `max_output_tokens`; the largest when several are sent, since the provider honours
@@ -90,7 +92,10 @@ pub fn request(
             number_in(&obj, "frequency_penalty", -2.0, 2.0)?;
             integer_in(&obj, "max_completion_tokens", 1, u32::MAX as u64)?;
         }
-        Endpoint::Completions => prompt(&obj)?,
+        Endpoint::Completions => {
+            prompt(&obj)?;
+            integer_in(&obj, "best_of", 1, 128)?;
+        }
         Endpoint::Embeddings => embedding_input(&obj)?,
         Endpoint::Responses => {
             match obj.get("input") {
@@ -128,7 +133,22 @@ pub fn request(
         }
         Some(_) => return Err(invalid_type("stream_options", "an object")),
     };
-    let n = obj.get("n").and_then(Value::as_u64).unwrap_or(1);
+    // Completions' `best_of` generates that many answers server-side and bills them all,
+    // returning the best `n`; and it answers each prompt of a list with as many.
+    let per_prompt = ["n", "best_of"]
+        .iter()
+        .filter_map(|k| obj.get(*k).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1);
+    let prompts = match (endpoint, obj.get("prompt")) {
+        (Endpoint::Completions, Some(Value::Array(items)))
+            if items.iter().all(|i| i.is_string() || i.is_array()) =>
+        {
+            items.len().max(1) as u64
+        }
+        _ => 1,
+    };
+    let n = per_prompt.saturating_mul(prompts);
     let max_output = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
         .iter()
         .filter_map(|k| obj.get(*k).and_then(Value::as_u64))
@@ -489,6 +509,41 @@ mod tests {
             assert_eq!(e.status, 400, "{body}");
             assert_eq!(e.param.as_deref(), param, "{body}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn best_of_completions_are_all_held() {
+        // `best_of` makes the provider generate (and bill) that many completions and
+        // return the best `n`: each of them is output the call can be charged for.
+        let v = |body: &str| request(&Endpoint::Completions, body.as_bytes(), LIMIT);
+        let r = v(r#"{"model":"m","prompt":"x","max_tokens":10,"best_of":20}"#).expect("valid");
+        assert_eq!(r.info.n, 20);
+        assert_eq!(crate::hold::output_bound(&r.info, 4_096), 200);
+        let r = v(r#"{"model":"m","prompt":"x","n":3,"best_of":2}"#).expect("valid");
+        assert_eq!(r.info.n, 3);
+        for bad in [
+            r#""best_of":0"#,
+            r#""best_of":-1"#,
+            r#""best_of":1.5"#,
+            r#""best_of":"9""#,
+        ] {
+            let e = v(&format!(r#"{{"model":"m","prompt":"x",{bad}}}"#)).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("best_of"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_prompt_of_a_batched_completion_is_held() {
+        // Completions answers each prompt of a list with `n` (or `best_of`) choices.
+        let v = |body: &str| request(&Endpoint::Completions, body.as_bytes(), LIMIT);
+        let r = v(r#"{"model":"m","prompt":["a","b","c"],"max_tokens":10,"n":2}"#).expect("valid");
+        assert_eq!(crate::hold::output_bound(&r.info, 4_096), 60);
+        let r = v(r#"{"model":"m","prompt":[[1,2],[3],[4]],"best_of":4}"#).expect("valid");
+        assert_eq!(r.info.n, 12);
+        let r = v(r#"{"model":"m","prompt":[1,2,3]}"#).expect("valid");
+        assert_eq!(r.info.n, 1);
+        let r = v(r#"{"model":"m","prompt":"abc","n":5}"#).expect("valid");
+        assert_eq!(r.info.n, 5);
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod models;
 #[cfg(test)]
 mod tests;
 
-use crate::budget::{CallBudget, Seen};
+use crate::budget::{self, CallBudget, Seen};
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
@@ -288,7 +288,9 @@ impl<H: Host> Request<H> {
     /// Takes the call from its key's limit, rewrites the request for the provider and
     /// lets it through.
     fn admit(&mut self, mut target: Target, route: Route, caller: Caller) -> Result<(), Refusal> {
-        let plan = admission::plan(&mut target, &route, &self.shared.settings)?;
+        let mut plan = admission::plan(&mut target, &route, &self.shared.settings)?;
+        // A call that holds budget money may have its output cap rewritten into its body.
+        plan.drop_content_length |= !caller.budgets.is_empty();
         // A spent key is refused before its body is buffered; the request itself is taken
         // once the body has passed its checks, so a call refused for anything else costs
         // no request.
@@ -629,6 +631,18 @@ impl<H: Host> HttpContext for Request<H> {
             Phase::AwaitingHeaders | Phase::Authorizing(_) | Phase::Answered => return,
         };
         let now = self.host.now_ms();
+        if admitted.body != BodyStage::Checked {
+            // Ended before its body went on (the client left while it arrived, or while
+            // the call waited for a lease): no provider saw it, so it costs nothing and
+            // leaves no record, as if refused.
+            limits::give_back(&self.host, &admitted.taken, now);
+            budget::settle(&self.host, &mut admitted.budget, 0);
+            log::debug!(
+                "tollgate: request {} ended before its body was sent; not metered",
+                self.request_id
+            );
+            return;
+        }
         let mut record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
         if let Some(used) = limits::used_tokens(&record) {
             limits::settle_tokens(&self.host, &admitted.taken, used, now);

@@ -66,7 +66,8 @@ def test_the_first_call_waits_for_a_lease_and_its_body_reaches_the_provider_whol
     assert status == 200, data
     rid = headers["x-tollgate-request-id"]
     seen = provider_saw(stack, "alpha", rid)
-    assert seen["body_bytes"] == len(body), "the body paused for the lease went on whole"
+    # A budgeted body goes on as the gateway read it, re-written whole.
+    assert seen["body"] == json.loads(body), "the body paused for the lease went on whole"
     assert seen["model"] == "gpt-4o-mini"
     row = stack.usage(rid)
     assert (row["user"], row["team"]) == (None, "e2e-ml"), row
@@ -74,10 +75,12 @@ def test_the_first_call_waits_for_a_lease_and_its_body_reaches_the_provider_whol
     assert b["spent_picos"] == row["cost_picos"] > 0, b
     # A streamed call, rewritten for `include_usage`, waits the same way when its lease
     # runs short: the next call's body still arrives whole.
-    status, headers, data = post(stack, key, chat_body(50, stream=True))
+    streamed = chat_body(50, stream=True)
+    status, headers, data = post(stack, key, streamed)
     assert status == 200, data
     assert b"data: [DONE]" in data
-    assert provider_saw(stack, "alpha", headers["x-tollgate-request-id"])["body_bytes"] > len(body)
+    seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    assert seen["body"] == {**json.loads(streamed), "stream_options": {"include_usage": True}}
 
 
 def test_a_spent_budget_is_openais_billing_429_and_the_client_is_told_not_to_retry(stack):
@@ -175,3 +178,56 @@ def test_a_burst_of_calls_on_a_cold_envoy_leases_one_share_not_the_budget(stack)
     # One share stays leased to the Envoy (two, with a renewal ahead of need); the calls'
     # own leases closed with their records.
     assert b["leased_picos"] <= 2 * b["limit_picos"] // 20, b
+
+def test_a_budgeted_call_asks_its_provider_for_no_more_output_than_it_held(stack):
+    # The hold caps the output at the model's maximum (16,384 in this stack); a provider
+    # told more, or nothing, could bill past the hold in a buffered answer never cut.
+    key, _ = budgeted_key(stack, "e2e-budget-cap", "1")
+    cases = [(chat_body(1_000_000), "max_tokens"),
+             (json.dumps({"model": "gpt-4o-mini",
+                          "messages": [{"role": "user", "content": "hi"}]}).encode(),
+              "max_completion_tokens")]
+    for body, field in cases:
+        status, headers, data = post(stack, key, body)
+        assert status == 200, data
+        seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+        assert seen["body"][field] == 16_384, seen["body"]
+    # A key without a budget is passed through untouched.
+    plain = stack.cli("keys", "create", "--name", "e2e-budget-cap-none", "--quiet").strip()
+    status, headers, data = post(stack, plain, chat_body(1_000_000))
+    assert status == 200, data
+    seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    assert seen["body"]["max_tokens"] == 1_000_000
+
+
+def test_a_budgeted_call_may_not_name_input_stored_at_its_provider(stack):
+    key, _ = budgeted_key(stack, "e2e-budget-stored", "1")
+    body = json.dumps({"model": "gpt-4o-mini", "input": "and then?",
+                       "previous_response_id": "resp_123"}).encode()
+    status, _, data = request("POST", stack.gateway_url + "/v1/responses", body,
+                              {"authorization": f"Bearer {key}",
+                               "content-type": "application/json"})
+    assert status == 400, data
+    error = json.loads(data)["error"]
+    assert (error["code"], error["param"]) == ("unmetered_option", "previous_response_id"), error
+    b = budget_of(stack, f"key:{stack.key_id('e2e-budget-stored')}")
+    assert b["spent_picos"] == 0, b
+
+
+def test_a_budgeted_body_ending_in_trailers_waits_for_its_lease_and_goes_on_capped(stack):
+    # A new key: its grant is not cached and its budget has no lease, so the body is
+    # checked at the trailers, waits there for the lease, and is replayed re-written.
+    from test_meter import h2_post
+
+    key, _ = budgeted_key(stack, "e2e-budget-trailers", "1")
+    text = "a body that must arrive whole " * 500
+    body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 1_000_000,
+                       "messages": [{"role": "user", "content": text}]}).encode()
+    status, headers, data = h2_post(stack.gateway_port, CHAT,
+                                    {"authorization": f"Bearer {key}",
+                                     "content-type": "application/json"},
+                                    body, {"x-trailer": "1"})
+    assert status == 200, data[:300]
+    seen = provider_saw(stack, "alpha", headers["x-tollgate-request-id"])
+    assert seen["body"]["messages"][0]["content"] == text
+    assert seen["body"]["max_tokens"] == 16_384

@@ -235,3 +235,27 @@ def test_a_per_model_limit_applies_to_its_model_only(stack):
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
     status, _, data = request("POST", stack.gateway_url + CHAT, body, {"authorization": f"Bearer {key}"})
     assert status == 200, data
+
+
+def test_a_batched_completion_holds_every_prompts_choices(tmp_path):
+    # The provider answers each of the 3 prompts twice, up to 100 tokens each: 600 output
+    # tokens at most, where one prompt's call holds 100.
+    limit = 1_000_000
+    s = Stack(workdir=tmp_path,
+              providers=[Provider("alpha", {"gpt-3.5-turbo-instruct": (1.5, 2.0, 0, 0)})],
+              limits={"tokens_per_minute": limit})
+    s.start()
+    try:
+        def held(prompt, n):
+            body = {"model": "gpt-3.5-turbo-instruct", "prompt": prompt, "max_tokens": 100,
+                    "n": n, "stream": True}
+            key = s.create_key(f"batch-{len(prompt)}-{n}")
+            status, headers, data = request("POST", s.gateway_url + "/v1/completions", body,
+                                            {"authorization": f"Bearer {key}"})
+            assert status == 200, data
+            return limit - int(headers["x-ratelimit-remaining-tokens"])
+
+        assert 100 <= held("a", 1) < 150
+        assert 600 <= held(["a", "b", "c"], 2) < 650
+    finally:
+        s.stop()

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use tollgate_core::anthropic;
 use tollgate_core::endpoints::Endpoint;
 use tollgate_core::hold::{self, TokenBound};
+use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
 use tollgate_core::tokens::{self, PromptSample};
@@ -65,6 +66,7 @@ pub(super) fn check(
     }
     let allowances = Allowances {
         background: admitted.route.allow_background,
+        held: !admitted.budgets.is_empty(),
     };
     unmetered::check(endpoint, &valid.body, allowances)?;
     let kind = admitted.kind;
@@ -91,11 +93,23 @@ pub(super) fn check(
     };
     let bound = hold::token_bound(&valid.info, &prompt, counted_prompt, max_output_tokens);
 
+    // A call that holds budget money asks its provider for no more than it held, in the
+    // body as this gateway read it: re-written whole, so a key sent twice (read last-wins
+    // here) cannot be read another way upstream.
+    let budgeted = !admitted.budgets.is_empty() && (kind.translates() || admitted.body_rewritable);
+    if budgeted && valid.info.generates {
+        hold::cap_output(
+            &mut valid.body,
+            absent_output_cap(kind, endpoint, max_output_tokens),
+            max_output_tokens,
+        );
+    }
+
     let mut injected_usage = false;
     let rewritten = if kind.translates() {
         Some(anthropic::request(&valid.body, upstream_model)?)
     } else {
-        let mut changed = false;
+        let mut changed = budgeted;
         if upstream_model != target.model {
             valid
                 .body
@@ -137,4 +151,26 @@ pub(super) fn check(
             generates: valid.info.generates,
         },
     })
+}
+
+/// The output cap field a body without one gets, and its value: Anthropic's default (its
+/// `max_tokens` is required), else the model's cap in the field the endpoint and provider
+/// read (OpenAI's chat models read only `max_completion_tokens`).
+fn absent_output_cap(
+    kind: ProviderKind,
+    endpoint: &Endpoint,
+    cap: u64,
+) -> Option<(&'static str, u64)> {
+    if kind.translates() {
+        return Some(("max_tokens", anthropic::DEFAULT_MAX_TOKENS.min(cap)));
+    }
+    let field = match endpoint {
+        Endpoint::ChatCompletions if matches!(kind, ProviderKind::OpenAi | ProviderKind::Xai) => {
+            "max_completion_tokens"
+        }
+        Endpoint::ChatCompletions | Endpoint::Completions => "max_tokens",
+        Endpoint::Responses => "max_output_tokens",
+        Endpoint::Embeddings | Endpoint::ListModels | Endpoint::GetModel(_) => return None,
+    };
+    Some((field, cap))
 }

@@ -692,3 +692,125 @@ fn a_second_call_short_of_money_asks_a_lease_of_its_own() {
     answer_lease(&mut second, host, token, &granted("own", 5_000));
     assert_eq!(held_leases(&second), ["own"]);
 }
+
+/// The body a budgeted call of `kind` sends its provider, the client's carrying `extra`.
+fn sent_upstream(kind: &str, extra: Value) -> Value {
+    let plugin = plugin();
+    let host = &plugin.host;
+    let route = Route {
+        kind: kind.into(),
+        ..priced_route()
+    };
+    cache_budgeted(host, &[monthly("b1")], &route);
+    put_lease(host, "b1", &lease("l1", 1_000_000));
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    // The body may be rewritten only once its length is gone.
+    assert!(
+        host.request_edits()
+            .contains(&("content-length".into(), None))
+    );
+    let action = send_body(&mut req, host, &chat_body("gpt-4o", extra));
+    assert_eq!(action, Action::Continue);
+    serde_json::from_slice(&host.request_body_set().expect("body rewritten")).unwrap()
+}
+
+#[test]
+fn a_budgeted_call_asks_its_provider_for_no_more_output_than_it_held() {
+    // The hold caps the output at the model's 100 tokens; a provider told a larger cap
+    // (or none) may bill past the hold in an answer that is never cut.
+    let sent = sent_upstream("openai", json!({"max_tokens": 1_000_000}));
+    assert_eq!(sent["max_tokens"], 100);
+    let sent = sent_upstream(
+        "openai",
+        json!({"max_tokens": 7, "max_completion_tokens": 4_000}),
+    );
+    assert_eq!(
+        (&sent["max_tokens"], &sent["max_completion_tokens"]),
+        (&json!(7), &json!(100))
+    );
+    let sent = sent_upstream("openai", json!({}));
+    assert_eq!(sent["max_completion_tokens"], 100);
+    let sent = sent_upstream("anthropic", json!({}));
+    assert_eq!(sent["max_tokens"], 100);
+    let sent = sent_upstream("anthropic", json!({"max_completion_tokens": 5_000}));
+    assert_eq!(sent["max_tokens"], 100);
+}
+
+#[test]
+fn a_budgeted_body_goes_upstream_as_the_gateway_read_it() {
+    // A duplicated key is read last-wins here; a provider reading it first-wins would be
+    // asked for 100,000 tokens on a hold of 5. The body it gets has each key once.
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 1_000_000));
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    let body = br#"{"model":"gpt-4o","max_tokens":100000,"messages":[{"role":"user","content":"hi"}],"max_tokens":5}"#;
+    assert_eq!(send_body(&mut req, host, body), Action::Continue);
+    assert_eq!(lease_of(host, "b1").charged, 5 * OUTPUT_PRICE);
+    let sent = host.request_body_set().expect("body rewritten");
+    let text = String::from_utf8(sent).unwrap();
+    assert_eq!(text.matches("max_tokens").count(), 1, "{text}");
+    assert!(text.contains(r#""max_tokens":5"#), "{text}");
+}
+
+#[test]
+fn a_budgeted_call_may_not_reference_input_stored_at_its_provider() {
+    // An earlier response's input is billed again in full, and nothing in the body bounds
+    // it: the hold would be a few bytes' worth.
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 1_000_000));
+    let body = chat_body(
+        "gpt-4o",
+        json!({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-9"}}]}]}),
+    );
+    chat_request(host, "gpt-4o", false);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    assert_eq!(send_body(&mut req, host, &body), Action::Pause);
+    let (status, e) = reply_of(host);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("unmetered_option"))
+    );
+    assert_eq!(lease_of(host, "b1").charged, 0);
+}
+
+#[test]
+fn a_call_abandoned_while_it_waits_for_a_lease_costs_nothing_and_leaves_no_record() {
+    // Its body never reached a provider: nothing may be charged, held or recorded.
+    let plugin = plugin();
+    let host = &plugin.host;
+    let g = KeyGrant {
+        budgets: vec![monthly("b1"), monthly("ml")],
+        requests_per_minute: Some(1),
+        ..grant(KeyStatus::Active, &[])
+    };
+    cache::store(
+        host,
+        &key_hash(),
+        "gpt-4o",
+        &g,
+        Some(&priced_route()),
+        CACHED,
+    );
+    put_lease(host, "b1", &lease("l1", 100_000));
+    let (mut req, action) = budgeted_call(&plugin, false, 5);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(lease_calls(host).len(), 1);
+    // The client goes away before the lease is answered.
+    req.on_log();
+    drop(req);
+    assert_eq!(lease_of(host, "b1").charged, 0);
+    assert!(outbox_records(&plugin).is_empty());
+    // Its request was given back: the key's 1 RPM still admits a call.
+    put_lease(host, "ml", &lease("l2", 100_000));
+    let (_req, action) = budgeted_call(&plugin, false, 5);
+    assert_eq!(action, Action::Continue);
+}
