@@ -118,8 +118,11 @@ pub enum Answer {
         /// End of the budget's window (Unix ms); 0 for a total budget.
         window_end_ms: u64,
     },
-    /// Less than the need is left in the budget's window.
-    Exhausted,
+    /// Less than the need is left in the budget's window: `available` pico-dollars.
+    Exhausted {
+        /// Money neither spent nor leased when the control plane answered.
+        available: u64,
+    },
     /// The budget is gone: the lease is dropped.
     UnknownBudget,
 }
@@ -261,7 +264,7 @@ pub fn apply_answer(
             expires_at_ms,
             window_end_ms,
         } => (lease_id, *total, *expires_at_ms, *window_end_ms),
-        Answer::Exhausted => {
+        Answer::Exhausted { .. } => {
             return match current {
                 Some(c) if marked && c.renewing_until_ms != 0 => {
                     let mut kept = c.clone();
@@ -525,13 +528,23 @@ mod tests {
     fn exhausted_and_unknown_answers() {
         let mut stored = lease("a", 100, 100);
         assert_eq!(
-            apply_answer(Some(&stored), "a", &Answer::Exhausted, 0, true),
+            apply_answer(
+                Some(&stored),
+                "a",
+                &Answer::Exhausted { available: 0 },
+                0,
+                true
+            ),
             Applied::Unchanged
         );
         stored.mark_renewing(0);
-        let Applied::Stored(cleared) =
-            apply_answer(Some(&stored), "a", &Answer::Exhausted, 0, true)
-        else {
+        let Applied::Stored(cleared) = apply_answer(
+            Some(&stored),
+            "a",
+            &Answer::Exhausted { available: 0 },
+            0,
+            true,
+        ) else {
             panic!()
         };
         assert_eq!(cleared.renewing_until_ms, 0);
@@ -552,7 +565,13 @@ mod tests {
             Applied::Apart(_)
         ));
         assert_eq!(
-            apply_answer(Some(&stored), "", &Answer::Exhausted, 0, false),
+            apply_answer(
+                Some(&stored),
+                "",
+                &Answer::Exhausted { available: 0 },
+                0,
+                false
+            ),
             Applied::Unchanged
         );
         let mut live = lease("a", 100, 100);

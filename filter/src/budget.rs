@@ -323,7 +323,9 @@ pub fn answer(host: &impl Host, status: u32, size: usize) -> Option<Answer> {
             expires_at_ms: ms(decoded.expires_at_ms),
             window_end_ms: ms(decoded.window_end_ms),
         }),
-        Outcome::Exhausted => Some(Answer::Exhausted),
+        Outcome::Exhausted => Some(Answer::Exhausted {
+            available: decoded.available_picos,
+        }),
         Outcome::UnknownBudget => Some(Answer::UnknownBudget),
         Outcome::Unspecified => {
             log::warn!("tollgate: LeaseBudget answer without an outcome");
@@ -384,6 +386,38 @@ pub fn claim_renewal(host: &impl Host, budget: &BudgetRef, now_ms: u64) -> Optio
         Some(lease.to_bytes())
     });
     written.ok().and(claimed)
+}
+
+/// How long a worker remembers that the control plane found a budget spent: calls short
+/// of lease money meanwhile are refused without asking again, so a client hammering a
+/// spent budget costs the control plane one lease call per worker a second, not one per
+/// call.
+const SPENT_FOR_MS: u64 = 1_000;
+
+/// Budgets a worker recently found spent, with what was left of each then.
+#[derive(Debug, Default)]
+pub struct Spent {
+    budgets: BTreeMap<String, (u64, u64)>,
+}
+
+impl Spent {
+    /// Notes that `budget_id` had only `available` left at `now_ms`.
+    pub fn note(&mut self, budget_id: &str, available: u64, now_ms: u64) {
+        self.budgets
+            .retain(|_, (at, _)| now_ms.saturating_sub(*at) < SPENT_FOR_MS);
+        if self.budgets.len() < SEEN_KEPT {
+            self.budgets
+                .insert(budget_id.to_owned(), (now_ms, available));
+        }
+    }
+
+    /// Whether a call lacking `missing` of `budget_id`'s money is refused without asking:
+    /// the budget was found spent less than [`SPENT_FOR_MS`] ago with less than that left.
+    pub fn refuses(&self, budget_id: &str, missing: u64, now_ms: u64) -> bool {
+        self.budgets.get(budget_id).is_some_and(|(at, available)| {
+            now_ms.saturating_sub(*at) < SPENT_FOR_MS && missing > *available
+        })
+    }
 }
 
 /// The budgets a worker's calls drew on recently: the root context renews their leases.

@@ -119,6 +119,7 @@ impl<H: Host> Plugin<H> {
                 settings.max_inflight_bytes,
             ))),
             budgets: Rc::default(),
+            spent: Rc::default(),
             unreachable: Rc::default(),
             settings: Rc::new(settings),
         };

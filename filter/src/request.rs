@@ -23,7 +23,7 @@ mod models;
 #[cfg(test)]
 mod tests;
 
-use crate::budget::{self, CallBudget, Seen};
+use crate::budget::{self, CallBudget, Seen, Spent};
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
@@ -64,6 +64,8 @@ pub struct Shared {
     pub inflight: Rc<RefCell<InflightBytes>>,
     /// Budgets the worker's calls drew on, for the root context to renew.
     pub budgets: Rc<RefCell<Seen>>,
+    /// Budgets the control plane recently found spent.
+    pub spent: Rc<RefCell<Spent>>,
     /// Calls that needed a lease while the control plane was unreachable: (admitted
     /// within a lease, refused).
     pub unreachable: Rc<Cell<(u64, u64)>>,

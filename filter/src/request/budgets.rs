@@ -104,6 +104,17 @@ impl<H: Host> Request<H> {
                 period: need.budget.period.clone(),
             });
         }
+        if self
+            .shared
+            .spent
+            .borrow()
+            .refuses(&need.budget.budget_id, missing, now)
+        {
+            return Err(Refusal::InsufficientQuota {
+                subject: need.budget.subject.clone(),
+                period: need.budget.period.clone(),
+            });
+        }
         let marked = budget::claim_ask(&self.host, &need.budget.budget_id, now);
         // Only the marked call tops up the stored lease (by a share); another asks for a
         // lease of its whole hold for itself, so no other call can take the money from it
@@ -193,7 +204,11 @@ impl<H: Host> Request<H> {
         let Some(answer) = answer else {
             return Some(self.unreachable());
         };
-        if answer == Answer::Exhausted {
+        if let Answer::Exhausted { available } = answer {
+            self.shared
+                .spent
+                .borrow_mut()
+                .note(&need.budget.budget_id, available, now);
             return Some(Err(Refusal::InsufficientQuota {
                 subject: need.budget.subject,
                 period: need.budget.period,

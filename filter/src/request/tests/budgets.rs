@@ -220,6 +220,45 @@ fn an_exhausted_budget_is_openais_billing_429_naming_subject_and_period() {
     );
 }
 
+/// A client hammering a spent budget must not cost the control plane a lease call (a
+/// database transaction and a log line) per call: for a second after the control plane
+/// found the budget spent, calls that lack more than it had left are refused at once.
+#[test]
+fn a_spent_budget_is_remembered_for_a_second_without_asking_again() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1")], &priced_route());
+    let (mut req, action) = budgeted_call(&plugin, false, 5);
+    assert_eq!(action, Action::Pause);
+    let (token, _) = lease_calls(host).remove(0);
+    let exhausted = LeaseAnswer {
+        outcome: Outcome::Exhausted.into(),
+        available_picos: 1_000,
+        ..LeaseAnswer::default()
+    };
+    answer_lease(&mut req, host, token, &exhausted.encode_to_vec());
+    assert_eq!(reply_of(host).0, 429);
+
+    for _ in 0..5 {
+        let (_req, action) = budgeted_call(&plugin, false, 5);
+        assert_eq!(action, Action::Pause, "refused");
+    }
+    assert_eq!(lease_calls(host).len(), 1, "no second lease call");
+    assert!(host.replies().iter().all(|r| r.status == 429));
+
+    // A call that fits in what was left still asks; so does any call a second later.
+    let (_req, action) = budgeted_call(&plugin, false, 1);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(
+        lease_calls(host).len(),
+        2,
+        "1,000 picos were left: it may fit"
+    );
+    host.set_now(host.now_ms() + 1_000);
+    let (_req, _) = budgeted_call(&plugin, false, 5);
+    assert_eq!(lease_calls(host).len(), 3);
+}
+
 #[test]
 fn a_call_refused_for_its_budget_gives_its_request_back() {
     let plugin = plugin();
