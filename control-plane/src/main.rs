@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use std::io::IsTerminal;
-use tollgate_control_plane::cli::Cli;
+use tollgate_control_plane::cli::{Cli, CliError};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,6 +14,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    Cli::parse().run(&mut std::io::stdout()).await?;
-    Ok(())
+    match Cli::parse().run(&mut std::io::stdout()).await {
+        // The reader went away (`tollgate keys list | head`): what it wanted was written.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
+    }
 }
