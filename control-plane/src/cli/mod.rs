@@ -334,7 +334,8 @@ pub struct ListUsageArgs {
     #[arg(long)]
     pub request_id: Option<String>,
     /// How many records at most.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub limit: i64,
     /// Print JSON lines instead of a table.
     #[arg(long)]

@@ -45,6 +45,18 @@ fn table_line(r: &UsageRow) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_limit_below_one_is_refused_by_name() {
+        use clap::Parser;
+        for bad in ["-1", "0"] {
+            let e =
+                super::super::Cli::try_parse_from(["tollgate", "usage", "list", "--limit", bad])
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains("--limit") && e.contains(bad), "{e}");
+        }
+    }
+
     fn row(id: &str, finished_at_ms: i64) -> UsageRow {
         UsageRow {
             request_id: id.into(),
