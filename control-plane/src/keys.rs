@@ -107,8 +107,8 @@ pub async fn create(
     Ok(IssuedKey { row, secret })
 }
 
-/// Changes the key with this id: `update`, then each per-model limit (both `None` in
-/// one removes it). Models must be served.
+/// Changes the key with this id: `update` and each per-model limit (both `None` in one
+/// removes it), all or nothing. Models must be served.
 pub async fn update(
     store: &Store,
     catalog: &Catalog,
@@ -124,11 +124,11 @@ pub async fn update(
     if let Some(Some(team)) = &update.team {
         update.team = Some(Some(owner_name("team", team)?));
     }
-    if !store.update_key(id, &update).await? {
+    if !store
+        .update_key_and_model_limits(id, &update, model_limits)
+        .await?
+    {
         return Err(KeyError::NoSuchKey(id.to_owned()));
-    }
-    for (model, limits) in model_limits {
-        store.set_key_model_limit(id, model, *limits).await?;
     }
     Ok(())
 }

@@ -150,10 +150,30 @@ impl Store {
 
     /// Applies `update` to the key with this id; `false` if there is none.
     pub async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<bool, StoreError> {
+        self.update_key_and_model_limits(id, update, &[]).await
+    }
+
+    /// Applies `update` and each per-model limit (both `None` removes it) to the key with
+    /// this id, all or nothing; `false` if there is no such key.
+    pub async fn update_key_and_model_limits(
+        &self,
+        id: &str,
+        update: &KeyUpdate,
+        model_limits: &[(String, Limits)],
+    ) -> Result<bool, StoreError> {
         let tpm = update
             .tokens_per_minute
             .map(|t| t.map(|n| to_i64("tokens_per_minute", n)).transpose())
             .transpose()?;
+        let mut tx = self.pool.begin().await?;
+        let found = sqlx::query("SELECT id FROM virtual_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !found {
+            return Ok(false);
+        }
         let mut sets = Vec::new();
         if update.requests_per_minute.is_some() {
             sets.push("requests_per_minute");
@@ -167,32 +187,55 @@ impl Store {
         if update.team.is_some() {
             sets.push("team");
         }
-        if sets.is_empty() {
-            return self.key_exists(id).await;
+        if !sets.is_empty() {
+            let assignments: Vec<String> = sets
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} = ${}", i + 2))
+                .collect();
+            let sql = format!(
+                "UPDATE virtual_keys SET {} WHERE id = $1",
+                assignments.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(id);
+            if let Some(rpm) = update.requests_per_minute {
+                query = query.bind(rpm.map(i64::from));
+            }
+            if let Some(tpm) = tpm {
+                query = query.bind(tpm);
+            }
+            if let Some(user) = &update.user {
+                query = query.bind(user.clone());
+            }
+            if let Some(team) = &update.team {
+                query = query.bind(team.clone());
+            }
+            query.execute(&mut *tx).await?;
         }
-        let assignments: Vec<String> = sets
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c} = ${}", i + 2))
-            .collect();
-        let sql = format!(
-            "UPDATE virtual_keys SET {} WHERE id = $1",
-            assignments.join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(id);
-        if let Some(rpm) = update.requests_per_minute {
-            query = query.bind(rpm.map(i64::from));
+        for (model, limits) in model_limits {
+            if limits.is_empty() {
+                sqlx::query("DELETE FROM key_model_limits WHERE key_id = $1 AND model = $2")
+                    .bind(id)
+                    .bind(model)
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO key_model_limits (key_id, model, requests_per_minute, tokens_per_minute) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (key_id, model) DO UPDATE SET \
+                 requests_per_minute = excluded.requests_per_minute, \
+                 tokens_per_minute = excluded.tokens_per_minute",
+            )
+            .bind(id)
+            .bind(model)
+            .bind(limits.requests_per_minute.map(i64::from))
+            .bind(limits.tpm_i64()?)
+            .execute(&mut *tx)
+            .await?;
         }
-        if let Some(tpm) = tpm {
-            query = query.bind(tpm);
-        }
-        if let Some(user) = &update.user {
-            query = query.bind(user.clone());
-        }
-        if let Some(team) = &update.team {
-            query = query.bind(team.clone());
-        }
-        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Sets a key's limits for one model; both `None` removes them.
@@ -202,27 +245,13 @@ impl Store {
         model: &str,
         limits: Limits,
     ) -> Result<(), StoreError> {
-        if limits.is_empty() {
-            sqlx::query("DELETE FROM key_model_limits WHERE key_id = $1 AND model = $2")
-                .bind(key_id)
-                .bind(model)
-                .execute(&self.pool)
-                .await?;
-            return Ok(());
-        }
-        sqlx::query(
-            "INSERT INTO key_model_limits (key_id, model, requests_per_minute, tokens_per_minute) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (key_id, model) DO UPDATE SET \
-             requests_per_minute = excluded.requests_per_minute, \
-             tokens_per_minute = excluded.tokens_per_minute",
+        self.update_key_and_model_limits(
+            key_id,
+            &KeyUpdate::default(),
+            &[(model.to_owned(), limits)],
         )
-        .bind(key_id)
-        .bind(model)
-        .bind(limits.requests_per_minute.map(i64::from))
-        .bind(limits.tpm_i64()?)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await
+        .map(|_| ())
     }
 
     /// Whether a key with this id exists, revoked or not.
@@ -268,5 +297,68 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyRow;
+
+    #[tokio::test]
+    async fn a_key_update_that_fails_part_way_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let row = KeyRow {
+            id: "key_a".into(),
+            name: "a".into(),
+            key_hash: "00".into(),
+            key_prefix: "tg-".into(),
+            models: Vec::new(),
+            created_at_ms: 0,
+            revoked_at_ms: None,
+            requests_per_minute: Some(1),
+            tokens_per_minute: None,
+            user: None,
+            team: None,
+        };
+        store.insert_key(&row).await.unwrap();
+        let update = KeyUpdate {
+            requests_per_minute: Some(Some(5)),
+            ..KeyUpdate::default()
+        };
+        let fine = Limits {
+            requests_per_minute: Some(2),
+            tokens_per_minute: None,
+        };
+        // A token limit the database cannot hold fails the last statement.
+        let too_large = Limits {
+            requests_per_minute: None,
+            tokens_per_minute: Some(u64::MAX),
+        };
+        let models = [("m1".to_owned(), fine), ("m2".to_owned(), too_large)];
+        assert!(
+            store
+                .update_key_and_model_limits("key_a", &update, &models)
+                .await
+                .is_err()
+        );
+        let keys = store.list_keys().await.unwrap();
+        assert_eq!(keys[0].requests_per_minute, Some(1), "the key is unchanged");
+        let (model_limits, _) = store.model_limits_and_budgets("key_a", &[]).await.unwrap();
+        assert!(model_limits.is_empty(), "{model_limits:?}");
+
+        assert!(
+            store
+                .update_key_and_model_limits("key_a", &update, &models[..1])
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.list_keys().await.unwrap()[0].requests_per_minute,
+            Some(5)
+        );
     }
 }
