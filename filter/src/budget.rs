@@ -429,8 +429,12 @@ pub struct Seen {
 impl Seen {
     /// Notes that a call drew on `budget` at `now_ms`.
     pub fn note(&mut self, budget: &BudgetRef, now_ms: u64) {
-        if let Some(entry) = self.budgets.get_mut(&budget.budget_id) {
-            *entry = (budget.clone(), now_ms);
+        if let Some((kept, at)) = self.budgets.get_mut(&budget.budget_id) {
+            // Called for every budgeted call: copy the budget only when it changed.
+            if kept != budget {
+                kept.clone_from(budget);
+            }
+            *at = now_ms;
         } else if self.budgets.len() < SEEN_KEPT {
             self.budgets
                 .insert(budget.budget_id.clone(), (budget.clone(), now_ms));
