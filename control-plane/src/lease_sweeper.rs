@@ -67,15 +67,21 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::store::{LeaseAsk, LeaseOutcome};
 
-    #[tokio::test]
-    async fn a_lease_is_reclaimed_only_after_its_ttl_and_grace() {
+    /// A store whose one budget of 500 picos is leased whole at t = 1,000,000 ms, under
+    /// the default settings, with the clock that leased it and the lease's id.
+    async fn leased() -> (
+        tempfile::TempDir,
+        Store,
+        BudgetSettings,
+        ManualClock,
+        String,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
             .await
             .unwrap();
         let settings = BudgetSettings::default();
         let time = ManualClock::at(1_000_000);
-        let clock = time.clock();
         let budget = store
             .set_budget("key:k", Period::Total, 500, 0)
             .await
@@ -87,12 +93,19 @@ mod tests {
             lease_id: None,
             want_picos: 500,
             need_picos: 500,
-            now_ms: clock.now_ms(),
+            now_ms: time.clock().now_ms(),
             ttl_ms: settings.lease_ttl_ms,
         };
         let LeaseOutcome::Granted(lease) = store.lease(ask).await.unwrap() else {
             panic!("granted");
         };
+        (dir, store, settings, time, lease.lease_id)
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_reclaimed_only_after_its_ttl_and_grace() {
+        let (_dir, store, settings, time, lease_id) = leased().await;
+        let clock = time.clock();
         // Expired, but within the grace: calls in flight may still report.
         time.advance_ms(settings.lease_ttl_ms + settings.reclaim_grace_ms);
         assert!(
@@ -106,7 +119,7 @@ mod tests {
         assert_eq!(swept.len(), 1);
         assert_eq!(
             (swept[0].lease_id.as_str(), swept[0].returned_picos),
-            (lease.lease_id.as_str(), 500)
+            (lease_id.as_str(), 500)
         );
         assert!(
             sweep_once(&store, &settings, &clock, 0)
@@ -124,28 +137,8 @@ mod tests {
         // may have finished while no control plane was up, their records queued in the
         // Envoys' outboxes and sent only now. Returning the lease's money before they
         // arrive would let it be leased again and then spent twice.
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
-            .await
-            .unwrap();
-        let settings = BudgetSettings::default();
-        let time = ManualClock::at(1_000_000);
+        let (_dir, store, settings, time, _) = leased().await;
         let clock = time.clock();
-        let budget = store
-            .set_budget("key:k", Period::Total, 500, 0)
-            .await
-            .unwrap()
-            .budget;
-        let ask = LeaseAsk {
-            budget_id: &budget.id,
-            holder: "h",
-            lease_id: None,
-            want_picos: 500,
-            need_picos: 500,
-            now_ms: clock.now_ms(),
-            ttl_ms: settings.lease_ttl_ms,
-        };
-        store.lease(ask).await.unwrap();
         // The control plane was down for an hour, then starts.
         time.advance_ms(3_600_000);
         let started_ms = clock.now_ms();
