@@ -20,8 +20,8 @@ use tollgate_core::usage::Usage;
 use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
     AuthorizeRequest, AuthorizeResponse, BudgetRef, Estimate, KeyGrant, KeyStatus, LeaseAnswer,
-    LeaseRequest, ModelPrice, RateLimit, Route, ServedModel, TextSample, UsageAck, UsageBatch,
-    UsageRecord, lease_answer,
+    LeaseRequest, ModelPrice, RateLimit, Route, ServedModel, ShareAnswer, ShareRequest, TextSample,
+    UsageAck, UsageBatch, UsageRecord, lease_answer,
 };
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
@@ -439,6 +439,15 @@ impl Gateway for GatewayService {
             .saturating_sub(stored);
         tracing::debug!(stored, duplicates, "usage batch");
         Ok(Response::new(UsageAck { stored, duplicates }))
+    }
+
+    async fn lease_share(
+        &self,
+        _request: Request<ShareRequest>,
+    ) -> Result<Response<ShareAnswer>, Status> {
+        Err(Status::unimplemented(
+            "LeaseShare lands with rate limits shared across Envoys",
+        ))
     }
 
     async fn lease_budget(
