@@ -1,4 +1,5 @@
-//! The gRPC API the Envoy filter calls: key lookups and usage reports.
+//! The gRPC API the Envoy filter calls: key lookups, usage reports, and leases of budget
+//! money and of rate-limit shares.
 //!
 //! Only the filter may call it: every call must carry the token both share, checked before
 //! its message is read. A key lookup never waits behind usage reports: reports hold at
@@ -8,7 +9,8 @@ use crate::budgets::{Subject, subjects_of};
 use crate::catalog::{Catalog, LiveCatalog};
 use crate::clock::Clock;
 use crate::config::{BudgetSettings, GatewaySettings, LimitSettings};
-use crate::store::{KeyGrantRow, LeaseAsk, LeaseOutcome, Store, UsageRow};
+use crate::shares::{self, Grant, ShareAsk, ShareSubject};
+use crate::store::{KeyGrantRow, LeaseAsk, LeaseOutcome, Limits, PoolAsk, Store, UsageRow};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::Semaphore;
@@ -21,7 +23,7 @@ use tollgate_proto::v1::gateway_server::{Gateway, GatewayServer};
 use tollgate_proto::v1::{
     AuthorizeRequest, AuthorizeResponse, BudgetRef, Estimate, KeyGrant, KeyStatus, LeaseAnswer,
     LeaseRequest, ModelPrice, RateLimit, Route, ServedModel, ShareAnswer, ShareRequest, TextSample,
-    UsageAck, UsageBatch, UsageRecord, lease_answer,
+    UsageAck, UsageBatch, UsageRecord, lease_answer, share_answer,
 };
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::{Request, Response, Status};
@@ -45,6 +47,9 @@ const MAX_COUNTED_BYTES: usize = 64 * 1024;
 
 /// Longest budget id, holder id or lease id accepted in a lease request, in bytes.
 const MAX_ID_BYTES: usize = 128;
+
+/// Longest subject accepted in a share request, in bytes: a key id and a model name.
+const MAX_SUBJECT_BYTES: usize = 512;
 
 /// The service, with the state it reads.
 pub struct GatewayService {
@@ -283,6 +288,28 @@ fn lease_request_problem(req: &LeaseRequest) -> Option<&'static str> {
     }
 }
 
+/// A share request's subject and measure, or why it is malformed (naming the field).
+fn share_request_target(
+    req: &ShareRequest,
+) -> Result<(ShareSubject, tollgate_core::limits::Measure), &'static str> {
+    let subject = Some(req.subject.as_str())
+        .filter(|s| s.len() <= MAX_SUBJECT_BYTES)
+        .and_then(ShareSubject::parse)
+        .ok_or(
+            "subject must be key:<key id>, user:<name> or key_model:<key id>:<model>, \
+             at most 512 bytes",
+        )?;
+    let measure = shares::measure_named(&req.measure)
+        .ok_or("measure must be `requests` or `tokens`")?;
+    if req.holder.is_empty() || req.holder.len() > MAX_ID_BYTES {
+        return Err("holder must be 1 to 128 bytes");
+    }
+    if req.need > req.want {
+        return Err("need must not exceed want");
+    }
+    Ok((subject, measure))
+}
+
 impl GatewayService {
     /// The grant of an active key: its own limits, its user's, its per-model ones (each
     /// resolved against the config's defaults) and every budget that applies to it.
@@ -298,18 +325,13 @@ impl GatewayService {
             .map_err(internal)?;
         let mut rate_limits = Vec::new();
         if !user.is_empty() {
-            let rpm = self
-                .limits
-                .user_requests_per_minute(row.user_limits.requests_per_minute);
-            let tpm = self
-                .limits
-                .user_tokens_per_minute(row.user_limits.tokens_per_minute);
-            if rpm.is_some() || tpm.is_some() {
+            let limits = self.limits.user_limits(row.user_limits);
+            if !limits.is_empty() {
                 rate_limits.push(RateLimit {
                     subject: Subject::User(user.clone()).to_string(),
                     model: String::new(),
-                    requests_per_minute: rpm,
-                    tokens_per_minute: tpm,
+                    requests_per_minute: limits.requests_per_minute,
+                    tokens_per_minute: limits.tokens_per_minute,
                 });
             }
         }
@@ -319,10 +341,14 @@ impl GatewayService {
             requests_per_minute: m.limits.requests_per_minute,
             tokens_per_minute: m.limits.tokens_per_minute,
         }));
+        let own = self.limits.key_limits(Limits {
+            requests_per_minute: k.requests_per_minute,
+            tokens_per_minute: k.tokens_per_minute,
+        });
         Ok(KeyGrant {
             status: KeyStatus::Active as i32,
-            requests_per_minute: self.limits.requests_per_minute(k.requests_per_minute),
-            tokens_per_minute: self.limits.tokens_per_minute(k.tokens_per_minute),
+            requests_per_minute: own.requests_per_minute,
+            tokens_per_minute: own.tokens_per_minute,
             key_id: k.id,
             allowed_models: k.models,
             user,
@@ -338,6 +364,40 @@ impl GatewayService {
                 })
                 .collect(),
         })
+    }
+
+    /// The limit per minute `subject` has for `measure` now, resolved as
+    /// [`Self::active_grant`] resolves it for the key's grant (defaults included);
+    /// `None`: unlimited, or a key that does not exist (its calls are refused anyway).
+    async fn share_limit(
+        &self,
+        subject: &ShareSubject,
+        measure: tollgate_core::limits::Measure,
+    ) -> Result<Option<u64>, Status> {
+        let limits = match subject {
+            ShareSubject::Key(id) => match self.store.key_by_id(id).await.map_err(internal)? {
+                None => return Ok(None),
+                Some(k) => self.limits.key_limits(Limits {
+                    requests_per_minute: k.requests_per_minute,
+                    tokens_per_minute: k.tokens_per_minute,
+                }),
+            },
+            ShareSubject::User(name) => self
+                .limits
+                .user_limits(self.store.user_limits(name).await.map_err(internal)?),
+            ShareSubject::KeyModel { key_id, model } => {
+                let (models, _) = self
+                    .store
+                    .model_limits_and_budgets(key_id, &[])
+                    .await
+                    .map_err(internal)?;
+                match models.into_iter().find(|m| &m.model == model) {
+                    None => return Ok(None),
+                    Some(m) => m.limits,
+                }
+            }
+        };
+        Ok(shares::per_minute(measure, limits))
     }
 }
 
@@ -443,11 +503,55 @@ impl Gateway for GatewayService {
 
     async fn lease_share(
         &self,
-        _request: Request<ShareRequest>,
+        request: Request<ShareRequest>,
     ) -> Result<Response<ShareAnswer>, Status> {
-        Err(Status::unimplemented(
-            "LeaseShare lands with rate limits shared across Envoys",
-        ))
+        let req = request.into_inner();
+        let (subject, measure) = share_request_target(&req).map_err(Status::invalid_argument)?;
+        let Some(limit) = self.share_limit(&subject, measure).await? else {
+            tracing::debug!(subject = %req.subject, measure = %req.measure, holder = %req.holder, "share asked of a subject without that limit: unlimited");
+            return Ok(Response::new(ShareAnswer {
+                outcome: share_answer::Outcome::Unlimited as i32,
+                ..ShareAnswer::default()
+            }));
+        };
+        let ask = PoolAsk {
+            subject: &req.subject,
+            measure,
+            holder: &req.holder,
+            limit,
+            ask: ShareAsk {
+                want: req.want,
+                need: req.need,
+                release: req.release,
+            },
+            now_ms: self.clock.now_ms(),
+            ttl_ms: self.limits.share_ttl_ms,
+        };
+        let lease = self.store.lease_share(ask).await.map_err(internal)?;
+        let (outcome, granted) = match lease.grant {
+            Grant::Granted(granted) => {
+                tracing::debug!(subject = %req.subject, measure = %req.measure, holder = %req.holder, lease_id = %lease.lease_id, granted, released = lease.released, share = lease.share, available = lease.available, "share granted");
+                (share_answer::Outcome::Granted, granted)
+            }
+            Grant::Exhausted => {
+                // A renewal or release (need 0) refuses no call: only a call's ask is news.
+                if req.need == 0 {
+                    tracing::debug!(subject = %req.subject, measure = %req.measure, holder = %req.holder, limit, available = lease.available, "share renewal found the limit fully assigned");
+                } else {
+                    tracing::info!(subject = %req.subject, measure = %req.measure, holder = %req.holder, need = req.need, limit, available = lease.available, "rate limit exhausted across Envoys: a call is refused");
+                }
+                (share_answer::Outcome::Exhausted, 0)
+            }
+        };
+        Ok(Response::new(ShareAnswer {
+            outcome: outcome as i32,
+            lease_id: lease.lease_id,
+            granted,
+            share: lease.share,
+            expires_at_ms: lease.expires_at_ms,
+            limit,
+            available: lease.available,
+        }))
     }
 
     async fn lease_budget(

@@ -1,10 +1,12 @@
 //! The reclaim sweeper: every replica, every `[budgets] sweep_interval_ms`, closes budget
-//! leases that expired more than `reclaim_grace_ms` ago and returns their unused money.
+//! leases that expired more than `reclaim_grace_ms` ago and returns their unused money,
+//! and gives back the shares of rate-limit leases whose calls have left every window.
 //! Replicas race safely: the store closes each lease for exactly one of them.
 
 use crate::clock::Clock;
-use crate::config::BudgetSettings;
-use crate::store::{Reclaimed, Store, StoreError};
+use crate::config::{BudgetSettings, LimitSettings};
+use crate::shares::reclaim_cutoff_ms;
+use crate::store::{Reclaimed, ReclaimedShare, Store, StoreError};
 use std::future::Future;
 use tokio::time::MissedTickBehavior;
 
@@ -36,10 +38,35 @@ pub async fn sweep_once(
     Ok(reclaimed)
 }
 
+/// Deletes the share leases that expired more than a window (61 s) and
+/// `share_clock_skew_ms` ago, once, and gives their shares back; logs and returns them.
+/// Unlike budget money this needs no wait after a start: what a lease admitted lives in
+/// its Envoy's windows, which empty on their own clock whether a control plane runs or not.
+pub async fn sweep_shares_once(
+    store: &Store,
+    limits: &LimitSettings,
+    clock: &Clock,
+) -> Result<Vec<ReclaimedShare>, StoreError> {
+    let cutoff = reclaim_cutoff_ms(clock.now_ms(), limits.share_clock_skew_ms);
+    let reclaimed = store.reclaim_expired_shares(cutoff).await?;
+    for r in &reclaimed {
+        tracing::info!(
+            lease_id = %r.lease_id,
+            subject = %r.subject,
+            measure = %r.measure,
+            holder = %r.holder,
+            returned = r.returned,
+            "expired share lease closed; its share of the limit is available again"
+        );
+    }
+    Ok(reclaimed)
+}
+
 /// Sweeps every `settings.sweep_interval` until `stopped` completes.
 pub async fn run(
     store: Store,
     settings: BudgetSettings,
+    limits: LimitSettings,
     clock: Clock,
     stopped: impl Future<Output = ()>,
 ) {
@@ -54,6 +81,9 @@ pub async fn run(
             _ = ticks.tick() => {
                 if let Err(e) = sweep_once(&store, &settings, &clock, started_ms).await {
                     tracing::warn!("budget lease sweep failed (retried next interval): {e}");
+                }
+                if let Err(e) = sweep_shares_once(&store, &limits, &clock).await {
+                    tracing::warn!("share lease sweep failed (retried next interval): {e}");
                 }
             }
         }
@@ -172,6 +202,7 @@ mod tests {
         let task = tokio::spawn(run(
             store,
             BudgetSettings::default(),
+            LimitSettings::default(),
             Clock::system(),
             async move {
                 let _ = stopped.await;

@@ -16,4 +16,5 @@ pub mod keys;
 pub mod lease_sweeper;
 pub mod reload;
 pub mod server;
+pub mod shares;
 pub mod store;

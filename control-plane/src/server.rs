@@ -191,6 +191,8 @@ pub async fn serve(
         lease_ttl_ms = config.budgets.lease_ttl_ms,
         reclaim_grace_ms = config.budgets.reclaim_grace_ms,
         sweep_interval_ms = u64::try_from(config.budgets.sweep_interval.as_millis()).unwrap_or(u64::MAX),
+        share_ttl_ms = config.limits.share_ttl_ms,
+        share_clock_skew_ms = config.limits.share_clock_skew_ms,
         "tollgate control plane serving"
     );
     let reloader = Reloader::new(source, config, catalog.clone(), clock.clone());
@@ -214,6 +216,7 @@ pub async fn serve(
     let sweeper = lease_sweeper::run(
         store.clone(),
         gateway_settings.budgets,
+        gateway_settings.limits,
         clock,
         until_stopped(stopped.clone()),
     );

@@ -5,9 +5,11 @@
 
 mod budgets;
 mod limits;
+mod shares;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
+pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
@@ -259,6 +261,19 @@ impl Store {
              FROM virtual_keys WHERE key_hash = $1",
         )
         .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_row).transpose()
+    }
+
+    /// The key with this id, revoked or not.
+    pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
+             requests_per_minute, tokens_per_minute, user_name, team \
+             FROM virtual_keys WHERE id = $1",
+        )
+        .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(key_row).transpose()

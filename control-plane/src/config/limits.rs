@@ -1,9 +1,11 @@
 //! `[limits]`: the defaults of every key's and user's limits (a key's or user's own value
-//! overrides them), the default output cap of models, and the failed-authentication brake
-//! per client address, rendered into the filter's settings.
+//! overrides them), the default output cap of models, the failed-authentication brake
+//! per client address, rendered into the filter's settings, and how long the shares of
+//! limits leased to Envoys live.
 
 use super::raw::LimitsFile;
 use super::{ConfigError, field_error};
+use crate::store::Limits;
 
 /// Output cap of a model that sets none and of `[limits]` when it sets none.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
@@ -11,6 +13,22 @@ pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 16_384;
 /// Default of [`LimitSettings::failed_auths_per_minute_per_ip`]: enough for a person
 /// fumbling a key, far too few to guess one.
 pub const DEFAULT_FAILED_AUTHS_PER_MINUTE_PER_IP: u32 = 30;
+
+/// Default of [`LimitSettings::share_ttl_ms`]: a busy Envoy renews about every 20 s (its
+/// filter renews in a lease's last 10 s), and a killed one pins its share for at most
+/// this, a minute and the skew.
+pub const DEFAULT_SHARE_TTL_MS: i64 = 30_000;
+
+/// Default of [`LimitSettings::share_clock_skew_ms`]: far more than NTP-synced hosts
+/// drift apart, little next to the minute a reclaim waits anyway.
+pub const DEFAULT_SHARE_CLOCK_SKEW_MS: i64 = 5_000;
+
+/// Longest share lease: ten minutes. A killed Envoy pins its share that long, and a small
+/// limit split across Envoys must not lose a part for longer.
+const MAX_SHARE_TTL_MS: i64 = 600_000;
+
+/// Largest clock skew margin: five minutes. Clocks further apart are broken, not skewed.
+const MAX_SHARE_CLOCK_SKEW_MS: i64 = 300_000;
 
 /// The validated `[limits]` section; applied only when the process starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +46,12 @@ pub struct LimitSettings {
     /// Calls with a missing, unknown or revoked key one client address may make in any
     /// minute before every call from it is refused (the filter's setting of that name).
     pub failed_auths_per_minute_per_ip: u32,
+    /// How long from a `LeaseShare` answer an Envoy may admit calls against its share of
+    /// a limit, in ms.
+    pub share_ttl_ms: i64,
+    /// How far an Envoy's clock may be behind the control plane's, in ms: an expired
+    /// share goes back to its pool a minute and this long after its expiry.
+    pub share_clock_skew_ms: i64,
 }
 
 impl Default for LimitSettings {
@@ -39,6 +63,8 @@ impl Default for LimitSettings {
             user_tokens_per_minute: None,
             max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
             failed_auths_per_minute_per_ip: DEFAULT_FAILED_AUTHS_PER_MINUTE_PER_IP,
+            share_ttl_ms: DEFAULT_SHARE_TTL_MS,
+            share_clock_skew_ms: DEFAULT_SHARE_CLOCK_SKEW_MS,
         }
     }
 }
@@ -62,6 +88,22 @@ impl LimitSettings {
     /// The tokens per minute of a user whose own limit is `own` (`None`: not set).
     pub fn user_tokens_per_minute(&self, own: Option<u64>) -> Option<u64> {
         own.or(self.user_tokens_per_minute)
+    }
+
+    /// A key's limits, its own (`own`) or else the defaults.
+    pub fn key_limits(&self, own: Limits) -> Limits {
+        Limits {
+            requests_per_minute: self.requests_per_minute(own.requests_per_minute),
+            tokens_per_minute: self.tokens_per_minute(own.tokens_per_minute),
+        }
+    }
+
+    /// A user's limits, their own (`own`) or else the defaults.
+    pub fn user_limits(&self, own: Limits) -> Limits {
+        Limits {
+            requests_per_minute: self.user_requests_per_minute(own.requests_per_minute),
+            tokens_per_minute: self.user_tokens_per_minute(own.tokens_per_minute),
+        }
     }
 }
 
@@ -103,6 +145,23 @@ pub(super) fn max_output_tokens(field: &str, value: i64) -> Result<u64, ConfigEr
     })
 }
 
+/// A duration in ms from the file at `field`: `default` when absent, else within `range`.
+fn millis(
+    field: &str,
+    value: Option<i64>,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if range.contains(&n) => Ok(n),
+        Some(_) => Err(field_error(
+            field,
+            format!("must be from {} to {} (ms)", range.start(), range.end()),
+        )),
+    }
+}
+
 /// Validates `[limits]`.
 pub(super) fn validate(file: LimitsFile) -> Result<LimitSettings, ConfigError> {
     Ok(LimitSettings {
@@ -127,6 +186,18 @@ pub(super) fn validate(file: LimitsFile) -> Result<LimitSettings, ConfigError> {
                 )
             })?,
         },
+        share_ttl_ms: millis(
+            "limits.share_ttl_ms",
+            file.share_ttl_ms,
+            DEFAULT_SHARE_TTL_MS,
+            1_000..=MAX_SHARE_TTL_MS,
+        )?,
+        share_clock_skew_ms: millis(
+            "limits.share_clock_skew_ms",
+            file.share_clock_skew_ms,
+            DEFAULT_SHARE_CLOCK_SKEW_MS,
+            0..=MAX_SHARE_CLOCK_SKEW_MS,
+        )?,
     })
 }
 
@@ -154,6 +225,31 @@ mod tests {
         for bad in [0, -1, i64::from(u32::MAX) + 1] {
             let e = brake(Some(bad)).unwrap_err().to_string();
             assert!(e.contains("limits.failed_auths_per_minute_per_ip"), "{e}");
+        }
+    }
+
+    #[test]
+    fn share_durations_default_and_are_checked_by_name() {
+        let shares = |ttl, skew| {
+            validate(LimitsFile {
+                share_ttl_ms: ttl,
+                share_clock_skew_ms: skew,
+                ..LimitsFile::default()
+            })
+        };
+        let default = shares(None, None).unwrap();
+        assert_eq!((default.share_ttl_ms, default.share_clock_skew_ms), (30_000, 5_000));
+        let set = shares(Some(1_000), Some(0)).unwrap();
+        assert_eq!((set.share_ttl_ms, set.share_clock_skew_ms), (1_000, 0));
+        let most = shares(Some(600_000), Some(300_000)).unwrap();
+        assert_eq!((most.share_ttl_ms, most.share_clock_skew_ms), (600_000, 300_000));
+        for bad in [0, 999, -1, 600_001] {
+            let e = shares(Some(bad), None).unwrap_err().to_string();
+            assert!(e.contains("limits.share_ttl_ms"), "{e}");
+        }
+        for bad in [-1, 300_001, i64::MAX] {
+            let e = shares(None, Some(bad)).unwrap_err().to_string();
+            assert!(e.contains("limits.share_clock_skew_ms"), "{e}");
         }
     }
 
@@ -235,6 +331,24 @@ mod tests {
         assert_eq!(default.user_requests_per_minute(None), Some(50));
         assert_eq!(default.user_requests_per_minute(Some(0)), Some(0));
         assert_eq!(default.user_tokens_per_minute(Some(9)), Some(9));
+        let own = Limits {
+            requests_per_minute: Some(0),
+            tokens_per_minute: None,
+        };
+        assert_eq!(
+            default.key_limits(own),
+            Limits {
+                requests_per_minute: Some(0),
+                tokens_per_minute: Some(1000)
+            }
+        );
+        assert_eq!(
+            default.user_limits(own),
+            Limits {
+                requests_per_minute: Some(0),
+                tokens_per_minute: Some(500)
+            }
+        );
         assert_eq!(LimitSettings::default().requests_per_minute(None), None);
         assert_eq!(LimitSettings::default().tokens_per_minute(None), None);
     }

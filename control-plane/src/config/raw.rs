@@ -78,6 +78,8 @@ pub(super) struct LimitsFile {
     pub user_tokens_per_minute: Option<i64>,
     pub max_output_tokens: Option<i64>,
     pub failed_auths_per_minute_per_ip: Option<i64>,
+    pub share_ttl_ms: Option<i64>,
+    pub share_clock_skew_ms: Option<i64>,
 }
 
 /// `[budgets]`. Signed, so a negative value is refused with the field's name.

@@ -21,7 +21,7 @@ fn saturating_add(column: &str, param: &str) -> String {
 }
 
 /// `column - $param`, never below 0 (`$param` >= 0).
-fn floor_sub(column: &str, param: &str) -> String {
+pub(super) fn floor_sub(column: &str, param: &str) -> String {
     format!("CASE WHEN {column} < {param} THEN 0 ELSE {column} - {param} END")
 }
 
@@ -147,7 +147,7 @@ fn budget_row(row: &sqlx::any::AnyRow) -> Result<BudgetRow, StoreError> {
 }
 
 /// A money column (never negative by construction; a negative one reads as 0).
-fn money(row: &sqlx::any::AnyRow, column: &str) -> Result<u64, StoreError> {
+pub(super) fn money(row: &sqlx::any::AnyRow, column: &str) -> Result<u64, StoreError> {
     Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
 }
 
