@@ -299,8 +299,8 @@ fn share_request_target(
             "subject must be key:<key id>, user:<name> or key_model:<key id>:<model>, \
              at most 512 bytes",
         )?;
-    let measure = shares::measure_named(&req.measure)
-        .ok_or("measure must be `requests` or `tokens`")?;
+    let measure =
+        shares::measure_named(&req.measure).ok_or("measure must be `requests` or `tokens`")?;
     if req.holder.is_empty() || req.holder.len() > MAX_ID_BYTES {
         return Err("holder must be 1 to 128 bytes");
     }
@@ -1048,5 +1048,273 @@ mod tests {
             .unwrap()
             .into_inner();
         assert_eq!(unknown.outcome(), lease_answer::Outcome::UnknownBudget);
+    }
+
+    #[tokio::test]
+    async fn lease_share_answers_each_outcome_from_the_resolved_limit() {
+        use crate::clock::ManualClock;
+        use crate::keys::{self, KeySpec};
+        use crate::store::Limits;
+        use share_answer::Outcome;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[limits]\nuser_requests_per_minute = 3\nshare_ttl_ms = 20000\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"gpt-4o\"\nprovider = \"local\"\ninput = 2.5\noutput = 10\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let time = ManualClock::at(1_769_860_800_000);
+        let issued = keys::create(
+            &store,
+            &catalog,
+            &time.clock(),
+            KeySpec {
+                name: "k".into(),
+                requests_per_minute: Some(2),
+                user: Some("alice".into()),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let key_id = issued.row.id.clone();
+        store
+            .set_key_model_limit(
+                &key_id,
+                "gpt-4o",
+                Limits {
+                    requests_per_minute: Some(0),
+                    tokens_per_minute: Some(500),
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .set_user_limits(
+                "bob",
+                Limits {
+                    requests_per_minute: None,
+                    tokens_per_minute: Some(1_000),
+                },
+            )
+            .await
+            .unwrap();
+        let service = service_with(config, store.clone(), time.clock());
+        let share = |subject: &str, measure: &str, holder: &str, want, need, release| {
+            let request = ShareRequest {
+                subject: subject.into(),
+                measure: measure.into(),
+                holder: holder.into(),
+                want,
+                need,
+                release,
+            };
+            let service = &service;
+            async move {
+                service
+                    .lease_share(Request::new(request))
+                    .await
+                    .unwrap()
+                    .into_inner()
+            }
+        };
+        let key = format!("key:{key_id}");
+        let now = 1_769_860_800_000;
+        // The key's own 2 requests per minute.
+        let a = share(&key, "requests", "envoy-a", 2, 1, 0).await;
+        assert_eq!(a.outcome(), Outcome::Granted);
+        assert_eq!((a.granted, a.share, a.limit, a.available), (2, 2, 2, 0));
+        assert_eq!(a.expires_at_ms, now + 20_000, "[limits] share_ttl_ms");
+        let b = share(&key, "requests", "envoy-b", 1, 1, 0).await;
+        assert_eq!(b.outcome(), Outcome::Exhausted);
+        assert_eq!(
+            (b.lease_id.as_str(), b.granted, b.available, b.limit),
+            ("", 0, 0, 2)
+        );
+        // envoy-a gives one back: now envoy-b gets it.
+        let released = share(&key, "requests", "envoy-a", 0, 0, 1).await;
+        assert_eq!(released.outcome(), Outcome::Granted);
+        assert_eq!(
+            (released.lease_id.as_str(), released.share),
+            (a.lease_id.as_str(), 1)
+        );
+        assert_eq!((released.granted, released.available), (0, 1));
+        let b = share(&key, "requests", "envoy-b", 1, 1, 0).await;
+        assert_eq!((b.outcome(), b.granted), (Outcome::Granted, 1));
+        // Past its expiry, envoy-a's next grant is a new lease.
+        time.advance_ms(20_000);
+        let renewed = share(&key, "requests", "envoy-a", 1, 0, 0).await;
+        assert_ne!(renewed.lease_id, a.lease_id);
+        assert_eq!(
+            renewed.available, 0,
+            "the expired share is held until reclaimed"
+        );
+        // No token limit anywhere for the key: unlimited.
+        let tokens = share(&key, "tokens", "envoy-a", 100, 100, 0).await;
+        assert_eq!(tokens.outcome(), Outcome::Unlimited);
+        // A user's default, and a user's own limit over the default's absence.
+        let alice = share("user:alice", "requests", "envoy-a", 5, 1, 0).await;
+        assert_eq!(
+            (alice.outcome(), alice.granted, alice.limit),
+            (Outcome::Granted, 3, 3)
+        );
+        let bob = share("user:bob", "tokens", "envoy-a", 400, 400, 0).await;
+        assert_eq!(
+            (bob.outcome(), bob.available, bob.limit),
+            (Outcome::Granted, 600, 1_000)
+        );
+        let carol = share("user:carol", "tokens", "envoy-a", 1, 1, 0).await;
+        assert_eq!(carol.outcome(), Outcome::Unlimited);
+        // Per model: 0 requests is blocked, even for a renewal; no limit on another model.
+        let model = format!("key_model:{key_id}:gpt-4o");
+        for (want, need) in [(1, 1), (0, 0)] {
+            let blocked = share(&model, "requests", "envoy-a", want, need, 0).await;
+            assert_eq!((blocked.outcome(), blocked.limit), (Outcome::Exhausted, 0));
+        }
+        let model_tokens = share(&model, "tokens", "envoy-a", 800, 100, 0).await;
+        assert_eq!(
+            (model_tokens.outcome(), model_tokens.granted),
+            (Outcome::Granted, 500)
+        );
+        let other = format!("key_model:{key_id}:mini");
+        assert_eq!(
+            share(&other, "requests", "envoy-a", 1, 1, 0)
+                .await
+                .outcome(),
+            Outcome::Unlimited
+        );
+        assert_eq!(
+            share("key:key_gone", "requests", "envoy-a", 1, 1, 0)
+                .await
+                .outcome(),
+            Outcome::Unlimited
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_share_requests_are_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[limits]\nuser_requests_per_minute = 3\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"local\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let service = service_with(config, store.clone(), Clock::system());
+        let good = ShareRequest {
+            subject: "user:alice".into(),
+            measure: "requests".into(),
+            holder: "envoy-a".into(),
+            want: 2,
+            need: 1,
+            release: 0,
+        };
+        for (bad, field) in [
+            (
+                ShareRequest {
+                    subject: String::new(),
+                    ..good.clone()
+                },
+                "subject",
+            ),
+            (
+                ShareRequest {
+                    subject: "team:ml".into(),
+                    ..good.clone()
+                },
+                "subject",
+            ),
+            (
+                ShareRequest {
+                    subject: "key:".into(),
+                    ..good.clone()
+                },
+                "subject",
+            ),
+            (
+                ShareRequest {
+                    subject: "key_model:k".into(),
+                    ..good.clone()
+                },
+                "subject",
+            ),
+            (
+                ShareRequest {
+                    subject: format!("user:{}", "a".repeat(600)),
+                    ..good.clone()
+                },
+                "subject",
+            ),
+            (
+                ShareRequest {
+                    measure: "rpm".into(),
+                    ..good.clone()
+                },
+                "measure",
+            ),
+            (
+                ShareRequest {
+                    measure: String::new(),
+                    ..good.clone()
+                },
+                "measure",
+            ),
+            (
+                ShareRequest {
+                    holder: String::new(),
+                    ..good.clone()
+                },
+                "holder",
+            ),
+            (
+                ShareRequest {
+                    holder: "h".repeat(129),
+                    ..good.clone()
+                },
+                "holder",
+            ),
+            (
+                ShareRequest {
+                    want: 1,
+                    need: 2,
+                    ..good.clone()
+                },
+                "need",
+            ),
+        ] {
+            let e = service
+                .lease_share(Request::new(bad.clone()))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad:?}: {e}");
+            assert!(e.message().starts_with(field), "{bad:?}: {}", e.message());
+        }
+        assert_eq!(
+            store
+                .share_assigned("user:alice", tollgate_core::limits::Measure::Requests)
+                .await
+                .unwrap(),
+            0,
+            "nothing refused reached the store"
+        );
+        // Huge numbers are fine: a grant is bounded by the limit, a release by the share.
+        let huge = ShareRequest {
+            want: u64::MAX,
+            release: u64::MAX,
+            ..good
+        };
+        let answer = service
+            .lease_share(Request::new(huge))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((answer.granted, answer.share), (3, 3));
     }
 }

@@ -193,6 +193,74 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_share_is_reclaimed_only_a_window_and_the_skew_after_expiry() {
+        use crate::shares::{Grant, ShareAsk};
+        use crate::store::PoolAsk;
+        use tollgate_core::limits::Measure;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let limits = LimitSettings::default();
+        // Started just now: shares need no wait after a start, unlike budget money.
+        let time = ManualClock::at(1_000_000);
+        let clock = time.clock();
+        let ask = |holder: &'static str, now_ms: i64| PoolAsk {
+            subject: "user:alice",
+            measure: Measure::Requests,
+            holder,
+            limit: 10,
+            ask: ShareAsk {
+                want: 4,
+                need: 4,
+                release: 0,
+            },
+            now_ms,
+            ttl_ms: limits.share_ttl_ms,
+        };
+        let lease = store.lease_share(ask("a", clock.now_ms())).await.unwrap();
+        assert_eq!(lease.grant, Grant::Granted(4));
+        assert_eq!(lease.expires_at_ms, 1_000_000 + limits.share_ttl_ms);
+        // Past its expiry the holder admits nothing more, but what it admitted just before
+        // stays in its window 61 s, by a clock up to the skew behind this one.
+        time.advance_ms(limits.share_ttl_ms + 61_000 + limits.share_clock_skew_ms);
+        assert!(
+            sweep_shares_once(&store, &limits, &clock)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Meanwhile another holder's lease was granted, and stays live.
+        store.lease_share(ask("b", clock.now_ms())).await.unwrap();
+        time.advance_ms(1);
+        let swept = sweep_shares_once(&store, &limits, &clock).await.unwrap();
+        assert_eq!(swept.len(), 1);
+        assert_eq!(
+            (
+                swept[0].lease_id.as_str(),
+                swept[0].holder.as_str(),
+                swept[0].returned
+            ),
+            (lease.lease_id.as_str(), "a", 4)
+        );
+        assert!(
+            sweep_shares_once(&store, &limits, &clock)
+                .await
+                .unwrap()
+                .is_empty(),
+            "reclaimed once"
+        );
+        assert_eq!(
+            store
+                .share_assigned("user:alice", Measure::Requests)
+                .await
+                .unwrap(),
+            4,
+            "b's share only"
+        );
+    }
+
+    #[tokio::test]
     async fn the_sweeper_stops_when_told() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))

@@ -162,7 +162,12 @@ mod tests {
 
     #[test]
     fn subjects_round_trip_and_refuse_others() {
-        for text in ["key:key_1", "user:alice", "key_model:key_1:gpt-4o", "key_model:k:a:b"] {
+        for text in [
+            "key:key_1",
+            "user:alice",
+            "key_model:key_1:gpt-4o",
+            "key_model:k:a:b",
+        ] {
             let subject = ShareSubject::parse(text).unwrap();
             assert_eq!(subject.to_string(), text);
         }
@@ -174,8 +179,16 @@ mod tests {
             })
         );
         for bad in [
-            "", "key:", "user:", "team:ml", "key_model:k", "key_model::m", "key_model:k:",
-            "key:a:b", "KEY:k", "keyk",
+            "",
+            "key:",
+            "user:",
+            "team:ml",
+            "key_model:k",
+            "key_model::m",
+            "key_model:k:",
+            "key:a:b",
+            "KEY:k",
+            "keyk",
         ] {
             assert_eq!(ShareSubject::parse(bad), None, "{bad}");
         }
@@ -228,7 +241,10 @@ mod tests {
         // A release is applied even when the ask is refused.
         let d = decide(100, 100, 10, ask(50, 50, 5));
         assert_eq!(d.grant, Grant::Exhausted);
-        assert_eq!((d.released, d.share, d.assigned, d.available), (5, 5, 95, 5));
+        assert_eq!(
+            (d.released, d.share, d.assigned, d.available),
+            (5, 5, 95, 5)
+        );
         // A pool whose count lags (never expected) still never goes below zero.
         let d = decide(100, 3, 10, ask(0, 0, 10));
         assert_eq!((d.released, d.assigned), (10, 0));

@@ -238,11 +238,17 @@ mod tests {
             })
         };
         let default = shares(None, None).unwrap();
-        assert_eq!((default.share_ttl_ms, default.share_clock_skew_ms), (30_000, 5_000));
+        assert_eq!(
+            (default.share_ttl_ms, default.share_clock_skew_ms),
+            (30_000, 5_000)
+        );
         let set = shares(Some(1_000), Some(0)).unwrap();
         assert_eq!((set.share_ttl_ms, set.share_clock_skew_ms), (1_000, 0));
         let most = shares(Some(600_000), Some(300_000)).unwrap();
-        assert_eq!((most.share_ttl_ms, most.share_clock_skew_ms), (600_000, 300_000));
+        assert_eq!(
+            (most.share_ttl_ms, most.share_clock_skew_ms),
+            (600_000, 300_000)
+        );
         for bad in [0, 999, -1, 600_001] {
             let e = shares(Some(bad), None).unwrap_err().to_string();
             assert!(e.contains("limits.share_ttl_ms"), "{e}");

@@ -105,7 +105,7 @@ impl Store {
     pub async fn lease_share(&self, ask: PoolAsk<'_>) -> Result<ShareLease, StoreError> {
         let measure = ask.measure.name();
         let mut tx = self.pool.begin().await?;
-        let assigned = lock_pool(&mut *tx, ask.subject, measure).await?;
+        let assigned = lock_pool(&mut tx, ask.subject, measure).await?;
         let live = sqlx::query(
             "SELECT lease_id, share, expires_at_ms FROM share_leases \
              WHERE holder = $1 AND subject = $2 AND measure = $3 AND expires_at_ms > $4 \
@@ -193,7 +193,7 @@ impl Store {
             let subject: String = candidate.try_get("subject")?;
             let measure: String = candidate.try_get("measure")?;
             let mut tx = self.pool.begin().await?;
-            lock_pool(&mut *tx, &subject, &measure).await?;
+            lock_pool(&mut tx, &subject, &measure).await?;
             let deleted = sqlx::query(
                 "DELETE FROM share_leases WHERE lease_id = $1 AND expires_at_ms < $2 \
                  RETURNING holder, share",
@@ -231,13 +231,12 @@ impl Store {
 
     /// A pool's assigned units (0 when it has none), for inspection and tests.
     pub async fn share_assigned(&self, subject: &str, measure: Measure) -> Result<u64, StoreError> {
-        let row = sqlx::query(
-            "SELECT assigned FROM share_pools WHERE subject = $1 AND measure = $2",
-        )
-        .bind(subject)
-        .bind(measure.name())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("SELECT assigned FROM share_pools WHERE subject = $1 AND measure = $2")
+                .bind(subject)
+                .bind(measure.name())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map_or(Ok(0), |r| money(&r, "assigned"))
     }
 
