@@ -144,6 +144,10 @@ const USAGE_COLUMNS: [&str; 17] = [
     "team",
 ];
 
+/// Columns of `virtual_keys` that [`key_row`] reads.
+const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
+     requests_per_minute, tokens_per_minute, user_name, team";
+
 /// Rows per INSERT statement. Measured (benches/ingest.rs): binding costs grow faster
 /// than linearly with a statement's parameters, so 10-row statements in one transaction
 /// store ~110k rows/s on SQLite where 1000-row statements managed under 5k.
@@ -243,11 +247,9 @@ impl Store {
 
     /// Every key, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<KeyRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-             requests_per_minute, tokens_per_minute, user_name, team \
-             FROM virtual_keys ORDER BY created_at_ms, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at_ms, id"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_row).collect()
@@ -255,11 +257,9 @@ impl Store {
 
     /// The key with this secret hash, revoked or not.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-             requests_per_minute, tokens_per_minute, user_name, team \
-             FROM virtual_keys WHERE key_hash = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE key_hash = $1"
+        ))
         .bind(key_hash)
         .fetch_optional(&self.pool)
         .await?;
@@ -268,11 +268,9 @@ impl Store {
 
     /// The key with this id, revoked or not.
     pub async fn key_by_id(&self, id: &str) -> Result<Option<KeyRow>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-             requests_per_minute, tokens_per_minute, user_name, team \
-             FROM virtual_keys WHERE id = $1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
