@@ -31,7 +31,6 @@ fn fresh() -> String {
 }
 
 /// Asks `store` for `holder`'s share of `subject`'s requests at `now`.
-#[allow(clippy::too_many_arguments)]
 async fn ask(
     store: &Store,
     subject: &str,
