@@ -607,8 +607,8 @@ pub mod testing {
     use super::*;
     use crate::host::mock::MockHost;
 
-    /// Until when the test leases are live.
-    pub const LEASED_UNTIL_MS: u64 = 10_000_000;
+    /// Until when the test leases are live: before the request tests' cached keys expire.
+    pub const LEASED_UNTIL_MS: u64 = 900_000;
 
     /// Stores a live lease `l1` of `share` at `key`, as an answer to this Envoy would have
     /// left it, the rest of the limit unassigned (one Envoy).
