@@ -221,8 +221,9 @@ impl Allowance {
     }
 
     /// The renewal pass at `now_ms`: gives back the share beyond what the window holds
-    /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]), or
-    /// renews a lease in use that runs low on time or share. Marks the allowance when it
+    /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]) once it
+    /// passes that by half a spare part, or renews a lease in use that runs low on time or
+    /// share (under half a spare part left). Marks the allowance when it
     /// acts, so one worker at a time does; a release comes off the share here, before the
     /// control plane hears of it.
     pub fn tend(&mut self, now_ms: u64) -> Option<Tending> {
@@ -233,7 +234,9 @@ impl Allowance {
         let spare = if in_use { self.limit / LEASE_SHARE } else { 0 };
         let count = self.window.count(now_ms);
         let target = count.saturating_add(spare);
-        let tending = if self.share > target {
+        // Half a spare part of slack either way, so a busy share whose settlements free
+        // a few units does not go back and forth to the control plane on every tick.
+        let tending = if self.share > target.saturating_add(spare / 2) {
             let units = self.share - target;
             self.share = target;
             self.available = self.available.saturating_add(units);
@@ -530,6 +533,17 @@ mod tests {
         );
         a.marked_until_ms = 0;
         assert_eq!(a.tend(62_000), None, "lapsed at 60 s");
+    }
+
+    #[test]
+    fn a_busy_share_keeps_half_a_spare_part_of_slack_before_it_goes_back() {
+        let mut a = leased(17);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        // 10 counted, 5 spare: 17 is within half a spare part (2) of the 15.
+        assert_eq!(a.tend(2_000), None);
+        a.share = 18;
+        assert_eq!(a.tend(2_000), Some(Tending::Release { units: 3 }));
+        assert_eq!(a.share, 15);
     }
 
     #[test]

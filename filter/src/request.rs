@@ -6,7 +6,10 @@
 //!    be checked and the provider chosen while headers can still change. On a cache miss
 //!    the stream pauses for one `Authorize` call to the control plane ([`admission`]).
 //! 2. Request body, whole: validated, and rewritten when the provider needs it (its model
-//!    name, `include_usage` on streams, Anthropic's format) ([`body`]).
+//!    name, `include_usage` on streams, Anthropic's format) ([`body`]); then taken from its
+//!    rate limits within this Envoy's shares of them ([`shares`]) and held against its
+//!    budgets ([`budgets`]), each step pausing the body for one control-plane call when a
+//!    share or a lease falls short.
 //! 3. Response: JSON bodies are buffered to read `usage` (and translated or normalized
 //!    when needed); event streams pass through chunk by chunk, metered as they go
 //!    ([`metering`]).
