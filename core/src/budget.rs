@@ -28,9 +28,10 @@ pub const RENEWAL_MARK_MS: u64 = 5_000;
 /// The most a lease call may ask for: the control plane keeps money as signed 64-bit.
 pub const MAX_ASK_PICOS: u64 = i64::MAX as u64;
 
-/// Parts of the limit asked for at once: a lease takes a twentieth of the budget, so twenty
-/// Envoys can share it before they must come back for more.
-const LEASE_SHARE: u64 = 20;
+/// Parts of the limit asked for at once: a lease takes a twentieth of the budget (or of a
+/// rate limit, tollgate-core `share`), so twenty Envoys can share it before they must come
+/// back for more.
+pub const LEASE_SHARE: u64 = 20;
 
 /// The worst-case cost of a call in pico-dollars: every prompt token at the dearer of the
 /// input and cache-write prices (a prompt may be written to cache), every output token at
@@ -219,12 +220,19 @@ impl Lease {
     /// Takes the mark for a call that must ask for money at `now_ms`, if no renewal or
     /// other call holds it: the holder asks for a share, the others only for their need.
     pub fn claim_ask(&mut self, now_ms: u64) -> bool {
-        if self.renewing_until_ms > now_ms {
-            return false;
-        }
-        self.mark_renewing(now_ms);
-        true
+        claim_mark(&mut self.renewing_until_ms, now_ms)
     }
+}
+
+/// Takes a lease's mark (`until_ms`: a call to the control plane about it is in flight
+/// until then) at `now_ms` if no one holds it, for [`RENEWAL_MARK_MS`]: one worker asks
+/// about a lease at a time, and a lost answer frees the mark when it lapses.
+pub fn claim_mark(until_ms: &mut u64, now_ms: u64) -> bool {
+    if *until_ms > now_ms {
+        return false;
+    }
+    *until_ms = now_ms.saturating_add(RENEWAL_MARK_MS);
+    true
 }
 
 /// How an answer to a `LeaseBudget` call about lease `asked` changed the stored lease.

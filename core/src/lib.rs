@@ -19,6 +19,7 @@ pub mod providers;
 pub mod refusal;
 pub mod sample;
 pub mod settings;
+pub mod share;
 pub mod sidecar;
 pub mod sse;
 pub mod stream;

@@ -211,6 +211,13 @@ impl Window {
         self.clone().take(limit, amount, now_ms)
     }
 
+    /// What the window holds at `now_ms`.
+    pub fn count(&self, now_ms: u64) -> u64 {
+        let mut at_now = self.clone();
+        at_now.advance((now_ms / SLOT_MS).max(self.newest));
+        at_now.used()
+    }
+
     /// Drops the slots that are no longer in the window ending at `now_slot`.
     fn advance(&mut self, now_slot: u64) {
         let gap = now_slot.saturating_sub(self.newest);

@@ -15,17 +15,10 @@ use tollgate_core::budget::{self, Answer, Applied, Lease, Short};
 use tollgate_core::settings::FilterSettings;
 use tollgate_proto::v1::{BudgetRef, LeaseAnswer, LeaseRequest, lease_answer::Outcome};
 
-/// Shared-data key of this Envoy's holder id (random, kept while the Envoy runs).
-const HOLDER_KEY: &str = "tg:v1:holder";
-
-/// Budgets one worker renews leases of, at most: past it, newly seen budgets are only
-/// leased on need.
-const SEEN_KEPT: usize = 4096;
-
 /// A budget not drawn on by this worker for this long is no longer renewed by it, so the
 /// lease of an idle budget lapses and its money returns to the budget; the next call pays
 /// one round trip for a new lease.
-const SEEN_FOR_MS: u64 = budget::RENEW_AHEAD_MS;
+pub const SEEN_FOR_MS: u64 = budget::RENEW_AHEAD_MS;
 
 /// What one call must hold against one budget.
 #[derive(Debug, Clone, PartialEq)]
@@ -226,35 +219,6 @@ fn settle_one(host: &impl Host, hold: &Hold, cost: u64, apart: &mut [(String, Le
     }
 }
 
-/// This Envoy's holder id: random, made by the first worker that needs it and kept in
-/// shared data for all of them; `None` when it can be neither read nor made.
-pub fn holder(host: &impl Host) -> Option<String> {
-    let read = || {
-        let (bytes, _) = host.shared_data(HOLDER_KEY).ok()?;
-        String::from_utf8(bytes?).ok().filter(|id| !id.is_empty())
-    };
-    if let Some(id) = read() {
-        return Some(id);
-    }
-    let mut fresh = [0u8; 16];
-    if let Err(e) = getrandom::fill(&mut fresh) {
-        log::error!("tollgate: no randomness for a holder id: {e}");
-        return None;
-    }
-    let fresh = format!("envoy-{}", hex::encode(fresh));
-    // Only the first writer's id stands; the others read it back.
-    let written = cache::update(host, HOLDER_KEY, |current| {
-        current
-            .is_none_or(<[u8]>::is_empty)
-            .then(|| fresh.clone().into_bytes())
-    });
-    if let Err(e) = written {
-        log::warn!("tollgate: holder id not stored: {e:?}");
-        return None;
-    }
-    read()
-}
-
 /// What a `LeaseBudget` call asks for, in pico-dollars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ask {
@@ -292,7 +256,7 @@ pub fn ask(
     asked: &str,
     ask: Ask,
 ) -> Option<u32> {
-    let holder = holder(host)?;
+    let holder = crate::lease::holder(host)?;
     let message = request(&holder, budget, asked, ask);
     crate::calls::control_plane(
         host,
@@ -405,7 +369,7 @@ impl Spent {
     pub fn note(&mut self, budget_id: &str, available: u64, now_ms: u64) {
         self.budgets
             .retain(|_, (at, _)| now_ms.saturating_sub(*at) < SPENT_FOR_MS);
-        if self.budgets.len() < SEEN_KEPT {
+        if self.budgets.len() < crate::lease::SEEN_KEPT {
             self.budgets
                 .insert(budget_id.to_owned(), (now_ms, available));
         }
@@ -417,35 +381,6 @@ impl Spent {
         self.budgets.get(budget_id).is_some_and(|(at, available)| {
             now_ms.saturating_sub(*at) < SPENT_FOR_MS && missing > *available
         })
-    }
-}
-
-/// The budgets a worker's calls drew on recently: the root context renews their leases.
-#[derive(Debug, Default)]
-pub struct Seen {
-    budgets: BTreeMap<String, (BudgetRef, u64)>,
-}
-
-impl Seen {
-    /// Notes that a call drew on `budget` at `now_ms`.
-    pub fn note(&mut self, budget: &BudgetRef, now_ms: u64) {
-        if let Some((kept, at)) = self.budgets.get_mut(&budget.budget_id) {
-            // Called for every budgeted call: copy the budget only when it changed.
-            if kept != budget {
-                kept.clone_from(budget);
-            }
-            *at = now_ms;
-        } else if self.budgets.len() < SEEN_KEPT {
-            self.budgets
-                .insert(budget.budget_id.clone(), (budget.clone(), now_ms));
-        }
-    }
-
-    /// The budgets drawn on in the last [`SEEN_FOR_MS`]; older ones are forgotten.
-    pub fn recent(&mut self, now_ms: u64) -> Vec<BudgetRef> {
-        self.budgets
-            .retain(|_, (_, at)| now_ms.saturating_sub(*at) < SEEN_FOR_MS);
-        self.budgets.values().map(|(b, _)| b.clone()).collect()
     }
 }
 
@@ -638,16 +573,6 @@ mod tests {
     }
 
     #[test]
-    fn the_holder_id_is_made_once_and_shared() {
-        let worker_a = MockHost::new();
-        let worker_b = worker_a.worker();
-        let a = holder(&worker_a).unwrap();
-        assert!(a.starts_with("envoy-") && a.len() == 38, "{a}");
-        assert_eq!(holder(&worker_b), Some(a));
-        assert_ne!(holder(&MockHost::new()), holder(&worker_b), "per Envoy");
-    }
-
-    #[test]
     fn the_lease_request_asks_for_a_share_and_the_need() {
         let message = request("h", &budget("a", 2_000), "la", Ask::Need(30));
         let decoded = LeaseRequest::decode(message.as_slice()).unwrap();
@@ -661,15 +586,5 @@ mod tests {
                 need_picos: 30,
             }
         );
-    }
-
-    #[test]
-    fn seen_budgets_are_forgotten_when_not_drawn_on() {
-        let mut seen = Seen::default();
-        seen.note(&budget("a", 1), 0);
-        seen.note(&budget("b", 1), 5_000);
-        let ids = |v: Vec<BudgetRef>| v.into_iter().map(|b| b.budget_id).collect::<Vec<_>>();
-        assert_eq!(ids(seen.recent(SEEN_FOR_MS - 1)), ["a", "b"]);
-        assert_eq!(ids(seen.recent(SEEN_FOR_MS)), ["b"]);
     }
 }

@@ -14,8 +14,9 @@
 //!    `host::mock::MockHost` (a native test that reached a real proxy-wasm host call
 //!    would fail to link).
 //! 4. `calls` (host calls in flight, by token, each answer to its handler), `cache`
-//!    (typed shared-data entries, compare-and-swap writes), `limits` (per-key request
-//!    windows in shared data), `usage` (the outbox), `ids` (request ids).
+//!    (typed shared-data entries, compare-and-swap writes), `limits` (rate-limit windows
+//!    and shares in shared data), `budget` (budget leases), `lease` (what both lease
+//!    from the control plane under), `usage` (the outbox), `ids` (request ids).
 //!
 //! The decisions themselves mostly live in `tollgate-core`; this crate adapts them to
 //! Envoy's callbacks.
@@ -25,6 +26,7 @@ mod cache;
 mod calls;
 mod host;
 mod ids;
+mod lease;
 mod limits;
 mod request;
 mod usage;
@@ -39,6 +41,7 @@ use std::time::Duration;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
 use tollgate_core::settings::FilterSettings;
+use tollgate_core::share;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -54,6 +57,8 @@ enum RootCall {
     UsageReport,
     /// A `LeaseBudget` renewal ahead of need of the lease `asked` of budget `budget_id`.
     Renewal { budget_id: String, asked: String },
+    /// A `LeaseShare` renewal or release of the allowance at `key`.
+    Share { key: String },
 }
 
 /// The per-VM root context: holds the settings and flushes usage to the control plane.
@@ -119,6 +124,7 @@ impl<H: Host> Plugin<H> {
                 settings.max_inflight_bytes,
             ))),
             budgets: Rc::default(),
+            shares: Rc::default(),
             spent: Rc::default(),
             unreachable: Rc::default(),
             settings: Rc::new(settings),
@@ -152,7 +158,11 @@ impl<H: Host> Plugin<H> {
     /// runs low on money or time and no other worker renews it already.
     fn renew(&mut self) {
         let now = self.host.now_ms();
-        let recent = self.shared.budgets.borrow_mut().recent(now);
+        let recent = self
+            .shared
+            .budgets
+            .borrow_mut()
+            .recent(now, budget::SEEN_FOR_MS);
         for b in recent {
             let Some((asked, remaining)) = budget::claim_renewal(&self.host, &b, now) else {
                 continue;
@@ -163,6 +173,37 @@ impl<H: Host> Plugin<H> {
                 let budget_id = b.budget_id;
                 self.calls
                     .register(token, RootCall::Renewal { budget_id, asked });
+            }
+        }
+    }
+
+    /// Tends the rate-limit shares this worker's calls took from: gives back share beyond
+    /// what each window holds and a spare part (none once idle), and renews ahead of need
+    /// a share in use that runs low on time or share, one worker per share at a time.
+    fn tend_shares(&mut self) {
+        let now = self.host.now_ms();
+        // Kept until everything taken has left the window, so an idle share goes back
+        // whole as the window drains.
+        let for_ms = share::IN_USE_FOR_MS
+            .saturating_add(tollgate_core::limits::WINDOW_MS)
+            .saturating_add(tollgate_core::limits::SLOT_MS);
+        let recent = self.shared.shares.borrow_mut().recent(now, for_ms);
+        for limit in recent {
+            let Some(tending) = limits::tend(&self.host, &limit, now) else {
+                continue;
+            };
+            let (want, release) = match tending {
+                share::Tending::Release { units } => (0, units),
+                share::Tending::Renew { want } => (want, 0),
+            };
+            // A failed dispatch leaves the mark, which lapses: another tick retries. A
+            // release not heard of leaves the control plane counting more share than
+            // this Envoy draws on until the lease is reclaimed: safe.
+            if let Some(token) =
+                limits::ask(&self.host, &self.shared.settings, &limit, want, 0, release)
+            {
+                let key = limit.key().to_owned();
+                self.calls.register(token, RootCall::Share { key });
             }
         }
     }
@@ -189,6 +230,15 @@ impl<H: Host> Plugin<H> {
                 let now = self.host.now_ms();
                 if let Err(e) = budget::apply(&self.host, &budget_id, &asked, &answer, now, true) {
                     log::warn!("tollgate: renewed lease of budget {budget_id} not stored: {e:?}");
+                }
+            }
+            RootCall::Share { key } => {
+                let Some(answer) = limits::answer(&self.host, status, size) else {
+                    return;
+                };
+                let now = self.host.now_ms();
+                if let Err(e) = limits::apply(&self.host, &key, &answer, now, true) {
+                    log::warn!("tollgate: renewed rate-limit share {key} not stored: {e:?}");
                 }
             }
         }
@@ -224,6 +274,7 @@ impl RootContext for Plugin<ProxyWasm> {
     fn on_tick(&mut self) {
         self.flush();
         self.renew();
+        self.tend_shares();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -1,33 +1,42 @@
 //! Rate limits kept in Envoy's shared data, so every worker of one Envoy draws from the
-//! same windows: each take or settlement is one compare-and-swap write
-//! ([`cache::update`]).
+//! same windows, within the share of each limit the control plane leased this Envoy
+//! (`LeaseShare`, math in tollgate-core `share`): each take, settlement, release and answer
+//! is one compare-and-swap write ([`cache::update`]) of one [`Allowance`].
 //!
 //! A call is taken from every window that applies to it ([`Limit::of_grant`]): its key's
 //! requests and tokens, its user's, its key's for its model. All or nothing: when one
-//! window refuses, what the others gave this call is given back, so a refused call costs
-//! no limit anything. Token takes are holds (prompt + capped output, tollgate-core
-//! `hold`), settled to the call's real usage when it ends.
+//! window refuses, or lacks share and the control plane must be asked, what the others
+//! gave this call is given back, so a call that does not go on costs no limit anything
+//! (and one that waits for share takes again from scratch on the answer). Token takes are
+//! holds (prompt + capped output, tollgate-core `hold`), settled to the call's real usage
+//! when it ends.
 
-use crate::cache;
+use crate::cache::{self, CasError};
 use crate::host::Host;
+use prost::Message;
 use tollgate_core::limits::{Decision, Measure, Quota, Window, address_subject};
 use tollgate_core::refusal::Refusal;
-use tollgate_proto::v1::{KeyGrant, UsageRecord};
+use tollgate_core::settings::FilterSettings;
+use tollgate_core::share::{self, Allowance, Answer, Take, Tending};
+use tollgate_proto::v1::{KeyGrant, ShareAnswer, ShareRequest, UsageRecord, share_answer::Outcome};
 
 /// How long a client is told to wait when the window could not be updated.
 const CONTENDED_RETRY_MS: u64 = 1_000;
 
-/// The shared-data key of one window. `v2`: the layout of [`Window::to_bytes`]; a new
-/// layout takes a new key, since shared data outlives a VM.
-fn window_key(measure: Measure, subject: &str) -> String {
-    format!("tg:v2:{}:{subject}", measure.name())
+/// The shared-data key of one (measure, subject)'s allowance. `v3`: the layout of
+/// [`Allowance::to_bytes`] (`v2` held a bare window); a new layout takes a new key, since
+/// shared data outlives a VM.
+fn allowance_key(measure: Measure, subject: &str) -> String {
+    format!("tg:v3:{}:{subject}", measure.name())
 }
 
 /// One window a call is taken from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
-    /// The shared-data key of its window.
+    /// The shared-data key of its allowance.
     window: String,
+    /// The limited subject, as the control plane names it (`key:<id>`, `user:<name>`, ...).
+    subject: String,
     /// Whose limit, as refusals name it.
     phrase: String,
     /// What it counts.
@@ -50,7 +59,8 @@ impl Limit {
             ] {
                 if let Some(per_minute) = per_minute {
                     limits.push(Limit {
-                        window: window_key(measure, subject),
+                        window: allowance_key(measure, subject),
+                        subject: subject.to_owned(),
                         phrase: phrase.to_owned(),
                         measure,
                         per_minute,
@@ -84,8 +94,13 @@ impl Limit {
         limits
     }
 
-    /// The refusal of this limit's `decision` for a call of `tokens`.
-    fn refusal(&self, tokens: u64, retry_after_ms: u64) -> Refusal {
+    /// The shared-data key of this limit's allowance: the id the renewal pass knows it by.
+    pub fn key(&self) -> &str {
+        &self.window
+    }
+
+    /// The refusal of this limit for a call of `tokens`, free again after `retry_after_ms`.
+    pub fn refusal(&self, tokens: u64, retry_after_ms: u64) -> Refusal {
         match self.measure {
             Measure::Requests => Refusal::RequestsPerMinute {
                 subject: self.phrase.clone(),
@@ -177,28 +192,50 @@ impl Quotas {
     }
 }
 
+/// Why [`take_all`] took nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A window refused the call.
+    Refused(Refusal),
+    /// Limit `index` lacks `need` units of share: the control plane must be asked.
+    Lacks {
+        /// Which limit.
+        index: usize,
+        /// The least more share that fits the call.
+        need: u64,
+    },
+}
+
 /// What [`take_all`] decided.
 #[derive(Debug)]
 pub struct Taking {
     /// The headers the answer carries.
     pub quotas: Quotas,
-    /// Admitted: what was taken, to settle at the end; refused: why.
-    pub outcome: Result<Vec<Taken>, Refusal>,
+    /// Admitted: what was taken, to settle at the end; else why not.
+    pub outcome: Result<Vec<Taken>, Stop>,
 }
 
 /// Takes a call holding `tokens` from every window in `limits` at `now_ms`, or from
-/// none: on the first refusal, what was taken is given back.
+/// none: on the first refusal or lack of share, what was taken is given back.
 pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) -> Taking {
     let mut quotas = Quotas::default();
     let mut taken: Vec<Taken> = Vec::with_capacity(limits.len());
-    for limit in limits {
+    for (index, limit) in limits.iter().enumerate() {
         let amount = limit.amount(tokens);
-        let decision = take(host, &limit.window, limit.per_minute, amount, now_ms);
-        quotas.meet(limit.measure, decision);
-        if let Decision::Refuse { retry_after_ms, .. } = decision {
-            for t in &taken {
-                settle_one(host, t, 0, now_ms);
+        let stop = match take(host, &limit.window, limit.per_minute, amount, now_ms) {
+            Take::Decided(decision) => {
+                quotas.meet(limit.measure, decision);
+                match decision {
+                    Decision::Admit(_) => None,
+                    Decision::Refuse { retry_after_ms, .. } => {
+                        Some(Stop::Refused(limit.refusal(tokens, retry_after_ms)))
+                    }
+                }
             }
+            Take::Lacks { need } => Some(Stop::Lacks { index, need }),
+        };
+        if let Some(stop) = stop {
+            give_back(host, &taken, now_ms);
             // Every window of a kind took the same amount, so the tightest of each kind
             // taken gets exactly that back.
             for measure in [Measure::Requests, Measure::Tokens] {
@@ -208,7 +245,7 @@ pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) ->
             }
             return Taking {
                 quotas,
-                outcome: Err(limit.refusal(tokens, retry_after_ms)),
+                outcome: Err(stop),
             };
         }
         taken.push(Taken {
@@ -226,24 +263,36 @@ pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) ->
 
 /// What taking one request from each request window would decide now, storing nothing:
 /// lets a spent key be refused at its headers, before its body is buffered, while only a
-/// call that passes every check is charged. Token windows wait for the body, which says
-/// how many tokens the call holds.
-pub fn peek_requests(host: &impl Host, limits: &[Limit], now_ms: u64) -> Taking {
+/// call that passes every check is charged. Refuses only what is past the limit in this
+/// Envoy's own window, or lacks share the control plane just said it cannot grant; token
+/// windows wait for the body, which says how many tokens the call holds.
+pub fn peek_requests(host: &impl Host, limits: &[Limit], now_ms: u64) -> Peeked {
     let mut quotas = Quotas::default();
     for limit in limits.iter().filter(|l| l.measure == Measure::Requests) {
-        let decision = peek(host, &limit.window, limit.per_minute, now_ms);
+        let decision = stored(host, &limit.window)
+            .unwrap_or_default()
+            .peek(limit.per_minute, now_ms);
         quotas.meet(limit.measure, decision);
         if let Decision::Refuse { retry_after_ms, .. } = decision {
-            return Taking {
+            return Peeked {
                 quotas,
                 outcome: Err(limit.refusal(0, retry_after_ms)),
             };
         }
     }
-    Taking {
+    Peeked {
         quotas,
-        outcome: Ok(Vec::new()),
+        outcome: Ok(()),
     }
+}
+
+/// What [`peek_requests`] decided.
+#[derive(Debug)]
+pub struct Peeked {
+    /// The headers a refusal carries.
+    pub quotas: Quotas,
+    /// Why the call is refused already, if it is.
+    pub outcome: Result<(), Refusal>,
 }
 
 /// Gives back everything a call took: it was refused before it reached a provider.
@@ -276,14 +325,20 @@ pub fn used_tokens(record: &UsageRecord) -> Option<u64> {
     )
 }
 
+/// The allowance stored at `key`, if any can be read.
+fn stored(host: &impl Host, key: &str) -> Option<Allowance> {
+    let (bytes, _) = host.shared_data(key).ok()?;
+    Allowance::from_bytes(&bytes?)
+}
+
 /// Adjusts one take to `actual` in its slot; a failed write is logged (the window then
 /// keeps the hold: an overcount).
 fn settle_one(host: &impl Host, taken: &Taken, actual: u64, now_ms: u64) {
     let written = cache::update(host, &taken.window, |current| {
-        let mut window = current.and_then(Window::from_bytes)?;
-        window
+        let mut allowance = current.and_then(Allowance::from_bytes)?;
+        allowance
             .settle(taken.at_ms, taken.held, actual, now_ms)
-            .then(|| window.to_bytes())
+            .then(|| allowance.to_bytes())
     });
     if let Err(e) = written {
         log::warn!(
@@ -293,39 +348,28 @@ fn settle_one(host: &impl Host, taken: &Taken, actual: u64, now_ms: u64) {
     }
 }
 
-/// Takes `amount` from the window at `key` of `limit` per minute at `now_ms`. Fails
-/// closed: a window that cannot be written (contended past the CAS bound, or refused by
-/// the host) refuses the call.
-fn take(host: &impl Host, key: &str, limit: u64, amount: u64, now_ms: u64) -> Decision {
-    let mut decision = None;
+/// Takes `amount` from the allowance at `key` of `limit` per minute at `now_ms`. Fails
+/// closed: an allowance that cannot be written (contended past the CAS bound, or refused
+/// by the host) refuses the call.
+fn take(host: &impl Host, key: &str, limit: u64, amount: u64, now_ms: u64) -> Take {
+    let mut outcome = None;
     let written = cache::update(host, key, |current| {
         // Only this module writes the key, in this layout: bytes of another shape can
         // only be absent ones.
-        let mut window = current.and_then(Window::from_bytes).unwrap_or_default();
-        let d = window.take(limit, amount, now_ms);
-        decision = Some(d);
-        // A refusal changes nothing that must be kept.
-        matches!(d, Decision::Admit(_)).then(|| window.to_bytes())
+        let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
+        let t = allowance.take(limit, amount, now_ms);
+        outcome = Some(t);
+        // Only an admitted take changes what must be kept.
+        matches!(t, Take::Decided(Decision::Admit(_))).then(|| allowance.to_bytes())
     });
-    match (written, decision) {
-        (Ok(_), Some(d)) => d,
+    match (written, outcome) {
+        (Ok(_), Some(t)) => t,
         (Err(e), _) => {
             log::warn!("tollgate: rate limit {key} not updated ({e:?}); refused");
-            fail_closed(limit)
+            Take::Decided(fail_closed(limit))
         }
-        (Ok(_), None) => fail_closed(limit),
+        (Ok(_), None) => Take::Decided(fail_closed(limit)),
     }
-}
-
-/// What [`take`] of one would decide now, storing nothing. A window that cannot be read
-/// is taken as empty; the [`take`] decides then.
-fn peek(host: &impl Host, key: &str, limit: u64, now_ms: u64) -> Decision {
-    let current = host.shared_data(key).ok().and_then(|(b, _)| b);
-    current
-        .as_deref()
-        .and_then(Window::from_bytes)
-        .unwrap_or_default()
-        .peek(limit, 1, now_ms)
 }
 
 /// The refusal given when the window could not be read or written.
@@ -340,10 +384,179 @@ fn fail_closed(limit: u64) -> Decision {
     }
 }
 
+/// What one call asked of the control plane about its limits.
+#[derive(Debug, Default)]
+pub struct CallShares {
+    /// What the call holds in tokens, to take again from scratch on an answer.
+    pub tokens: u64,
+    /// `LeaseShare` calls this call made.
+    pub asked: usize,
+    /// The call in flight: which limit, and whether this call held its mark.
+    pub waiting: Option<(usize, bool)>,
+}
+
+impl CallShares {
+    /// Share calls one call may make among `limits` of them: two per limit (a grant can
+    /// be drawn on by another call first), and one more.
+    pub fn may_ask(&self, limits: usize) -> bool {
+        self.asked <= limits.saturating_mul(2)
+    }
+}
+
+/// Claims the mark of the allowance at `key` for a call that must ask at `now_ms`;
+/// `false` when a renewal or another call holds it, or shared data cannot be written.
+/// Only the holder asks for a spare part of the limit; the others for their need alone.
+pub fn claim_ask(host: &impl Host, key: &str, now_ms: u64) -> bool {
+    let mut claimed = false;
+    let written = cache::update(host, key, |current| {
+        let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
+        claimed = allowance.claim_ask(now_ms);
+        claimed.then(|| allowance.to_bytes())
+    });
+    written.is_ok() && claimed
+}
+
+/// The `LeaseShare` message of `holder` for `limit`: `want` more, at least `need`, after
+/// giving back `release`.
+pub fn request(holder: &str, limit: &Limit, want: u64, need: u64, release: u64) -> Vec<u8> {
+    ShareRequest {
+        subject: limit.subject.clone(),
+        measure: limit.measure.name().to_owned(),
+        holder: holder.to_owned(),
+        want,
+        need,
+        release,
+    }
+    .encode_to_vec()
+}
+
+/// Dispatches a `LeaseShare` call for `limit`; returns its token.
+pub fn ask(
+    host: &impl Host,
+    settings: &FilterSettings,
+    limit: &Limit,
+    want: u64,
+    need: u64,
+    release: u64,
+) -> Option<u32> {
+    let holder = crate::lease::holder(host)?;
+    let message = request(&holder, limit, want, need, release);
+    crate::calls::control_plane(host, settings, tollgate_proto::LEASE_SHARE_METHOD, &message)
+        .map_err(|status| log::warn!("tollgate: cannot dispatch LeaseShare: {status:?}"))
+        .ok()
+}
+
+/// Asks what a call lacking `need` of `limit` asks: a spare part of the limit when it
+/// holds the mark, else its need alone. Returns the token and whether it was marked.
+pub fn ask_need(
+    host: &impl Host,
+    settings: &FilterSettings,
+    limit: &Limit,
+    need: u64,
+    now_ms: u64,
+) -> Option<(u32, bool)> {
+    let marked = claim_ask(host, &limit.window, now_ms);
+    let want = if marked {
+        share::want(need, limit.per_minute)
+    } else {
+        need
+    };
+    ask(host, settings, limit, want, need, 0).map(|token| (token, marked))
+}
+
+/// The answer to a `LeaseShare` call, or `None` when there is none to act on (the call
+/// failed, or the answer is undecodable or of an unknown outcome).
+pub fn answer(host: &impl Host, status: u32, size: usize) -> Option<Answer> {
+    if status != 0 {
+        log::warn!("tollgate: LeaseShare failed with gRPC status {status}");
+        return None;
+    }
+    let body = host.grpc_response_body(size).unwrap_or_default();
+    let decoded = ShareAnswer::decode(body.as_slice())
+        .map_err(|e| log::warn!("tollgate: undecodable LeaseShare answer: {e}"))
+        .ok()?;
+    let exhausted = match decoded.outcome() {
+        Outcome::Granted => false,
+        Outcome::Exhausted => true,
+        Outcome::Unlimited => return Some(Answer::Unlimited),
+        Outcome::Unspecified => {
+            log::warn!("tollgate: LeaseShare answer without an outcome");
+            return None;
+        }
+    };
+    Some(Answer::Lease {
+        lease_id: decoded.lease_id,
+        granted: decoded.granted,
+        expires_at_ms: u64::try_from(decoded.expires_at_ms).unwrap_or(0),
+        limit: decoded.limit,
+        available: decoded.available,
+        exhausted,
+    })
+}
+
+/// Applies `answer` (to an asker holding the mark or not) to the allowance at `key`.
+pub fn apply(
+    host: &impl Host,
+    key: &str,
+    answer: &Answer,
+    now_ms: u64,
+    marked: bool,
+) -> Result<(), CasError> {
+    cache::update(host, key, |current| {
+        let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
+        allowance
+            .apply(answer, now_ms, marked)
+            .then(|| allowance.to_bytes())
+    })
+    .map(|_| ())
+}
+
+/// The renewal pass of `limit`'s allowance at `now_ms` (see [`Allowance::tend`]): what to
+/// tell the control plane, already applied locally and marked, if anything.
+pub fn tend(host: &impl Host, limit: &Limit, now_ms: u64) -> Option<Tending> {
+    let mut tending = None;
+    let written = cache::update(host, &limit.window, |current| {
+        let mut allowance = current.and_then(Allowance::from_bytes)?;
+        tending = allowance.tend(now_ms);
+        tending.map(|_| allowance.to_bytes())
+    });
+    written.ok().and(tending)
+}
+
+/// Takes `amount` from the per-Envoy window at `key` of `limit` per minute (the brake's).
+fn take_window(host: &impl Host, key: &str, limit: u64, amount: u64, now_ms: u64) -> Decision {
+    let mut decision = None;
+    let written = cache::update(host, key, |current| {
+        let mut window = current.and_then(Window::from_bytes).unwrap_or_default();
+        let d = window.take(limit, amount, now_ms);
+        decision = Some(d);
+        matches!(d, Decision::Admit(_)).then(|| window.to_bytes())
+    });
+    match (written, decision) {
+        (Ok(_), Some(d)) => d,
+        (Err(e), _) => {
+            log::warn!("tollgate: rate limit {key} not updated ({e:?}); refused");
+            fail_closed(limit)
+        }
+        (Ok(_), None) => fail_closed(limit),
+    }
+}
+
+/// What [`take_window`] of one would decide now, storing nothing. A window that cannot be
+/// read is taken as empty; the take decides then.
+fn peek_window(host: &impl Host, key: &str, limit: u64, now_ms: u64) -> Decision {
+    let current = host.shared_data(key).ok().and_then(|(b, _)| b);
+    current
+        .as_deref()
+        .and_then(Window::from_bytes)
+        .unwrap_or_default()
+        .peek(limit, 1, now_ms)
+}
+
 /// The failed-authentication brake of one client address: at most `per_minute` calls
 /// with a missing, unknown or revoked key in any minute; past it, every call from the
 /// address is refused before its key is looked at, so a brute force can neither go on
-/// nor load the control plane.
+/// nor load the control plane. Per Envoy: it needs no key, so no share is leased for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Brake {
     window: String,
@@ -368,7 +581,7 @@ impl Brake {
         host: &impl Host,
         now_ms: u64,
     ) -> Option<(Refusal, Vec<(&'static str, String)>)> {
-        match peek(host, &self.window, self.per_minute, now_ms) {
+        match peek_window(host, &self.window, self.per_minute, now_ms) {
             Decision::Refuse { retry_after_ms, .. } => {
                 let secs = tollgate_core::limits::retry_after_secs(retry_after_ms);
                 Some((
@@ -383,12 +596,50 @@ impl Brake {
     /// Counts one failed authentication from this address.
     pub fn count_failure(&self, host: &impl Host, now_ms: u64) {
         // Refused takes store nothing: once braked, the window only drains.
-        take(host, &self.window, self.per_minute, 1, now_ms);
+        take_window(host, &self.window, self.per_minute, 1, now_ms);
+    }
+}
+
+/// Shares as answers would have left them, for tests of this module and of the request
+/// flow.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::host::mock::MockHost;
+
+    /// Until when the test leases are live: before the request tests' cached keys expire.
+    pub const LEASED_UNTIL_MS: u64 = 900_000;
+
+    /// Stores a live lease `l1` of `share` at `key`, as an answer to this Envoy would have
+    /// left it, the rest of the limit unassigned (one Envoy).
+    pub fn lease(host: &MockHost, key: &str, share: u64, limit: u64) {
+        let mut a = Allowance::default();
+        a.apply(
+            &Answer::Lease {
+                lease_id: "l1".into(),
+                granted: share,
+                expires_at_ms: LEASED_UNTIL_MS,
+                limit,
+                available: limit.saturating_sub(share),
+                exhausted: false,
+            },
+            0,
+            false,
+        );
+        host.put_shared(key, &a.to_bytes());
+    }
+
+    /// Leases each of `limits` its whole limit.
+    pub fn lease_all(host: &MockHost, limits: &[Limit]) {
+        for l in limits {
+            lease(host, &l.window, l.per_minute, l.per_minute);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::*;
     use super::*;
     use crate::host::mock::MockHost;
     use proxy_wasm::types::Status;
@@ -398,8 +649,16 @@ mod tests {
         matches!(d, Decision::Admit(_))
     }
 
+    fn takes(t: Take) -> bool {
+        matches!(t, Take::Decided(Decision::Admit(_)))
+    }
+
     fn key_rpm() -> String {
-        window_key(Measure::Requests, "key:k")
+        allowance_key(Measure::Requests, "key:k")
+    }
+
+    fn allowance(host: &MockHost, key: &str) -> Allowance {
+        Allowance::from_bytes(&host.shared_value(key).unwrap()).unwrap()
     }
 
     fn grant(rpm: Option<u32>, tpm: Option<u64>, rate_limits: Vec<RateLimit>) -> KeyGrant {
@@ -431,54 +690,73 @@ mod tests {
     }
 
     fn remaining(host: &MockHost, measure: Measure, subject: &str, limit: u64, at: u64) -> u64 {
-        let bytes = host.shared_value(&window_key(measure, subject));
-        let window = bytes
+        let bytes = host.shared_value(&allowance_key(measure, subject));
+        let allowance = bytes
             .as_deref()
-            .and_then(Window::from_bytes)
+            .and_then(Allowance::from_bytes)
             .unwrap_or_default();
-        window.peek(limit, 0, at).quota().remaining
+        allowance.window.peek(limit, 0, at).quota().remaining
     }
 
     #[test]
     fn workers_share_one_window() {
         let worker_a = MockHost::new();
         let worker_b = worker_a.worker();
+        lease(&worker_a, &key_rpm(), 4, 4);
         let taken: Vec<bool> = (0..6)
             .map(|i| {
                 let host = if i % 2 == 0 { &worker_a } else { &worker_b };
-                admits(take(host, &key_rpm(), 4, 1, 1_000))
+                takes(take(host, &key_rpm(), 4, 1, 1_000))
             })
             .collect();
         assert_eq!(taken, [true, true, true, true, false, false]);
-        let other = window_key(Measure::Requests, "key:other");
-        assert!(admits(take(&worker_b, &other, 4, 1, 1_000)), "per key");
+        let other = allowance_key(Measure::Requests, "key:other");
+        lease(&worker_a, &other, 4, 4);
+        assert!(takes(take(&worker_b, &other, 4, 1, 1_000)), "per key");
+    }
+
+    #[test]
+    fn a_take_within_the_limit_but_past_the_share_lacks_it_and_takes_nothing() {
+        let host = MockHost::new();
+        lease(&host, &key_rpm(), 2, 10);
+        assert!(takes(take(&host, &key_rpm(), 10, 1, 0)));
+        assert_eq!(take(&host, &key_rpm(), 10, 3, 0), Take::Lacks { need: 2 });
+        assert_eq!(allowance(&host, &key_rpm()).window.count(0), 1);
+        assert_eq!(
+            take(&host, &allowance_key(Measure::Tokens, "key:k"), 10, 3, 0),
+            Take::Lacks { need: 3 },
+            "no lease yet"
+        );
     }
 
     #[test]
     fn a_write_between_read_and_write_is_retried_and_counted_once() {
         let host = MockHost::new();
-        host.interleave_writes(&key_rpm(), 1);
-        assert!(admits(take(&host, &key_rpm(), 2, 1, 0)));
-        assert!(admits(take(&host, &key_rpm(), 2, 1, 0)));
-        assert!(!admits(take(&host, &key_rpm(), 2, 1, 0)));
+        let key = "tg:v2:failed_auths:ip:10.0.0.1";
+        host.interleave_writes(key, 1);
+        assert!(admits(take_window(&host, key, 2, 1, 0)));
+        assert!(admits(take_window(&host, key, 2, 1, 0)));
+        assert!(!admits(take_window(&host, key, 2, 1, 0)));
     }
 
     #[test]
     fn a_peek_takes_nothing() {
         let host = MockHost::new();
+        let key = "tg:v2:failed_auths:ip:10.0.0.1";
         for _ in 0..3 {
-            assert!(admits(peek(&host, &key_rpm(), 1, 0)));
+            assert!(admits(peek_window(&host, key, 1, 0)));
         }
-        assert!(admits(take(&host, &key_rpm(), 1, 1, 0)));
-        assert!(!admits(peek(&host, &key_rpm(), 1, 0)));
+        assert!(admits(take_window(&host, key, 1, 1, 0)));
+        assert!(!admits(peek_window(&host, key, 1, 0)));
     }
 
     #[test]
     fn endless_contention_refuses() {
         let host = MockHost::new();
-        host.interleave_writes(&key_rpm(), usize::MAX);
+        let key = "tg:v2:failed_auths:ip:10.0.0.1";
+        host.interleave_writes(key, usize::MAX);
         assert_eq!(
-            take(&host, &key_rpm(), 100, 1, 0),
+            take_window(&host, key, 100, 1, 0),
             Decision::Refuse {
                 quota: Quota {
                     limit: 100,
@@ -493,8 +771,9 @@ mod tests {
     #[test]
     fn a_host_refusing_writes_refuses_the_call() {
         let host = MockHost::new();
+        lease(&host, &key_rpm(), 100, 100);
         host.refuse_shared_writes(Status::InternalFailure);
-        assert!(!admits(take(&host, &key_rpm(), 100, 1, 0)));
+        assert!(!takes(take(&host, &key_rpm(), 100, 1, 0)));
     }
 
     #[test]
@@ -515,10 +794,10 @@ mod tests {
         assert_eq!(
             windows,
             [
-                ("tg:v2:requests:key:k".to_owned(), 10),
-                ("tg:v2:requests:user:alice".to_owned(), 5),
-                ("tg:v2:tokens:key:k".to_owned(), 1_000),
-                ("tg:v2:tokens:key_model:k:gpt-4o".to_owned(), 500),
+                ("tg:v3:requests:key:k".to_owned(), 10),
+                ("tg:v3:requests:user:alice".to_owned(), 5),
+                ("tg:v3:tokens:key:k".to_owned(), 1_000),
+                ("tg:v3:tokens:key_model:k:gpt-4o".to_owned(), 500),
             ]
         );
         assert!(Limit::of_grant(&grant(None, None, vec![]), "m").is_empty());
@@ -533,18 +812,19 @@ mod tests {
             vec![model_limit("m", 100), user_limit(Some(20), None)],
         );
         let limits = Limit::of_grant(&g, "m");
+        lease_all(&host, &limits);
         let taking = take_all(&host, &limits, 150, 0);
         let refusal = taking
             .outcome
             .expect_err("150 tokens over a model limit of 100");
         assert_eq!(
             refusal,
-            Refusal::TokensPerMinute {
+            Stop::Refused(Refusal::TokensPerMinute {
                 subject: "this API key on model `m`".into(),
                 limit: 100,
                 requested: 150,
                 retry_after_ms: 60_000,
-            }
+            })
         );
         assert_eq!(remaining(&host, Measure::Requests, "key:k", 10, 0), 10);
         assert_eq!(remaining(&host, Measure::Requests, "user:alice", 20, 0), 20);
@@ -565,6 +845,7 @@ mod tests {
             vec![user_limit(Some(3), Some(10_000))],
         );
         let limits = Limit::of_grant(&g, "m");
+        lease_all(&host, &limits);
         let taking = take_all(&host, &limits, 400, 0);
         assert!(taking.outcome.is_ok());
         let headers = taking.quotas.headers();
@@ -586,6 +867,7 @@ mod tests {
         let host = MockHost::new();
         let g = grant(Some(100), Some(1_000), vec![user_limit(None, Some(2_000))]);
         let limits = Limit::of_grant(&g, "m");
+        lease_all(&host, &limits);
         let taken = take_all(&host, &limits, 900, 1_000).outcome.expect("fits");
         assert_eq!(
             remaining(&host, Measure::Tokens, "key:k", 1_000, 1_000),
@@ -612,6 +894,7 @@ mod tests {
         let a = MockHost::new();
         let b = a.worker();
         let limits = Limit::of_grant(&grant(None, Some(1_000), vec![]), "m");
+        lease_all(&a, &limits);
         let mut admitted = 0;
         for i in 0..10 {
             let host = if i % 2 == 0 { &a } else { &b };

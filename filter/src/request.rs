@@ -6,7 +6,10 @@
 //!    be checked and the provider chosen while headers can still change. On a cache miss
 //!    the stream pauses for one `Authorize` call to the control plane ([`admission`]).
 //! 2. Request body, whole: validated, and rewritten when the provider needs it (its model
-//!    name, `include_usage` on streams, Anthropic's format) ([`body`]).
+//!    name, `include_usage` on streams, Anthropic's format) ([`body`]); then taken from its
+//!    rate limits within this Envoy's shares of them ([`shares`]) and held against its
+//!    budgets ([`budgets`]), each step pausing the body for one control-plane call when a
+//!    share or a lease falls short.
 //! 3. Response: JSON bodies are buffered to read `usage` (and translated or normalized
 //!    when needed); event streams pass through chunk by chunk, metered as they go
 //!    ([`metering`]).
@@ -20,14 +23,16 @@ mod body;
 mod budgets;
 mod metering;
 mod models;
+mod shares;
 #[cfg(test)]
 mod tests;
 
-use crate::budget::{self, CallBudget, Seen, Spent};
+use crate::budget::{self, CallBudget, Spent};
 use crate::cache::{self, Freshness, Ticket};
 use crate::calls::{self, Calls};
 use crate::host::Host;
-use crate::limits::{self, Brake, Limit, Taken};
+use crate::lease::Seen;
+use crate::limits::{self, Brake, CallShares, Limit, Taken};
 use crate::usage::Outbox;
 use admission::{Caller, Head, Target};
 use metering::Response;
@@ -63,11 +68,14 @@ pub struct Shared {
     /// Request bytes held by the worker's calls.
     pub inflight: Rc<RefCell<InflightBytes>>,
     /// Budgets the worker's calls drew on, for the root context to renew.
-    pub budgets: Rc<RefCell<Seen>>,
+    pub budgets: Rc<RefCell<Seen<BudgetRef>>>,
+    /// Rate limits the worker's calls took from, for the root context to renew or give
+    /// their idle share back.
+    pub shares: Rc<RefCell<Seen<Limit>>>,
     /// Budgets the control plane recently found spent.
     pub spent: Rc<RefCell<Spent>>,
-    /// Calls that needed a lease while the control plane was unreachable: (admitted
-    /// within a lease, refused).
+    /// Calls that needed a budget lease or a rate-limit share while the control plane was
+    /// unreachable: (admitted within a lease, refused).
     pub unreachable: Rc<Cell<(u64, u64)>>,
 }
 
@@ -80,6 +88,17 @@ enum StreamCall {
     ModelList,
     /// `LeaseBudget` for money a budget hold lacks.
     Lease,
+    /// `LeaseShare` for share a rate limit lacks.
+    Share,
+}
+
+/// What a body-time step (rate-limit share, budget holds) asks of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Done (or nothing to do): go on.
+    Go,
+    /// Paused for the control plane's answer.
+    Wait,
 }
 
 /// A call in flight: its kind, and its ticket, which orders its answer against other
@@ -111,7 +130,8 @@ enum Phase {
 enum BodyStage {
     /// Bytes buffered so far, not yet checked.
     Arriving { seen: usize },
-    /// Validated (and rewritten) whole; waiting for a budget lease before it goes on.
+    /// Validated (and rewritten) whole; waiting for a rate-limit share or a budget lease
+    /// before it goes on.
     Holding,
     /// Validated (and rewritten) whole.
     Checked,
@@ -125,6 +145,8 @@ struct Admitted {
     limits: Vec<Limit>,
     /// What it took from them, settled when it ends (or given back if it is refused).
     taken: Vec<Taken>,
+    /// What it asked the control plane for their shares.
+    shares: CallShares,
     /// The key's user and team, for the record.
     user: String,
     team: String,
@@ -314,6 +336,7 @@ impl<H: Host> Request<H> {
             key_id,
             limits,
             taken: Vec::new(),
+            shares: CallShares::default(),
             user,
             team,
             budgets,
@@ -325,20 +348,6 @@ impl<H: Host> Request<H> {
             checked: None,
             response: Response::default(),
         }));
-        Ok(())
-    }
-
-    /// Takes an admitted call whose body passed, holding `tokens`, from its limits.
-    fn take_limits(&mut self, tokens: u64) -> Result<(), Refusal> {
-        let Phase::Admitted(admitted) = &mut self.phase else {
-            return Err(Refusal::NotAdmitted);
-        };
-        if admitted.limits.is_empty() {
-            return Ok(());
-        }
-        let taking = limits::take_all(&self.host, &admitted.limits, tokens, self.host.now_ms());
-        self.rate_headers = taking.quotas.headers();
-        admitted.taken = taking.outcome?;
         Ok(())
     }
 
@@ -419,6 +428,28 @@ impl<H: Host> Request<H> {
         models::answer(&target.endpoint, &grant, &answer.served_models)
     }
 
+    /// Counts and logs a call that needed `what` (a budget lease, a rate-limit share) while
+    /// the control plane was unreachable, and whether it was admitted all the same.
+    fn count_unreachable(&self, what: &str, admitted: bool) {
+        let (mut within, mut refused) = self.shared.unreachable.get();
+        if admitted {
+            within = within.saturating_add(1);
+        } else {
+            refused = refused.saturating_add(1);
+        }
+        self.shared.unreachable.set((within, refused));
+        let choice = if admitted {
+            "admitted within its lease"
+        } else {
+            "refused"
+        };
+        log::warn!(
+            "tollgate: control plane unreachable for {what}; request {} {choice} \
+             ({within} admitted within a lease, {refused} refused by this worker so far)",
+            self.request_id
+        );
+    }
+
     /// Checks the whole body, buffered up to `size` bytes, and lets it go on or refuses it.
     fn check_body(&mut self, size: usize) -> Action {
         // Held before the VM copies the body: past the worker's bound the call is refused.
@@ -434,8 +465,10 @@ impl<H: Host> Request<H> {
         // The call is taken from its limits only for a body that passed, and the body is
         // rewritten only for a call that goes on.
         let kept = checked.and_then(|checked| {
-            self.take_limits(checked.kept.bound.total())?;
-            let step = self.hold_budgets(&checked.kept)?;
+            let step = match self.take_limits(checked.kept.bound.total())? {
+                Step::Go => self.hold_budgets(&checked.kept)?,
+                Step::Wait => Step::Wait,
+            };
             if let Some(new_body) = &checked.rewrite {
                 self.host.set_request_body(bytes.len(), new_body);
             }
@@ -449,13 +482,13 @@ impl<H: Host> Request<H> {
                 if let Phase::Admitted(admitted) = &mut self.phase {
                     admitted.checked = Some(kept);
                     admitted.body = match step {
-                        budgets::Step::Go => BodyStage::Checked,
-                        budgets::Step::Wait => BodyStage::Holding,
+                        Step::Go => BodyStage::Checked,
+                        Step::Wait => BodyStage::Holding,
                     };
                 }
                 match step {
-                    budgets::Step::Go => Action::Continue,
-                    budgets::Step::Wait => Action::Pause,
+                    Step::Go => Action::Continue,
+                    Step::Wait => Action::Pause,
                 }
             }
             Err(refusal) => {
@@ -509,9 +542,10 @@ impl<H: Host> Context for Request<H> {
         let Some(Question { kind, ticket }) = self.calls.take(token_id) else {
             return;
         };
-        if kind == StreamCall::Lease {
-            self.on_lease_answer(status_code, response_size);
-            return;
+        match kind {
+            StreamCall::Lease => return self.on_lease_answer(status_code, response_size),
+            StreamCall::Share => return self.on_share_answer(status_code, response_size),
+            StreamCall::Admission | StreamCall::ModelList => {}
         }
         let target = match std::mem::replace(&mut self.phase, Phase::AwaitingHeaders) {
             Phase::Authorizing(target) => target,
@@ -538,7 +572,7 @@ impl<H: Host> Context for Request<H> {
                     Err(refusal) => self.refuse(refusal),
                 }
             }
-            StreamCall::Lease => {}
+            StreamCall::Lease | StreamCall::Share => {}
         }
     }
 }

@@ -17,6 +17,8 @@ pub const AUTHORIZE_METHOD: &str = "Authorize";
 pub const REPORT_USAGE_METHOD: &str = "ReportUsage";
 /// Method name of `Gateway.LeaseBudget`.
 pub const LEASE_BUDGET_METHOD: &str = "LeaseBudget";
+/// Method name of `Gateway.LeaseShare`.
+pub const LEASE_SHARE_METHOD: &str = "LeaseShare";
 
 /// Largest message the control plane's gRPC server decodes (its `max_decoding_message_size`);
 /// a larger one is refused with OUT_OF_RANGE.

@@ -3,7 +3,7 @@
 //! money; at log time each hold is settled to what the call cost.
 
 use super::body::Kept;
-use super::{Admitted, BodyStage, Phase, Question, Request, StreamCall, metering};
+use super::{Admitted, BodyStage, Phase, Question, Request, Step, StreamCall, metering};
 use crate::budget::{self, Need, Shortfall};
 use crate::cache::Ticket;
 use crate::host::Host;
@@ -12,15 +12,6 @@ use tollgate_core::pricing::Price;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::Unreachable;
 use tollgate_proto::v1::{ModelPrice, UsageRecord};
-
-/// What the budget step asks of the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Step {
-    /// Every hold is taken (or there is none): go on.
-    Go,
-    /// Paused for a lease.
-    Wait,
-}
 
 /// The prices of a route's model, as tollgate-core prices.
 pub(super) fn price_of(price: &ModelPrice) -> Price {
@@ -59,7 +50,7 @@ impl<H: Host> Request<H> {
         let now = self.host.now_ms();
         let mut seen = self.shared.budgets.borrow_mut();
         for b in &admitted.budgets {
-            seen.note(b, now);
+            seen.note(&b.budget_id, b, now);
         }
         drop(seen);
         admitted.budget.needs = admitted
@@ -151,23 +142,7 @@ impl<H: Host> Request<H> {
             }
             _ => false,
         };
-        let (mut within, mut refused) = self.shared.unreachable.get();
-        if admitted {
-            within = within.saturating_add(1);
-        } else {
-            refused = refused.saturating_add(1);
-        }
-        self.shared.unreachable.set((within, refused));
-        let choice = if admitted {
-            "admitted within its lease"
-        } else {
-            "refused"
-        };
-        log::warn!(
-            "tollgate: control plane unreachable for a budget lease; request {} {choice} \
-             ({within} admitted within a lease, {refused} refused by this worker so far)",
-            self.request_id
-        );
+        self.count_unreachable("a budget lease", admitted);
         if admitted {
             Ok(Step::Go)
         } else {

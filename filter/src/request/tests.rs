@@ -12,6 +12,7 @@ use tollgate_core::keys;
 use tollgate_proto::v1::{KeyGrant, KeyStatus, ServedModel, UsageBatch, UsageRecord};
 
 mod budgets;
+mod shares;
 
 const KEY: &str = "tg-test-key";
 /// The `authorization` header carrying [`KEY`].
@@ -1472,12 +1473,20 @@ fn a_slow_answer_does_not_undo_the_revocation_a_later_question_learnt() {
 
 // ---- requests per minute ----
 
-/// Caches an active key limited to `rpm` and the OpenAI route for `gpt-4o`.
+/// Leases this Envoy the whole of every limit of `g` for `gpt-4o`, as answers to it would
+/// have: alone, it admits what one Envoy's windows admitted before shares.
+fn lease_whole(host: &MockHost, g: &KeyGrant) {
+    crate::limits::testing::lease_all(host, &Limit::of_grant(g, "gpt-4o"));
+}
+
+/// Caches an active key limited to `rpm` and the OpenAI route for `gpt-4o`, its whole
+/// limit leased to this Envoy.
 fn cache_limited(host: &MockHost, rpm: Option<u32>) {
     let g = KeyGrant {
         requests_per_minute: rpm,
         ..grant(KeyStatus::Active, &[])
     };
+    lease_whole(host, &g);
     cache::store(
         host,
         &key_hash(),
@@ -1621,6 +1630,7 @@ fn a_call_refused_for_another_reason_costs_no_request() {
         requests_per_minute: Some(1),
         ..grant(KeyStatus::Active, &[])
     };
+    lease_whole(host, &g);
     let mut broken = route("openai");
     broken.kind = "no-such-kind".into();
     cache::store(host, &key_hash(), "bad", &g, Some(&broken), CACHED);
@@ -1726,8 +1736,10 @@ fn headers_alone_take_nothing_and_a_spent_key_is_refused_before_its_body() {
 
 // ---- tokens per minute, and the failed-authentication brake ----
 
-/// Caches an active key with `grant`'s limits and a route whose model caps output at 400.
+/// Caches an active key with `grant`'s limits and a route whose model caps output at 400,
+/// its limits leased whole to this Envoy.
 fn cache_token_limited(host: &MockHost, g: KeyGrant) {
+    lease_whole(host, &g);
     let mut r = route("openai");
     r.price = Some(tollgate_proto::v1::ModelPrice {
         max_output_tokens: 400,

@@ -268,6 +268,7 @@ fn a_call_refused_for_its_budget_gives_its_request_back() {
         budgets: vec![monthly("b1")],
         ..grant(KeyStatus::Active, &[])
     };
+    lease_whole(host, &g);
     cache::store(
         host,
         &key_hash(),
@@ -831,6 +832,7 @@ fn a_call_abandoned_while_it_waits_for_a_lease_costs_nothing_and_leaves_no_recor
         requests_per_minute: Some(1),
         ..grant(KeyStatus::Active, &[])
     };
+    lease_whole(host, &g);
     cache::store(
         host,
         &key_hash(),

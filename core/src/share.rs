@@ -1,0 +1,736 @@
+//! Rate limits shared across Envoys: one Envoy's leased share of a per-minute limit, and
+//! the sliding window its workers count takes in, kept together as one [`Allowance`].
+//!
+//! The control plane keeps, per limited subject and measure, the limit `L` and the shares
+//! it leased (`LeaseShare`); their sum never passes `L`. An Envoy admits a take only while
+//! its lease is live and its own window, with the take, holds no more than its share `S`.
+//! Every window being within its Envoy's share, and the shares within the limit, no minute
+//! admits more than `L` across all Envoys.
+//!
+//! Share and window are one value so that a take, a release and an answer are each one
+//! compare-and-swap of one shared-data entry: a release can never go below what the window
+//! counts. Answers add their grant to the share as a delta, and a release is taken off
+//! locally before the control plane hears of it, so answers applied in any order (or lost)
+//! never leave the local share above the control plane's count of it.
+
+use crate::budget::{LEASE_SHARE, RENEW_AHEAD_MS, claim_mark};
+use crate::limits::{self, Decision, Quota, Window};
+
+/// An entry a worker's calls took from in this long is in use: its share keeps a spare
+/// part of the limit and is renewed ahead of need; past it the spare goes back.
+pub const IN_USE_FOR_MS: u64 = 10_000;
+
+/// How long the control plane's word that a limit's pool was exhausted holds: calls that
+/// lack more than it had left are refused without asking again meanwhile, so a burst of
+/// refusals is not a burst of `LeaseShare` calls.
+pub const EXHAUSTED_FOR_MS: u64 = 1_000;
+
+/// How long a call refused because other Envoys hold the limit is told to wait: shares
+/// move when those Envoys give idle share back, which they do on their ticks.
+pub const SHARE_MOVES_MS: u64 = 1_000;
+
+/// The layout version byte of [`Allowance::to_bytes`].
+const LAYOUT: u8 = 1;
+
+/// Bytes of the fixed part of an encoded allowance: version, window, seven u64s.
+const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 7 * 8;
+
+/// One Envoy's share of one (subject, measure) limit and the window its workers took from
+/// it, as kept in shared data.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowance {
+    /// What the Envoy's workers took in the last minute.
+    pub window: Window,
+    /// The control plane's id of the lease; empty: none.
+    pub lease_id: String,
+    /// Units per minute the lease holds, as far as this Envoy knows (never more than the
+    /// control plane counts).
+    pub share: u64,
+    /// Until when takes may draw on the share (Unix ms, the control plane's clock).
+    pub expires_at_ms: u64,
+    /// The limit per minute, as the last take or answer knew it.
+    pub limit: u64,
+    /// Units no lease held when the control plane last answered (plus what this Envoy
+    /// released since): what other Envoys leave, for the `remaining` headers.
+    pub available: u64,
+    /// When the control plane last answered that the pool was exhausted (Unix ms); 0: not
+    /// since it last granted.
+    pub exhausted_at_ms: u64,
+    /// When a take was last admitted (Unix ms).
+    pub used_at_ms: u64,
+    /// A `LeaseShare` call about this lease is in flight until then (see
+    /// [`claim_mark`]); 0: none.
+    pub marked_until_ms: u64,
+}
+
+/// What a take from an [`Allowance`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// Admitted, or refused without asking the control plane (past the limit itself, or
+    /// the pool recently found exhausted).
+    Decided(Decision),
+    /// The share lacks `need` units (or the lease is not live): the control plane must be
+    /// asked before the take can fit.
+    Lacks {
+        /// The least more share that fits the take.
+        need: u64,
+    },
+}
+
+/// What the control plane answered to a `LeaseShare` call, in plain values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// `granted` units were added to lease `lease_id` (0 for a renewal or a release), or
+    /// (`exhausted`) less than the need was unassigned: nothing was added, but a release
+    /// was applied and the lease extended all the same.
+    Lease {
+        /// The lease's id.
+        lease_id: String,
+        /// Units added.
+        granted: u64,
+        /// Until when the lease may be drawn on (Unix ms).
+        expires_at_ms: u64,
+        /// The limit per minute now.
+        limit: u64,
+        /// Units of the limit no lease holds after this answer.
+        available: u64,
+        /// The pool could not serve the need.
+        exhausted: bool,
+    },
+    /// The subject has no such limit any more.
+    Unlimited,
+}
+
+/// What the renewal pass does for one allowance (see [`Allowance::tend`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tending {
+    /// Gives `units` of idle share back; already taken off the local share.
+    Release {
+        /// Units released.
+        units: u64,
+    },
+    /// Renews the lease ahead of need, asking `want` more (0: only extend it).
+    Renew {
+        /// Units asked.
+        want: u64,
+    },
+}
+
+/// What a call asks for when its take lacks `need`: at least that, and a twentieth of
+/// the limit, so the next calls need no round trip (small limits lease exactly the need).
+pub fn want(need: u64, limit: u64) -> u64 {
+    need.max(limit / LEASE_SHARE).max(1)
+}
+
+impl Allowance {
+    /// Whether takes may draw on the share at `now_ms`: a lease, not expired.
+    pub fn live(&self, now_ms: u64) -> bool {
+        !self.lease_id.is_empty() && now_ms < self.expires_at_ms
+    }
+
+    /// The share takes may draw on at `now_ms`: none once the lease lapsed.
+    fn live_share(&self, now_ms: u64) -> u64 {
+        if self.live(now_ms) { self.share } else { 0 }
+    }
+
+    /// Takes `amount` at `now_ms` against the limit `limit` per minute (the key's grant's
+    /// word), within the share. A take past the limit itself is refused as a window of its
+    /// own would refuse it; one that only lacks share is told what it lacks, unless the
+    /// control plane recently said the pool cannot serve it.
+    pub fn take(&mut self, limit: u64, amount: u64, now_ms: u64) -> Take {
+        self.limit = limit;
+        let alone = self.window.peek(limit, amount, now_ms);
+        if let Decision::Refuse { .. } = alone {
+            return Take::Decided(alone);
+        }
+        let share = self.live_share(now_ms);
+        if let Decision::Admit(_) = self.window.take(share.min(limit), amount, now_ms) {
+            self.used_at_ms = self.used_at_ms.max(now_ms);
+            return Take::Decided(Decision::Admit(self.quota(now_ms)));
+        }
+        let count = self.window.count(now_ms);
+        let need = count.saturating_add(amount).saturating_sub(share).max(1);
+        if self.exhausted_for(need, now_ms) {
+            return Take::Decided(self.exhausted(amount, now_ms));
+        }
+        Take::Lacks { need }
+    }
+
+    /// What a take of one would decide at `now_ms`, changing nothing; a take that only
+    /// lacks share is admitted here (the take itself will ask).
+    pub fn peek(&self, limit: u64, now_ms: u64) -> Decision {
+        match self.clone().take(limit, 1, now_ms) {
+            Take::Decided(decision) => decision,
+            Take::Lacks { .. } => Decision::Admit(self.quota(now_ms)),
+        }
+    }
+
+    /// Whether the control plane said less than `need` was unassigned within the last
+    /// [`EXHAUSTED_FOR_MS`].
+    fn exhausted_for(&self, need: u64, now_ms: u64) -> bool {
+        self.exhausted_at_ms != 0
+            && now_ms.saturating_sub(self.exhausted_at_ms) < EXHAUSTED_FOR_MS
+            && need > self.available
+    }
+
+    /// The refusal of a take of `amount` the pool cannot serve: it may fit once this
+    /// Envoy's own takes leave its window, when they are what is in the way (the share and
+    /// what is unassigned would hold it then), or else once other Envoys give share back.
+    pub fn exhausted(&self, amount: u64, now_ms: u64) -> Decision {
+        let reachable = self
+            .live_share(now_ms)
+            .saturating_add(self.available)
+            .min(self.limit);
+        let retry_after_ms = match self.window.peek(reachable, amount, now_ms) {
+            Decision::Refuse { retry_after_ms, .. } if amount <= reachable => retry_after_ms,
+            _ => SHARE_MOVES_MS,
+        };
+        Decision::Refuse {
+            quota: self.quota(now_ms),
+            retry_after_ms,
+        }
+    }
+
+    /// Where the limit stands at `now_ms` for the `x-ratelimit-*` headers: what the share
+    /// leaves plus what no lease holds, capped to what the limit leaves this window. Exact
+    /// with one Envoy (everything not leased to it is unassigned); across several an
+    /// estimate, since others' windows are not seen.
+    pub fn quota(&self, now_ms: u64) -> Quota {
+        let window = self.window.peek(self.limit, 0, now_ms).quota();
+        let count = self.window.count(now_ms);
+        let within = self
+            .live_share(now_ms)
+            .saturating_sub(count)
+            .saturating_add(self.available);
+        Quota {
+            remaining: within.min(window.remaining),
+            ..window
+        }
+    }
+
+    /// Settles a take of `held` at `taken_at_ms` to `actual`, as [`Window::settle`].
+    pub fn settle(&mut self, taken_at_ms: u64, held: u64, actual: u64, now_ms: u64) -> bool {
+        self.window.settle(taken_at_ms, held, actual, now_ms)
+    }
+
+    /// Takes the mark for a call that must ask at `now_ms`, if no other call or renewal
+    /// holds it: the holder asks for a twentieth of the limit, the others only for their
+    /// need, so calls short at once do not each lease a spare part.
+    pub fn claim_ask(&mut self, now_ms: u64) -> bool {
+        claim_mark(&mut self.marked_until_ms, now_ms)
+    }
+
+    /// The renewal pass at `now_ms`: gives back the share beyond what the window holds
+    /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]) once it
+    /// passes that by half a spare part, or renews a lease in use that runs low on time or
+    /// share (under half a spare part left). Marks the allowance when it
+    /// acts, so one worker at a time does; a release comes off the share here, before the
+    /// control plane hears of it.
+    pub fn tend(&mut self, now_ms: u64) -> Option<Tending> {
+        if !self.live(now_ms) || self.marked_until_ms > now_ms {
+            return None;
+        }
+        let in_use = now_ms.saturating_sub(self.used_at_ms) < IN_USE_FOR_MS;
+        let spare = if in_use { self.limit / LEASE_SHARE } else { 0 };
+        let count = self.window.count(now_ms);
+        let target = count.saturating_add(spare);
+        // Half a spare part of slack either way, so a busy share whose settlements free
+        // a few units does not go back and forth to the control plane on every tick.
+        let tending = if self.share > target.saturating_add(spare / 2) {
+            let units = self.share - target;
+            self.share = target;
+            self.available = self.available.saturating_add(units);
+            Tending::Release { units }
+        } else if in_use
+            && (self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS
+                || self.share.saturating_sub(count) < spare / 2)
+        {
+            Tending::Renew {
+                want: target - self.share,
+            }
+        } else {
+            return None;
+        };
+        claim_mark(&mut self.marked_until_ms, now_ms);
+        Some(tending)
+    }
+
+    /// Applies the answer to a `LeaseShare` call at `now_ms`; `marked`: its asker held the
+    /// mark, which is freed. A grant of the stored lease adds to the share and can only
+    /// extend it; one of another lease is adopted only when the stored one is gone or
+    /// lapsed (else it is a stale answer and ignored). Returns whether anything changed.
+    pub fn apply(&mut self, answer: &Answer, now_ms: u64, marked: bool) -> bool {
+        let before = self.clone();
+        if marked {
+            self.marked_until_ms = 0;
+        }
+        if let Answer::Lease {
+            lease_id,
+            granted,
+            expires_at_ms,
+            limit,
+            available,
+            exhausted,
+        } = answer
+        {
+            let same = !lease_id.is_empty() && *lease_id == self.lease_id;
+            let adopt = !same && !lease_id.is_empty() && !self.live(now_ms);
+            if same {
+                self.share = self.share.saturating_add(*granted);
+                self.expires_at_ms = self.expires_at_ms.max(*expires_at_ms);
+            } else if adopt {
+                self.lease_id.clone_from(lease_id);
+                self.share = *granted;
+                self.expires_at_ms = *expires_at_ms;
+            }
+            if same || adopt || *exhausted {
+                self.limit = *limit;
+                self.available = *available;
+                self.exhausted_at_ms = if *exhausted { now_ms.max(1) } else { 0 };
+            }
+        }
+        *self != before
+    }
+
+    /// The fixed-layout bytes kept in shared data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED_LEN + self.lease_id.len());
+        out.push(LAYOUT);
+        out.extend_from_slice(&self.window.to_bytes());
+        for n in [
+            self.share,
+            self.expires_at_ms,
+            self.limit,
+            self.available,
+            self.exhausted_at_ms,
+            self.used_at_ms,
+            self.marked_until_ms,
+        ] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out.extend_from_slice(self.lease_id.as_bytes());
+        out
+    }
+
+    /// Reads [`Allowance::to_bytes`]; `None` for bytes of another shape.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let (fixed, id) = bytes.split_at_checked(FIXED_LEN)?;
+        let (version, rest) = fixed.split_first()?;
+        if *version != LAYOUT {
+            return None;
+        }
+        let (window, numbers) = rest.split_at_checked(limits::ENCODED_LEN)?;
+        let mut n = numbers
+            .chunks_exact(8)
+            .map(|c| c.try_into().map(u64::from_be_bytes));
+        let mut next = || n.next()?.ok();
+        Some(Self {
+            window: Window::from_bytes(window)?,
+            share: next()?,
+            expires_at_ms: next()?,
+            limit: next()?,
+            available: next()?,
+            exhausted_at_ms: next()?,
+            used_at_ms: next()?,
+            marked_until_ms: next()?,
+            lease_id: String::from_utf8(id.to_vec()).ok()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn granted(lease_id: &str, granted: u64, expires_at_ms: u64, available: u64) -> Answer {
+        Answer::Lease {
+            lease_id: lease_id.into(),
+            granted,
+            expires_at_ms,
+            limit: 100,
+            available,
+            exhausted: false,
+        }
+    }
+
+    fn exhausted(available: u64) -> Answer {
+        Answer::Lease {
+            lease_id: "l1".into(),
+            granted: 0,
+            expires_at_ms: 60_000,
+            limit: 100,
+            available,
+            exhausted: true,
+        }
+    }
+
+    /// An allowance of lease `l1` with `share` of a limit of 100, the rest unassigned.
+    fn leased(share: u64) -> Allowance {
+        let mut a = Allowance::default();
+        assert!(a.apply(&granted("l1", share, 60_000, 100 - share), 0, false));
+        a
+    }
+
+    fn admitted(t: Take) -> bool {
+        matches!(t, Take::Decided(Decision::Admit(_)))
+    }
+
+    #[test]
+    fn takes_fit_within_the_share_and_a_take_past_it_lacks_what_is_missing() {
+        let mut a = leased(3);
+        for _ in 0..3 {
+            assert!(admitted(a.take(100, 1, 1_000)));
+        }
+        assert_eq!(a.take(100, 1, 1_000), Take::Lacks { need: 1 });
+        assert_eq!(a.take(100, 5, 1_000), Take::Lacks { need: 5 });
+        assert_eq!(
+            a.window.count(1_000),
+            3,
+            "a take that lacks share takes nothing"
+        );
+    }
+
+    #[test]
+    fn without_a_live_lease_a_take_lacks_all_the_window_holds_and_itself() {
+        let mut a = leased(10);
+        assert!(admitted(a.take(100, 4, 1_000)));
+        assert_eq!(a.take(100, 1, 60_000), Take::Lacks { need: 5 }, "expired");
+        assert_eq!(
+            Allowance::default().take(100, 2, 0),
+            Take::Lacks { need: 2 }
+        );
+    }
+
+    #[test]
+    fn past_the_limit_itself_is_refused_at_once_with_the_windows_retry() {
+        let mut a = leased(100);
+        assert!(admitted(a.take(10, 10, 5_500)));
+        let Take::Decided(Decision::Refuse {
+            retry_after_ms,
+            quota,
+        }) = a.take(10, 1, 6_000)
+        else {
+            panic!("refused without asking")
+        };
+        assert_eq!((retry_after_ms, quota.remaining), (60_000, 0));
+        assert!(matches!(
+            Allowance::default().take(10, 11, 0),
+            Take::Decided(Decision::Refuse { .. })
+        ));
+    }
+
+    #[test]
+    fn remaining_is_the_share_left_plus_the_unassigned_capped_to_the_limit() {
+        // One Envoy: everything not leased to it is unassigned, so remaining is exact.
+        let mut a = leased(5);
+        let Take::Decided(Decision::Admit(q)) = a.take(100, 2, 0) else {
+            panic!()
+        };
+        assert_eq!((q.limit, q.remaining), (100, 98));
+        // Another Envoy holds 50: this one sees its share left and the 45 unassigned.
+        a.available = 45;
+        assert_eq!(a.quota(0).remaining, 3 + 45);
+    }
+
+    #[test]
+    fn a_recent_exhausted_answer_refuses_what_it_could_not_serve_without_asking() {
+        let mut a = leased(2);
+        assert!(admitted(a.take(100, 2, 10_000)));
+        assert!(a.apply(&exhausted(1), 10_100, true));
+        let Take::Decided(Decision::Refuse { retry_after_ms, .. }) = a.take(100, 2, 10_200) else {
+            panic!("memo refuses")
+        };
+        // Share 2 and 1 unassigned would hold 2 more once this Envoy's 2 leave its window:
+        // they sit in slot 10, counted until slot 71 begins.
+        assert_eq!(retry_after_ms, 71_000 - 10_200);
+        assert_eq!(
+            a.take(100, 1, 10_200),
+            Take::Lacks { need: 1 },
+            "1 was left"
+        );
+        assert_eq!(
+            a.take(100, 2, 11_100),
+            Take::Lacks { need: 2 },
+            "a second later, ask again"
+        );
+    }
+
+    #[test]
+    fn an_exhausted_pool_held_by_others_is_retried_after_a_tick() {
+        let a = Allowance {
+            limit: 100,
+            ..Allowance::default()
+        };
+        assert_eq!(
+            a.exhausted(5, 0),
+            Decision::Refuse {
+                quota: Quota {
+                    limit: 100,
+                    remaining: 0,
+                    reset_ms: 0
+                },
+                retry_after_ms: SHARE_MOVES_MS,
+            }
+        );
+    }
+
+    #[test]
+    fn answers_of_the_lease_add_and_extend_and_others_replace_only_a_lapsed_lease() {
+        let mut a = leased(10);
+        assert!(a.apply(&granted("l1", 5, 50_000, 0), 0, false));
+        assert_eq!(
+            (a.share, a.expires_at_ms),
+            (15, 60_000),
+            "expiry only grows"
+        );
+        assert!(
+            !a.apply(&granted("l2", 50, 90_000, 0), 1_000, false),
+            "stale"
+        );
+        assert_eq!(a.lease_id, "l1");
+        assert!(a.apply(&granted("l2", 50, 90_000, 0), 60_000, false));
+        assert_eq!(
+            (a.lease_id.as_str(), a.share, a.expires_at_ms),
+            ("l2", 50, 90_000)
+        );
+        assert!(!a.apply(&Answer::Unlimited, 0, false));
+    }
+
+    #[test]
+    fn the_mark_lets_one_asker_at_a_time_and_an_answer_frees_it() {
+        let mut a = leased(1);
+        assert!(a.claim_ask(0));
+        assert!(!a.claim_ask(10));
+        a.apply(&granted("l1", 1, 60_000, 0), 20, true);
+        assert!(a.claim_ask(30));
+        assert!(
+            a.claim_ask(30 + crate::budget::RENEWAL_MARK_MS),
+            "a lost answer lapses"
+        );
+    }
+
+    #[test]
+    fn the_want_is_the_need_or_a_twentieth_of_the_limit() {
+        assert_eq!(want(1, 10), 1, "small limits lease exactly the need");
+        assert_eq!(want(3, 1_000), 50);
+        assert_eq!(want(70, 1_000), 70);
+        assert_eq!(want(0, 0), 1);
+    }
+
+    #[test]
+    fn an_idle_share_goes_back_down_to_what_the_window_holds() {
+        let mut a = leased(50);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        // In use: a spare twentieth (5) is kept beyond the 10 counted.
+        assert_eq!(a.tend(2_000), Some(Tending::Release { units: 35 }));
+        assert_eq!((a.share, a.available), (15, 85));
+        assert_eq!(a.tend(2_000), None, "marked");
+        a.marked_until_ms = 0;
+        assert_eq!(
+            a.tend(1_000 + IN_USE_FOR_MS),
+            Some(Tending::Release { units: 5 })
+        );
+        a.marked_until_ms = 0;
+        assert_eq!(a.tend(62_000), None, "lapsed at 60 s");
+    }
+
+    #[test]
+    fn a_busy_share_keeps_half_a_spare_part_of_slack_before_it_goes_back() {
+        let mut a = leased(17);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        // 10 counted, 5 spare: 17 is within half a spare part (2) of the 15.
+        assert_eq!(a.tend(2_000), None);
+        a.share = 18;
+        assert_eq!(a.tend(2_000), Some(Tending::Release { units: 3 }));
+        assert_eq!(a.share, 15);
+    }
+
+    #[test]
+    fn a_lease_in_use_is_renewed_ahead_of_its_expiry_or_when_low() {
+        let mut a = leased(15);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        assert_eq!(a.tend(2_000), None, "5 spare kept, far from expiry");
+        let mut idle = a.clone();
+        assert_eq!(
+            idle.tend(55_000),
+            Some(Tending::Release { units: 5 }),
+            "idle near expiry: no renewal, the spare goes back"
+        );
+        a.used_at_ms = 51_000;
+        assert_eq!(a.tend(51_000), Some(Tending::Renew { want: 0 }));
+        let mut low = leased(12);
+        assert!(admitted(low.take(100, 11, 1_000)));
+        assert_eq!(low.tend(1_000), Some(Tending::Renew { want: 4 }));
+    }
+
+    #[test]
+    fn bytes_round_trip_and_other_shapes_are_refused() {
+        let mut a = leased(7);
+        a.take(100, 3, 4_000);
+        a.exhausted_at_ms = 9;
+        a.marked_until_ms = 11;
+        assert_eq!(Allowance::from_bytes(&a.to_bytes()), Some(a.clone()));
+        let mut other = a.to_bytes();
+        other[0] = 2;
+        assert_eq!(Allowance::from_bytes(&other), None);
+        assert_eq!(Allowance::from_bytes(&a.to_bytes()[..FIXED_LEN - 1]), None);
+        assert_eq!(
+            Allowance::from_bytes(&a.window.to_bytes()),
+            None,
+            "a bare window"
+        );
+    }
+
+    /// One thing that may happen to an allowance.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A take of an amount, after some ms.
+        Take(u64, u64),
+        /// A settlement of the n-th admitted take to a fraction (in %) of its hold.
+        Settle(usize, u64),
+        /// The renewal pass, after some ms.
+        Tend(u64),
+        /// A grant to the call of the n-th ask in flight (in any order).
+        Answer(usize),
+        /// The control plane handles the n-th message in flight to it.
+        Deliver(usize),
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        prop::collection::vec(
+            prop_oneof![
+                (0u64..3_000, 1u64..30).prop_map(|(t, a)| Op::Take(t, a)),
+                (0usize..50, 0u64..=100).prop_map(|(i, p)| Op::Settle(i, p)),
+                (0u64..6_000).prop_map(Op::Tend),
+                (0usize..50).prop_map(Op::Answer),
+                (0usize..50).prop_map(Op::Deliver),
+            ],
+            1..300,
+        )
+    }
+
+    /// The control plane's side of one lease in a pool of `limit`.
+    struct ControlPlane {
+        limit: u64,
+        share: u64,
+    }
+
+    /// A message to the control plane: an ask of (need, want), or a release.
+    enum ToCp {
+        Ask(u64, u64),
+        Release(u64),
+    }
+
+    proptest! {
+        /// Takes, honest settlements, releases and answers in any order (some never
+        /// delivered): the window never counts more than the share after a take admits,
+        /// a release never takes the share below the window, and the local share never
+        /// passes the control plane's.
+        #[test]
+        fn the_window_stays_within_the_share_and_the_share_within_the_control_planes(
+            limit in 1u64..200, ops in ops(),
+        ) {
+            let ttl = 1_000_000;
+            let mut a = Allowance::default();
+            let mut cp = ControlPlane { limit, share: 0 };
+            let mut to_cp: Vec<ToCp> = Vec::new();
+            let mut answers: Vec<Answer> = Vec::new();
+            let mut takes: Vec<(u64, u64)> = Vec::new();
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Take(dt, amount) => {
+                        now += dt;
+                        match a.take(limit, amount, now) {
+                            Take::Decided(Decision::Admit(_)) => {
+                                takes.push((now, amount));
+                                prop_assert!(a.window.count(now) <= a.share, "{a:?}");
+                            }
+                            Take::Decided(Decision::Refuse { .. }) => {}
+                            Take::Lacks { need } => {
+                                to_cp.push(ToCp::Ask(need, want(need, limit)));
+                            }
+                        }
+                    }
+                    Op::Settle(i, percent) => {
+                        if !takes.is_empty() {
+                            let (at, held) = takes.swap_remove(i % takes.len());
+                            a.settle(at, held, held * percent / 100, now);
+                        }
+                    }
+                    Op::Tend(dt) => {
+                        now += dt;
+                        let count = a.window.count(now);
+                        let before = a.share;
+                        if let Some(t) = a.tend(now) {
+                            match t {
+                                Tending::Release { units } => {
+                                    prop_assert_eq!(a.share, before - units);
+                                    prop_assert!(a.share >= count, "{a:?}");
+                                    to_cp.push(ToCp::Release(units));
+                                }
+                                Tending::Renew { want } => to_cp.push(ToCp::Ask(0, want)),
+                            }
+                            a.marked_until_ms = 0;
+                        }
+                    }
+                    Op::Deliver(i) => {
+                        if !to_cp.is_empty() {
+                            let granted = match to_cp.swap_remove(i % to_cp.len()) {
+                                ToCp::Ask(need, want) => {
+                                    let free = cp.limit - cp.share;
+                                    let g = if free < need { 0 } else { want.min(free) };
+                                    cp.share += g;
+                                    g
+                                }
+                                ToCp::Release(units) => {
+                                    cp.share = cp.share.saturating_sub(units);
+                                    0
+                                }
+                            };
+                            answers.push(Answer::Lease {
+                                lease_id: "l1".into(),
+                                granted,
+                                expires_at_ms: ttl,
+                                limit,
+                                available: cp.limit - cp.share,
+                                exhausted: false,
+                            });
+                        }
+                    }
+                    Op::Answer(i) => {
+                        if !answers.is_empty() {
+                            let answer = answers.swap_remove(i % answers.len());
+                            a.apply(&answer, now, false);
+                        }
+                    }
+                }
+                prop_assert!(a.share <= cp.share, "local {} > control plane {}", a.share, cp.share);
+                prop_assert!(cp.share <= cp.limit);
+            }
+        }
+
+        #[test]
+        fn a_take_is_never_admitted_past_the_limit_in_any_minute(
+            share in 0u64..40, limit in 0u64..40,
+            times in prop::collection::vec(0u64..3_000, 1..200),
+        ) {
+            let mut a = Allowance::default();
+            a.apply(&granted("l1", share, u64::MAX, 0), 0, false);
+            let mut now = 0;
+            let mut admits = Vec::new();
+            for dt in times {
+                now += dt;
+                if admitted(a.take(limit, 1, now)) {
+                    admits.push(now);
+                }
+            }
+            let cap = share.min(limit) as usize;
+            for (i, start) in admits.iter().enumerate() {
+                let in_minute = admits[i..].iter().take_while(|t| **t < start + limits::WINDOW_MS).count();
+                prop_assert!(in_minute <= cap, "{in_minute} admits from {start}");
+            }
+        }
+    }
+}
