@@ -30,10 +30,10 @@ pub const EXHAUSTED_FOR_MS: u64 = 1_000;
 pub const SHARE_MOVES_MS: u64 = 1_000;
 
 /// The layout version byte of [`Allowance::to_bytes`].
-const LAYOUT: u8 = 1;
+const LAYOUT: u8 = 2;
 
 /// Bytes of the fixed part of an encoded allowance: version, window, seven u64s.
-const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 7 * 8;
+const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 8 * 8;
 
 /// One Envoy's share of one (subject, measure) limit and the window its workers took from
 /// it, as kept in shared data.
@@ -53,6 +53,10 @@ pub struct Allowance {
     /// Units no lease held when the control plane last answered (plus what this Envoy
     /// released since): what other Envoys leave, for the `remaining` headers.
     pub available: u64,
+    /// The most this Envoy's share could grow to when the control plane last answered: the
+    /// lease's share there plus what no lease held, i.e. the limit less what other Envoys
+    /// hold. Taken from one answer, so it is right however answers and deltas interleave.
+    pub reachable: u64,
     /// When the control plane last answered that the pool was exhausted (Unix ms); 0: not
     /// since it last granted.
     pub exhausted_at_ms: u64,
@@ -94,6 +98,8 @@ pub enum Answer {
         limit: u64,
         /// Units of the limit no lease holds after this answer.
         available: u64,
+        /// The lease's share after this answer, as the control plane counts it.
+        share: u64,
         /// The pool could not serve the need.
         exhausted: bool,
     },
@@ -177,31 +183,41 @@ impl Allowance {
     /// Envoy's own takes leave its window, when they are what is in the way (the share and
     /// what is unassigned would hold it then), or else once other Envoys give share back.
     pub fn exhausted(&self, amount: u64, now_ms: u64) -> Decision {
-        let reachable = self
-            .live_share(now_ms)
-            .saturating_add(self.available)
-            .min(self.limit);
+        let reachable = self.reachable.min(self.limit);
         let retry_after_ms = match self.window.peek(reachable, amount, now_ms) {
             Decision::Refuse { retry_after_ms, .. } if amount <= reachable => retry_after_ms,
             _ => SHARE_MOVES_MS,
         };
+        // Refused, what is left is only what this Envoy holds unused and what nobody
+        // holds: share granted for calls still waiting is theirs, not the client's.
+        let window = self.window.peek(self.limit, 0, now_ms).quota();
+        let unused = self
+            .live_share(now_ms)
+            .saturating_sub(self.window.count(now_ms))
+            .saturating_add(self.available);
         Decision::Refuse {
-            quota: self.quota(now_ms),
+            quota: Quota {
+                remaining: unused.min(window.remaining),
+                ..window
+            },
             retry_after_ms,
         }
     }
 
-    /// Where the limit stands at `now_ms` for the `x-ratelimit-*` headers: what the share
-    /// leaves plus what no lease holds, capped to what the limit leaves this window. Exact
-    /// with one Envoy (everything not leased to it is unassigned); across several an
-    /// estimate, since others' windows are not seen.
+    /// Where the limit stands at `now_ms` for the `x-ratelimit-*` headers: what this
+    /// Envoy's share could grow to less what its window holds, capped to what the limit
+    /// leaves this window. Exact with one Envoy (nothing is leased to others); across
+    /// several an estimate, since others' windows are not seen. Not the local share plus
+    /// `available`: grants arrive as deltas in any order, so those two may come from
+    /// different answers and undercount.
     pub fn quota(&self, now_ms: u64) -> Quota {
         let window = self.window.peek(self.limit, 0, now_ms).quota();
         let count = self.window.count(now_ms);
-        let within = self
-            .live_share(now_ms)
-            .saturating_sub(count)
-            .saturating_add(self.available);
+        let within = if self.live(now_ms) {
+            self.reachable.saturating_sub(count)
+        } else {
+            self.available.saturating_sub(count)
+        };
         Quota {
             remaining: within.min(window.remaining),
             ..window
@@ -270,6 +286,7 @@ impl Allowance {
             expires_at_ms,
             limit,
             available,
+            share,
             exhausted,
         } = answer
         {
@@ -286,6 +303,7 @@ impl Allowance {
             if same || adopt || *exhausted {
                 self.limit = *limit;
                 self.available = *available;
+                self.reachable = share.saturating_add(*available);
                 self.exhausted_at_ms = if *exhausted { now_ms.max(1) } else { 0 };
             }
         }
@@ -302,6 +320,7 @@ impl Allowance {
             self.expires_at_ms,
             self.limit,
             self.available,
+            self.reachable,
             self.exhausted_at_ms,
             self.used_at_ms,
             self.marked_until_ms,
@@ -330,6 +349,7 @@ impl Allowance {
             expires_at_ms: next()?,
             limit: next()?,
             available: next()?,
+            reachable: next()?,
             exhausted_at_ms: next()?,
             used_at_ms: next()?,
             marked_until_ms: next()?,
@@ -350,17 +370,20 @@ mod tests {
             expires_at_ms,
             limit: 100,
             available,
+            share: granted,
             exhausted: false,
         }
     }
 
-    fn exhausted(available: u64) -> Answer {
+    /// The pool is exhausted; this Envoy's lease holds `share` of it.
+    fn exhausted(share: u64, available: u64) -> Answer {
         Answer::Lease {
             lease_id: "l1".into(),
             granted: 0,
             expires_at_ms: 60_000,
             limit: 100,
             available,
+            share,
             exhausted: true,
         }
     }
@@ -428,16 +451,53 @@ mod tests {
             panic!()
         };
         assert_eq!((q.limit, q.remaining), (100, 98));
-        // Another Envoy holds 50: this one sees its share left and the 45 unassigned.
-        a.available = 45;
+        // Another Envoy holds 50: this one could grow its share by the 45 unassigned.
+        a.reachable = 5 + 45;
         assert_eq!(a.quota(0).remaining, 3 + 45);
+    }
+
+    #[test]
+    fn remaining_follows_the_newest_answer_whatever_order_grants_arrive_in() {
+        // Two grants of one Envoy's lease of 10; the second answer arrives first.
+        let mut a = Allowance::default();
+        let grant = |granted, share| Answer::Lease {
+            lease_id: "l1".into(),
+            granted,
+            expires_at_ms: 60_000,
+            limit: 10,
+            available: 10 - share,
+            share,
+            exhausted: false,
+        };
+        a.apply(&grant(1, 2), 0, false);
+        assert!(admitted(a.take(10, 1, 0)));
+        // The local share (1) lags the control plane's (2), yet nothing is leased to
+        // anyone else: 9 are left, not 1 + 8 unassigned = 9 only by chance of order.
+        assert_eq!(a.quota(0).remaining, 9);
+        a.apply(&grant(1, 1), 0, false);
+        assert!(admitted(a.take(10, 1, 0)));
+        assert_eq!(a.quota(0).remaining, 8);
+    }
+
+    #[test]
+    fn a_refused_take_reports_only_the_unused_share_and_the_unassigned_left() {
+        // 3 of a share of 5 taken; 2 more were granted for calls still waiting, so the
+        // pool is exhausted: what this refusal says is left is the 2 unused, not 10 - 3.
+        let mut a = leased(5);
+        assert!(admitted(a.take(100, 3, 0)));
+        assert!(a.apply(&exhausted(5, 0), 0, true));
+        a.limit = 10;
+        let Take::Decided(Decision::Refuse { quota, .. }) = a.take(10, 3, 0) else {
+            panic!("the memo refuses")
+        };
+        assert_eq!(quota.remaining, 2);
     }
 
     #[test]
     fn a_recent_exhausted_answer_refuses_what_it_could_not_serve_without_asking() {
         let mut a = leased(2);
         assert!(admitted(a.take(100, 2, 10_000)));
-        assert!(a.apply(&exhausted(1), 10_100, true));
+        assert!(a.apply(&exhausted(2, 1), 10_100, true));
         let Take::Decided(Decision::Refuse { retry_after_ms, .. }) = a.take(100, 2, 10_200) else {
             panic!("memo refuses")
         };
@@ -572,7 +632,7 @@ mod tests {
         a.marked_until_ms = 11;
         assert_eq!(Allowance::from_bytes(&a.to_bytes()), Some(a.clone()));
         let mut other = a.to_bytes();
-        other[0] = 2;
+        other[0] = LAYOUT + 1;
         assert_eq!(Allowance::from_bytes(&other), None);
         assert_eq!(Allowance::from_bytes(&a.to_bytes()[..FIXED_LEN - 1]), None);
         assert_eq!(
@@ -695,6 +755,7 @@ mod tests {
                                 expires_at_ms: ttl,
                                 limit,
                                 available: cp.limit - cp.share,
+                                share: cp.share,
                                 exhausted: false,
                             });
                         }

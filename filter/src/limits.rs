@@ -490,6 +490,7 @@ pub fn answer(host: &impl Host, status: u32, size: usize) -> Option<Answer> {
         expires_at_ms: u64::try_from(decoded.expires_at_ms).unwrap_or(0),
         limit: decoded.limit,
         available: decoded.available,
+        share: decoded.share,
         exhausted,
     })
 }
@@ -621,6 +622,7 @@ pub mod testing {
                 expires_at_ms: LEASED_UNTIL_MS,
                 limit,
                 available: limit.saturating_sub(share),
+                share,
                 exhausted: false,
             },
             0,

@@ -49,12 +49,19 @@ fn share_calls(host: &MockHost) -> Vec<(u32, ShareRequest)> {
         .collect()
 }
 
+/// An answer to this Envoy alone: everything of the limit not unassigned is its share.
 fn answer(outcome: Outcome, granted: u64, limit: u64, available: u64) -> Vec<u8> {
+    answer_held(outcome, granted, limit - available, limit, available)
+}
+
+/// An answer that says this Envoy's lease holds `share` (other Envoys hold the rest of
+/// what is not unassigned).
+fn answer_held(outcome: Outcome, granted: u64, share: u64, limit: u64, available: u64) -> Vec<u8> {
     ShareAnswer {
         outcome: outcome.into(),
         lease_id: "s1".into(),
         granted,
-        share: granted,
+        share,
         expires_at_ms: i64::try_from(EXPIRES).unwrap(),
         limit,
         available,
@@ -138,7 +145,7 @@ fn an_exhausted_pool_is_the_rate_limit_429_retried_after_a_tick() {
         &mut req,
         host,
         token,
-        &answer(Outcome::Exhausted, 0, 100, 0),
+        &answer_held(Outcome::Exhausted, 0, 0, 100, 0),
     );
     let (status, body) = reply_of(host);
     assert_eq!(status, 429);
@@ -171,7 +178,12 @@ fn an_exhausted_pool_behind_this_envoys_own_takes_is_retried_when_they_leave() {
     let (mut req, action) = call_on(&plugin, host);
     assert_eq!(action, Action::Pause);
     let (token, _) = share_calls(host).remove(0);
-    deliver(&mut req, host, token, &answer(Outcome::Exhausted, 0, 10, 0));
+    deliver(
+        &mut req,
+        host,
+        token,
+        &answer_held(Outcome::Exhausted, 0, 2, 10, 0),
+    );
     assert_eq!(refusal_code(host), (429, "rate_limit_exceeded".into()));
     // Its own two takes at 5 s fill the share it can reach: free when slot 66 begins.
     assert_eq!(reply_header(host, "retry-after").as_deref(), Some("61"));
@@ -191,7 +203,7 @@ fn a_recent_exhausted_answer_refuses_without_asking_again() {
         &mut req,
         host,
         token,
-        &answer(Outcome::Exhausted, 0, 100, 0),
+        &answer_held(Outcome::Exhausted, 0, 0, 100, 0),
     );
     for _ in 0..5 {
         let worker = host.worker();
@@ -296,7 +308,7 @@ fn a_call_lacking_share_of_one_limit_holds_none_of_the_others_while_it_waits() {
         &mut req,
         host,
         token,
-        &answer(Outcome::Granted, hold, 10_000, 0),
+        &answer_held(Outcome::Granted, hold, hold, 10_000, 0),
     );
     assert_eq!(host.resumes(), 1);
     assert_eq!(allowance(host, REQUESTS_KEY).window.count(5_000), 1);
@@ -328,7 +340,7 @@ impl Pool {
         self.assigned -= asked.release.min(self.assigned);
         let free = self.limit - self.assigned;
         if free < asked.need {
-            return answer(Outcome::Exhausted, 0, self.limit, free);
+            return answer_held(Outcome::Exhausted, 0, self.assigned, self.limit, free);
         }
         let granted = asked.want.min(free);
         self.assigned += granted;
