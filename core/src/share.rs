@@ -261,8 +261,9 @@ impl Allowance {
             && (self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS
                 || self.share.saturating_sub(count) < spare / 2)
         {
+            // The share may sit up to half a spare part above the target here.
             Tending::Renew {
-                want: target - self.share,
+                want: target.saturating_sub(self.share),
             }
         } else {
             return None;
@@ -622,6 +623,18 @@ mod tests {
         let mut low = leased(12);
         assert!(admitted(low.take(100, 11, 1_000)));
         assert_eq!(low.tend(1_000), Some(Tending::Renew { want: 4 }));
+    }
+
+    #[test]
+    fn a_renewal_of_a_share_with_a_little_slack_asks_for_nothing_more() {
+        // 10 counted, 5 spare, 17 held: within the slack, so nothing goes back; near
+        // expiry the lease is renewed for no more share. Asking `target - share` wrapped
+        // to almost 2^64 in release builds (the control plane then granted the whole
+        // unassigned pool to this Envoy) and panicked in debug ones.
+        let mut a = leased(17);
+        assert!(admitted(a.take(100, 10, 51_000)));
+        assert_eq!(a.tend(51_000), Some(Tending::Renew { want: 0 }));
+        assert_eq!(a.share, 17, "nothing released");
     }
 
     #[test]
