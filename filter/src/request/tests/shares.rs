@@ -520,3 +520,52 @@ fn an_idle_share_goes_back_whole_once_its_window_drains() {
     assert_eq!(second.release, 1);
     assert_eq!(allowance(&host, REQUESTS_KEY).share, 0);
 }
+
+#[test]
+fn share_granted_to_a_call_that_left_while_it_waited_is_counted_again_at_the_next_renewal() {
+    let mut plugin = plugin();
+    let host = plugin.host.clone();
+    cache_unleased(&host, &rpm(100));
+    // The client leaves while its call waits: the control plane granted the 5 it asked
+    // (its lease of this Envoy holds 5), but the answer reaches no one.
+    let (mut left, action) = call_on(&plugin, &host);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(share_calls(&host)[0].1.want, 5);
+    left.on_log();
+    drop(left);
+    // The next call asks for its need alone (the mark is the leaver's until it lapses);
+    // the control plane's lease now holds 6.
+    let (mut next, action) = call_on(&plugin, &host);
+    assert_eq!(action, Action::Pause);
+    let (token, asked) = share_calls(&host).remove(1);
+    assert_eq!((asked.need, asked.want), (1, 1));
+    deliver(
+        &mut next,
+        &host,
+        token,
+        &answer_held(Outcome::Granted, 1, 6, 100, 94),
+    );
+    assert_eq!(
+        allowance(&host, REQUESTS_KEY).share,
+        1,
+        "5 the Envoy never heard of"
+    );
+    // Near expiry and in use, the lease is renewed; the control plane's answer says
+    // what the lease holds, and nothing else was asked since: the Envoy counts it all.
+    host.set_now(EXPIRES - 5_000);
+    assert_eq!(call_on(&plugin, &host).1, Action::Continue);
+    plugin.tend_shares();
+    let (token, renewal) = share_calls(&host).remove(2);
+    assert_eq!((renewal.want, renewal.release), (5, 0));
+    let body = answer_held(Outcome::Granted, 5, 11, 100, 89);
+    host.set_grpc_body(&body);
+    plugin.on_answer(token, 0, body.len());
+    let a = allowance(&host, REQUESTS_KEY);
+    assert_eq!(a.share, 11, "the Envoy counts what the control plane does");
+    // So the idle pass can give the lost part back instead of keeping it leased for as
+    // long as the key is busy.
+    host.set_now(EXPIRES - 4_000);
+    plugin.tend_shares();
+    let (_, release) = share_calls(&host).remove(3);
+    assert_eq!(release.release, 5);
+}
