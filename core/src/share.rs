@@ -241,6 +241,16 @@ impl Allowance {
         claim_mark(&mut self.marked_until_ms, now_ms)
     }
 
+    /// Frees the mark of a call that asked holding it and will hear no answer (it left
+    /// while it waited), so renewals and the next spare ask need not wait for it to
+    /// lapse. The mark only spares the control plane calls; freeing one another worker
+    /// took after a lapse costs at most one more call. Returns whether it was set.
+    pub fn free_mark(&mut self) -> bool {
+        let was = self.marked_until_ms != 0;
+        self.marked_until_ms = 0;
+        was
+    }
+
     /// The renewal pass at `now_ms`: gives back the share beyond what the window holds
     /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]) once it
     /// passes that by half a spare part, or renews a lease in use that runs low on time or

@@ -418,6 +418,18 @@ pub fn claim_ask(host: &impl Host, key: &str, now_ms: u64) -> bool {
     written.is_ok() && claimed
 }
 
+/// Frees the mark of the allowance at `key`, held by a call that will hear no answer
+/// (see [`Allowance::free_mark`]).
+pub fn free_mark(host: &impl Host, key: &str) {
+    let written = cache::update(host, key, |current| {
+        let mut allowance = current.and_then(Allowance::from_bytes)?;
+        allowance.free_mark().then(|| allowance.to_bytes())
+    });
+    if let Err(e) = written {
+        log::warn!("tollgate: rate-limit share mark {key} not freed ({e:?}); it lapses");
+    }
+}
+
 /// The `LeaseShare` message of `holder` for `limit`: `want` more, at least `need`, after
 /// giving back `release`.
 pub fn request(holder: &str, limit: &Limit, want: u64, need: u64, release: u64) -> Vec<u8> {

@@ -533,21 +533,21 @@ fn share_granted_to_a_call_that_left_while_it_waited_is_counted_again_at_the_nex
     assert_eq!(share_calls(&host)[0].1.want, 5);
     left.on_log();
     drop(left);
-    // The next call asks for its need alone (the mark is the leaver's until it lapses);
-    // the control plane's lease now holds 6.
+    // The next call asks a spare part too (the leaver freed the mark); the control
+    // plane's lease now holds 10.
     let (mut next, action) = call_on(&plugin, &host);
     assert_eq!(action, Action::Pause);
     let (token, asked) = share_calls(&host).remove(1);
-    assert_eq!((asked.need, asked.want), (1, 1));
+    assert_eq!((asked.need, asked.want), (1, 5));
     deliver(
         &mut next,
         &host,
         token,
-        &answer_held(Outcome::Granted, 1, 6, 100, 94),
+        &answer_held(Outcome::Granted, 5, 10, 100, 90),
     );
     assert_eq!(
         allowance(&host, REQUESTS_KEY).share,
-        1,
+        5,
         "5 the Envoy never heard of"
     );
     // Near expiry and in use, the lease is renewed; the control plane's answer says
@@ -556,8 +556,8 @@ fn share_granted_to_a_call_that_left_while_it_waited_is_counted_again_at_the_nex
     assert_eq!(call_on(&plugin, &host).1, Action::Continue);
     plugin.tend_shares();
     let (token, renewal) = share_calls(&host).remove(2);
-    assert_eq!((renewal.want, renewal.release), (5, 0));
-    let body = answer_held(Outcome::Granted, 5, 11, 100, 89);
+    assert_eq!((renewal.want, renewal.release), (1, 0));
+    let body = answer_held(Outcome::Granted, 1, 11, 100, 89);
     host.set_grpc_body(&body);
     plugin.on_answer(token, 0, body.len());
     let a = allowance(&host, REQUESTS_KEY);
@@ -568,4 +568,26 @@ fn share_granted_to_a_call_that_left_while_it_waited_is_counted_again_at_the_nex
     plugin.tend_shares();
     let (_, release) = share_calls(&host).remove(3);
     assert_eq!(release.release, 5);
+}
+
+#[test]
+fn a_call_that_leaves_while_it_waits_holding_the_mark_frees_it() {
+    let mut plugin = plugin();
+    let host = plugin.host.clone();
+    cache_unleased(&host, &rpm(100));
+    crate::limits::testing::lease(&host, REQUESTS_KEY, 50, 100);
+    for _ in 0..50 {
+        assert_eq!(call_on(&plugin, &host).1, Action::Continue);
+    }
+    // The 51st lacks share and asks holding the mark; its client leaves.
+    let (mut left, action) = call_on(&plugin, &host);
+    assert_eq!(action, Action::Pause);
+    assert!(allowance(&host, REQUESTS_KEY).marked_until_ms > host.now_ms());
+    left.on_log();
+    drop(left);
+    assert_eq!(allowance(&host, REQUESTS_KEY).marked_until_ms, 0);
+    // So the renewal pass is not held off: the busy share is renewed at once.
+    let before = share_calls(&host).len();
+    plugin.tend_shares();
+    assert_eq!(share_calls(&host).len(), before + 1);
 }
