@@ -30,10 +30,10 @@ pub const EXHAUSTED_FOR_MS: u64 = 1_000;
 pub const SHARE_MOVES_MS: u64 = 1_000;
 
 /// The layout version byte of [`Allowance::to_bytes`].
-const LAYOUT: u8 = 2;
+const LAYOUT: u8 = 3;
 
-/// Bytes of the fixed part of an encoded allowance: version, window, seven u64s.
-const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 8 * 8;
+/// Bytes of the fixed part of an encoded allowance: version, window, ten u64s.
+const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 10 * 8;
 
 /// One Envoy's share of one (subject, measure) limit and the window its workers took from
 /// it, as kept in shared data.
@@ -65,6 +65,11 @@ pub struct Allowance {
     /// A `LeaseShare` call about this lease is in flight until then (see
     /// [`claim_mark`]); 0: none.
     pub marked_until_ms: u64,
+    /// `LeaseShare` calls dispatched about this lease by any worker: a renewal's answer
+    /// is exact only when none was dispatched after it.
+    pub asks: u64,
+    /// When the last `LeaseShare` call about this lease was dispatched (Unix ms).
+    pub asked_at_ms: u64,
 }
 
 /// What a take from an [`Allowance`] decided.
@@ -236,6 +241,16 @@ impl Allowance {
         claim_mark(&mut self.marked_until_ms, now_ms)
     }
 
+    /// Frees the mark of a call that asked holding it and will hear no answer (it left
+    /// while it waited), so renewals and the next spare ask need not wait for it to
+    /// lapse. The mark only spares the control plane calls; freeing one another worker
+    /// took after a lapse costs at most one more call. Returns whether it was set.
+    pub fn free_mark(&mut self) -> bool {
+        let was = self.marked_until_ms != 0;
+        self.marked_until_ms = 0;
+        was
+    }
+
     /// The renewal pass at `now_ms`: gives back the share beyond what the window holds
     /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]) once it
     /// passes that by half a spare part, or renews a lease in use that runs low on time or
@@ -261,8 +276,9 @@ impl Allowance {
             && (self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS
                 || self.share.saturating_sub(count) < spare / 2)
         {
+            // The share may sit up to half a spare part above the target here.
             Tending::Renew {
-                want: target - self.share,
+                want: target.saturating_sub(self.share),
             }
         } else {
             return None;
@@ -310,6 +326,42 @@ impl Allowance {
         *self != before
     }
 
+    /// Notes a `LeaseShare` call about this lease dispatched at `now_ms`; returns its
+    /// number, for [`Allowance::sync`].
+    pub fn note_ask(&mut self, now_ms: u64) -> u64 {
+        self.asks = self.asks.wrapping_add(1);
+        self.asked_at_ms = self.asked_at_ms.max(now_ms);
+        self.asks
+    }
+
+    /// Whether no `LeaseShare` call was dispatched in the `answer_within_ms` (the call
+    /// timeout) before `now_ms`: each earlier one was answered, or never will be.
+    pub fn quiet(&self, now_ms: u64, answer_within_ms: u64) -> bool {
+        self.asks == 0 || now_ms.saturating_sub(self.asked_at_ms) > answer_within_ms
+    }
+
+    /// Takes the lease's share from the answer to ask number `ask`, dispatched when the
+    /// allowance was [`quiet`](Allowance::quiet), if no call was dispatched since: the
+    /// control plane's count then covers every grant and release this Envoy will ever
+    /// hear of, and also those whose answers were lost (a call that left while it waited,
+    /// a failed call the control plane served). Without this, a lost grant stays leased
+    /// to this Envoy, unused, for as long as it keeps renewing the lease. Returns whether
+    /// the share changed.
+    pub fn sync(&mut self, answer: &Answer, ask: u64) -> bool {
+        let Answer::Lease {
+            lease_id, share, ..
+        } = answer
+        else {
+            return false;
+        };
+        if self.asks != ask || lease_id.is_empty() || *lease_id != self.lease_id {
+            return false;
+        }
+        let changed = self.share != *share;
+        self.share = *share;
+        changed
+    }
+
     /// The fixed-layout bytes kept in shared data.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(FIXED_LEN + self.lease_id.len());
@@ -324,6 +376,8 @@ impl Allowance {
             self.exhausted_at_ms,
             self.used_at_ms,
             self.marked_until_ms,
+            self.asks,
+            self.asked_at_ms,
         ] {
             out.extend_from_slice(&n.to_be_bytes());
         }
@@ -353,6 +407,8 @@ impl Allowance {
             exhausted_at_ms: next()?,
             used_at_ms: next()?,
             marked_until_ms: next()?,
+            asks: next()?,
+            asked_at_ms: next()?,
             lease_id: String::from_utf8(id.to_vec()).ok()?,
         })
     }
@@ -625,6 +681,18 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_of_a_share_with_a_little_slack_asks_for_nothing_more() {
+        // 10 counted, 5 spare, 17 held: within the slack, so nothing goes back; near
+        // expiry the lease is renewed for no more share. Asking `target - share` wrapped
+        // to almost 2^64 in release builds (the control plane then granted the whole
+        // unassigned pool to this Envoy) and panicked in debug ones.
+        let mut a = leased(17);
+        assert!(admitted(a.take(100, 10, 51_000)));
+        assert_eq!(a.tend(51_000), Some(Tending::Renew { want: 0 }));
+        assert_eq!(a.share, 17, "nothing released");
+    }
+
+    #[test]
     fn bytes_round_trip_and_other_shapes_are_refused() {
         let mut a = leased(7);
         a.take(100, 3, 4_000);
@@ -655,6 +723,9 @@ mod tests {
         Answer(usize),
         /// The control plane handles the n-th message in flight to it.
         Deliver(usize),
+        /// The n-th answer is lost (its call left, or the call failed after the control
+        /// plane served it).
+        Lose(usize),
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -665,6 +736,7 @@ mod tests {
                 (0u64..6_000).prop_map(Op::Tend),
                 (0usize..50).prop_map(Op::Answer),
                 (0usize..50).prop_map(Op::Deliver),
+                (0usize..50).prop_map(Op::Lose),
             ],
             1..300,
         )
@@ -676,10 +748,11 @@ mod tests {
         share: u64,
     }
 
-    /// A message to the control plane: an ask of (need, want), or a release.
+    /// A message to the control plane: an ask of (need, want), or a release; each with
+    /// the number a renewal's answer may sync on.
     enum ToCp {
-        Ask(u64, u64),
-        Release(u64),
+        Ask(u64, u64, Option<u64>),
+        Release(u64, Option<u64>),
     }
 
     proptest! {
@@ -695,7 +768,7 @@ mod tests {
             let mut a = Allowance::default();
             let mut cp = ControlPlane { limit, share: 0 };
             let mut to_cp: Vec<ToCp> = Vec::new();
-            let mut answers: Vec<Answer> = Vec::new();
+            let mut answers: Vec<(Answer, Option<u64>)> = Vec::new();
             let mut takes: Vec<(u64, u64)> = Vec::new();
             let mut now = 0u64;
             for op in ops {
@@ -709,7 +782,8 @@ mod tests {
                             }
                             Take::Decided(Decision::Refuse { .. }) => {}
                             Take::Lacks { need } => {
-                                to_cp.push(ToCp::Ask(need, want(need, limit)));
+                                a.note_ask(now);
+                                to_cp.push(ToCp::Ask(need, want(need, limit), None));
                             }
                         }
                     }
@@ -724,32 +798,37 @@ mod tests {
                         let count = a.window.count(now);
                         let before = a.share;
                         if let Some(t) = a.tend(now) {
+                            // Quiet: every earlier ask was answered or lost, as the call
+                            // timeout makes it in the filter.
+                            let quiet = to_cp.is_empty() && answers.is_empty();
+                            let ask = a.note_ask(now);
+                            let sync = quiet.then_some(ask);
                             match t {
                                 Tending::Release { units } => {
                                     prop_assert_eq!(a.share, before - units);
                                     prop_assert!(a.share >= count, "{a:?}");
-                                    to_cp.push(ToCp::Release(units));
+                                    to_cp.push(ToCp::Release(units, sync));
                                 }
-                                Tending::Renew { want } => to_cp.push(ToCp::Ask(0, want)),
+                                Tending::Renew { want } => to_cp.push(ToCp::Ask(0, want, sync)),
                             }
                             a.marked_until_ms = 0;
                         }
                     }
                     Op::Deliver(i) => {
                         if !to_cp.is_empty() {
-                            let granted = match to_cp.swap_remove(i % to_cp.len()) {
-                                ToCp::Ask(need, want) => {
+                            let (granted, sync) = match to_cp.swap_remove(i % to_cp.len()) {
+                                ToCp::Ask(need, want, sync) => {
                                     let free = cp.limit - cp.share;
                                     let g = if free < need { 0 } else { want.min(free) };
                                     cp.share += g;
-                                    g
+                                    (g, sync)
                                 }
-                                ToCp::Release(units) => {
+                                ToCp::Release(units, sync) => {
                                     cp.share = cp.share.saturating_sub(units);
-                                    0
+                                    (0, sync)
                                 }
                             };
-                            answers.push(Answer::Lease {
+                            answers.push((Answer::Lease {
                                 lease_id: "l1".into(),
                                 granted,
                                 expires_at_ms: ttl,
@@ -757,13 +836,21 @@ mod tests {
                                 available: cp.limit - cp.share,
                                 share: cp.share,
                                 exhausted: false,
-                            });
+                            }, sync));
                         }
                     }
                     Op::Answer(i) => {
                         if !answers.is_empty() {
-                            let answer = answers.swap_remove(i % answers.len());
+                            let (answer, sync) = answers.swap_remove(i % answers.len());
                             a.apply(&answer, now, false);
+                            if let Some(ask) = sync {
+                                a.sync(&answer, ask);
+                            }
+                        }
+                    }
+                    Op::Lose(i) => {
+                        if !answers.is_empty() {
+                            answers.swap_remove(i % answers.len());
                         }
                     }
                 }

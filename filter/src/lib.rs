@@ -57,8 +57,9 @@ enum RootCall {
     UsageReport,
     /// A `LeaseBudget` renewal ahead of need of the lease `asked` of budget `budget_id`.
     Renewal { budget_id: String, asked: String },
-    /// A `LeaseShare` renewal or release of the allowance at `key`.
-    Share { key: String },
+    /// A `LeaseShare` renewal or release of the allowance at `key`; `sync`: its ask's
+    /// number, when its answer may set the share (`limits::apply`).
+    Share { key: String, sync: Option<u64> },
 }
 
 /// The per-VM root context: holds the settings and flushes usage to the control plane.
@@ -189,21 +190,24 @@ impl<H: Host> Plugin<H> {
             .saturating_add(tollgate_core::limits::SLOT_MS);
         let recent = self.shared.shares.borrow_mut().recent(now, for_ms);
         for limit in recent {
-            let Some(tending) = limits::tend(&self.host, &limit, now) else {
+            let answer_within = self.shared.settings.control_plane_timeout_ms;
+            let Some((tending, sync)) = limits::tend(&self.host, &limit, now, answer_within) else {
                 continue;
             };
             let (want, release) = match tending {
                 share::Tending::Release { units } => (0, units),
                 share::Tending::Renew { want } => (want, 0),
             };
-            // A failed dispatch leaves the mark, which lapses: another tick retries. A
-            // release not heard of leaves the control plane counting more share than
-            // this Envoy draws on until the lease is reclaimed: safe.
+            // A failed dispatch leaves the mark, which lapses: another tick retries. An
+            // answer not heard of (a release, or a grant to a call that left while it
+            // waited) leaves the control plane counting more share than this Envoy draws
+            // on: safe, and the next renewal answered with nothing asked since takes the
+            // control plane's count.
             if let Some(token) =
                 limits::ask(&self.host, &self.shared.settings, &limit, want, 0, release)
             {
                 let key = limit.key().to_owned();
-                self.calls.register(token, RootCall::Share { key });
+                self.calls.register(token, RootCall::Share { key, sync });
             }
         }
     }
@@ -232,12 +236,12 @@ impl<H: Host> Plugin<H> {
                     log::warn!("tollgate: renewed lease of budget {budget_id} not stored: {e:?}");
                 }
             }
-            RootCall::Share { key } => {
+            RootCall::Share { key, sync } => {
                 let Some(answer) = limits::answer(&self.host, status, size) else {
                     return;
                 };
                 let now = self.host.now_ms();
-                if let Err(e) = limits::apply(&self.host, &key, &answer, now, true) {
+                if let Err(e) = limits::apply(&self.host, &key, &answer, now, true, sync) {
                     log::warn!("tollgate: renewed rate-limit share {key} not stored: {e:?}");
                 }
             }

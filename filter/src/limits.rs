@@ -403,17 +403,31 @@ impl CallShares {
     }
 }
 
-/// Claims the mark of the allowance at `key` for a call that must ask at `now_ms`;
-/// `false` when a renewal or another call holds it, or shared data cannot be written.
-/// Only the holder asks for a spare part of the limit; the others for their need alone.
+/// Notes the ask of a call that must ask at `now_ms` in the allowance at `key` (see
+/// [`Allowance::sync`]) and claims its mark, if no renewal or other call holds it;
+/// `false` when it does not hold the mark. Only the holder asks for a spare part of the
+/// limit; the others for their need alone.
 pub fn claim_ask(host: &impl Host, key: &str, now_ms: u64) -> bool {
     let mut claimed = false;
     let written = cache::update(host, key, |current| {
         let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
         claimed = allowance.claim_ask(now_ms);
-        claimed.then(|| allowance.to_bytes())
+        allowance.note_ask(now_ms);
+        Some(allowance.to_bytes())
     });
     written.is_ok() && claimed
+}
+
+/// Frees the mark of the allowance at `key`, held by a call that will hear no answer
+/// (see [`Allowance::free_mark`]).
+pub fn free_mark(host: &impl Host, key: &str) {
+    let written = cache::update(host, key, |current| {
+        let mut allowance = current.and_then(Allowance::from_bytes)?;
+        allowance.free_mark().then(|| allowance.to_bytes())
+    });
+    if let Err(e) = written {
+        log::warn!("tollgate: rate-limit share mark {key} not freed ({e:?}); it lapses");
+    }
 }
 
 /// The `LeaseShare` message of `holder` for `limit`: `want` more, at least `need`, after
@@ -495,33 +509,46 @@ pub fn answer(host: &impl Host, status: u32, size: usize) -> Option<Answer> {
     })
 }
 
-/// Applies `answer` (to an asker holding the mark or not) to the allowance at `key`.
+/// Applies `answer` (to an asker holding the mark or not) to the allowance at `key`;
+/// `sync`: the answer is to the renewal of that number, which takes the control plane's
+/// count of the share if nothing was asked since (see [`Allowance::sync`]).
 pub fn apply(
     host: &impl Host,
     key: &str,
     answer: &Answer,
     now_ms: u64,
     marked: bool,
+    sync: Option<u64>,
 ) -> Result<(), CasError> {
     cache::update(host, key, |current| {
         let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
-        allowance
-            .apply(answer, now_ms, marked)
-            .then(|| allowance.to_bytes())
+        let applied = allowance.apply(answer, now_ms, marked);
+        let synced = sync.is_some_and(|ask| allowance.sync(answer, ask));
+        (applied || synced).then(|| allowance.to_bytes())
     })
     .map(|_| ())
 }
 
 /// The renewal pass of `limit`'s allowance at `now_ms` (see [`Allowance::tend`]): what to
-/// tell the control plane, already applied locally and marked, if anything.
-pub fn tend(host: &impl Host, limit: &Limit, now_ms: u64) -> Option<Tending> {
-    let mut tending = None;
+/// tell the control plane, already applied locally and marked, if anything, and the
+/// ask's number when its answer may set the share (nothing asked in the
+/// `answer_within_ms` before: see [`Allowance::sync`]).
+pub fn tend(
+    host: &impl Host,
+    limit: &Limit,
+    now_ms: u64,
+    answer_within_ms: u64,
+) -> Option<(Tending, Option<u64>)> {
+    let mut tended = None;
     let written = cache::update(host, &limit.window, |current| {
         let mut allowance = current.and_then(Allowance::from_bytes)?;
-        tending = allowance.tend(now_ms);
-        tending.map(|_| allowance.to_bytes())
+        let tending = allowance.tend(now_ms)?;
+        let quiet = allowance.quiet(now_ms, answer_within_ms);
+        let ask = allowance.note_ask(now_ms);
+        tended = Some((tending, quiet.then_some(ask)));
+        Some(allowance.to_bytes())
     });
-    written.ok().and(tending)
+    written.ok().and(tended)
 }
 
 /// Takes `amount` from the per-Envoy window at `key` of `limit` per minute (the brake's).

@@ -672,6 +672,13 @@ impl<H: Host> HttpContext for Request<H> {
             // the call waited for a lease): no provider saw it, so it costs nothing and
             // leaves no record, as if refused.
             limits::give_back(&self.host, &admitted.taken, now);
+            if let Some((index, true)) = admitted.shares.waiting.take()
+                && let Some(limit) = admitted.limits.get(index)
+            {
+                // Its answer will reach no one: the mark would block the renewal pass
+                // until it lapsed, and a client leaving every few seconds kept it so.
+                limits::free_mark(&self.host, limit.key());
+            }
             budget::settle(&self.host, &mut admitted.budget, 0);
             log::debug!(
                 "tollgate: request {} ended before its body was sent; not metered",

@@ -520,3 +520,74 @@ fn an_idle_share_goes_back_whole_once_its_window_drains() {
     assert_eq!(second.release, 1);
     assert_eq!(allowance(&host, REQUESTS_KEY).share, 0);
 }
+
+#[test]
+fn share_granted_to_a_call_that_left_while_it_waited_is_counted_again_at_the_next_renewal() {
+    let mut plugin = plugin();
+    let host = plugin.host.clone();
+    cache_unleased(&host, &rpm(100));
+    // The client leaves while its call waits: the control plane granted the 5 it asked
+    // (its lease of this Envoy holds 5), but the answer reaches no one.
+    let (mut left, action) = call_on(&plugin, &host);
+    assert_eq!(action, Action::Pause);
+    assert_eq!(share_calls(&host)[0].1.want, 5);
+    left.on_log();
+    drop(left);
+    // The next call asks a spare part too (the leaver freed the mark); the control
+    // plane's lease now holds 10.
+    let (mut next, action) = call_on(&plugin, &host);
+    assert_eq!(action, Action::Pause);
+    let (token, asked) = share_calls(&host).remove(1);
+    assert_eq!((asked.need, asked.want), (1, 5));
+    deliver(
+        &mut next,
+        &host,
+        token,
+        &answer_held(Outcome::Granted, 5, 10, 100, 90),
+    );
+    assert_eq!(
+        allowance(&host, REQUESTS_KEY).share,
+        5,
+        "5 the Envoy never heard of"
+    );
+    // Near expiry and in use, the lease is renewed; the control plane's answer says
+    // what the lease holds, and nothing else was asked since: the Envoy counts it all.
+    host.set_now(EXPIRES - 5_000);
+    assert_eq!(call_on(&plugin, &host).1, Action::Continue);
+    plugin.tend_shares();
+    let (token, renewal) = share_calls(&host).remove(2);
+    assert_eq!((renewal.want, renewal.release), (1, 0));
+    let body = answer_held(Outcome::Granted, 1, 11, 100, 89);
+    host.set_grpc_body(&body);
+    plugin.on_answer(token, 0, body.len());
+    let a = allowance(&host, REQUESTS_KEY);
+    assert_eq!(a.share, 11, "the Envoy counts what the control plane does");
+    // So the idle pass can give the lost part back instead of keeping it leased for as
+    // long as the key is busy.
+    host.set_now(EXPIRES - 4_000);
+    plugin.tend_shares();
+    let (_, release) = share_calls(&host).remove(3);
+    assert_eq!(release.release, 5);
+}
+
+#[test]
+fn a_call_that_leaves_while_it_waits_holding_the_mark_frees_it() {
+    let mut plugin = plugin();
+    let host = plugin.host.clone();
+    cache_unleased(&host, &rpm(100));
+    crate::limits::testing::lease(&host, REQUESTS_KEY, 50, 100);
+    for _ in 0..50 {
+        assert_eq!(call_on(&plugin, &host).1, Action::Continue);
+    }
+    // The 51st lacks share and asks holding the mark; its client leaves.
+    let (mut left, action) = call_on(&plugin, &host);
+    assert_eq!(action, Action::Pause);
+    assert!(allowance(&host, REQUESTS_KEY).marked_until_ms > host.now_ms());
+    left.on_log();
+    drop(left);
+    assert_eq!(allowance(&host, REQUESTS_KEY).marked_until_ms, 0);
+    // So the renewal pass is not held off: the busy share is renewed at once.
+    let before = share_calls(&host).len();
+    plugin.tend_shares();
+    assert_eq!(share_calls(&host).len(), before + 1);
+}
