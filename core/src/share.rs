@@ -261,8 +261,9 @@ impl Allowance {
             && (self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS
                 || self.share.saturating_sub(count) < spare / 2)
         {
+            // Within the slack the share may sit above its target: ask for nothing then.
             Tending::Renew {
-                want: target - self.share,
+                want: target.saturating_sub(self.share),
             }
         } else {
             return None;
@@ -622,6 +623,15 @@ mod tests {
         let mut low = leased(12);
         assert!(admitted(low.take(100, 11, 1_000)));
         assert_eq!(low.tend(1_000), Some(Tending::Renew { want: 4 }));
+    }
+
+    #[test]
+    fn a_busy_share_within_its_slack_renews_near_expiry_asking_nothing_more() {
+        // 10 counted, 5 spare: a share of 17 sits within the slack above its target of 15,
+        // so it is kept; near expiry it is renewed, and asks for nothing (not 15 - 17).
+        let mut a = leased(17);
+        assert!(admitted(a.take(100, 10, 51_000)));
+        assert_eq!(a.tend(51_000), Some(Tending::Renew { want: 0 }));
     }
 
     #[test]
