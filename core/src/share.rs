@@ -239,7 +239,8 @@ impl Allowance {
     /// The renewal pass at `now_ms`: gives back the share beyond what the window holds
     /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]) once it
     /// passes that by half a spare part, or renews a lease in use that runs low on time or
-    /// share (under half a spare part left). Marks the allowance when it
+    /// share (under half a spare part left), or an idle one near expiry whose share still
+    /// backs what the window counts. Marks the allowance when it
     /// acts, so one worker at a time does; a release comes off the share here, before the
     /// control plane hears of it.
     pub fn tend(&mut self, now_ms: u64) -> Option<Tending> {
@@ -250,6 +251,7 @@ impl Allowance {
         let spare = if in_use { self.limit / LEASE_SHARE } else { 0 };
         let count = self.window.count(now_ms);
         let target = count.saturating_add(spare);
+        let ending = self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS;
         // Half a spare part of slack either way, so a busy share whose settlements free
         // a few units does not go back and forth to the control plane on every tick.
         let tending = if self.share > target.saturating_add(spare / 2) {
@@ -257,14 +259,17 @@ impl Allowance {
             self.share = target;
             self.available = self.available.saturating_add(units);
             Tending::Release { units }
-        } else if in_use
-            && (self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS
-                || self.share.saturating_sub(count) < spare / 2)
-        {
+        } else if in_use && (ending || self.share.saturating_sub(count) < spare / 2) {
             // Within the slack the share may sit above its target: ask for nothing then.
             Tending::Renew {
                 want: target.saturating_sub(self.share),
             }
+        } else if ending && self.share > 0 {
+            // Idle, the share still backs takes the window counts. Lapsed, it would stay
+            // assigned until reclaim (expiry, a minute and the skew), refusing this
+            // Envoy's next calls long after its window drained; live, it goes back as
+            // the window drains.
+            Tending::Renew { want: 0 }
         } else {
             return None;
         };
@@ -632,6 +637,26 @@ mod tests {
         let mut a = leased(17);
         assert!(admitted(a.take(100, 10, 51_000)));
         assert_eq!(a.tend(51_000), Some(Tending::Renew { want: 0 }));
+    }
+
+    #[test]
+    fn an_idle_share_still_backing_counted_takes_is_renewed_so_it_can_go_back() {
+        // 10 taken, then idle: the share comes down to the 10 counted, which the control
+        // plane can have back only while the lease lives (else after expiry, a minute and
+        // the skew). So the lease is renewed ahead of expiry while its share backs takes.
+        let mut a = leased(10);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        assert_eq!(a.tend(55_000), Some(Tending::Renew { want: 0 }));
+        a.marked_until_ms = 0;
+        a.expires_at_ms = 90_000;
+        assert_eq!(
+            a.tend(62_000),
+            Some(Tending::Release { units: 10 }),
+            "gone from the window"
+        );
+        a.marked_until_ms = 0;
+        a.expires_at_ms = 70_000;
+        assert_eq!(a.tend(62_000), None, "nothing held: free to lapse");
     }
 
     #[test]

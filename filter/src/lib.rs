@@ -179,7 +179,8 @@ impl<H: Host> Plugin<H> {
 
     /// Tends the rate-limit shares this worker's calls took from: gives back share beyond
     /// what each window holds and a spare part (none once idle), and renews ahead of need
-    /// a share in use that runs low on time or share, one worker per share at a time.
+    /// a share in use that runs low on time or share, or an idle one near expiry that
+    /// still backs counted takes, one worker per share at a time.
     fn tend_shares(&mut self) {
         let now = self.host.now_ms();
         // Kept until everything taken has left the window, so an idle share goes back
