@@ -279,8 +279,9 @@ impl Allowance {
 
     /// Applies the answer to a `LeaseShare` call at `now_ms`; `marked`: its asker held the
     /// mark, which is freed. A grant of the stored lease adds to the share and can only
-    /// extend it; one of another lease is adopted only when the stored one is gone or
-    /// lapsed (else it is a stale answer and ignored). Returns whether anything changed.
+    /// extend it; one of another lease is adopted when the stored one is gone or lapsed,
+    /// or expires before it (its successor), else it is a stale answer and ignored.
+    /// Returns whether anything changed.
     pub fn apply(&mut self, answer: &Answer, now_ms: u64, marked: bool) -> bool {
         let before = self.clone();
         if marked {
@@ -297,7 +298,11 @@ impl Allowance {
         } = answer
         {
             let same = !lease_id.is_empty() && *lease_id == self.lease_id;
-            let adopt = !same && !lease_id.is_empty() && !self.live(now_ms);
+            // The control plane opens a holder's next lease only once the last one expired
+            // by its clock, so a lease expiring later than the stored one is its successor
+            // (a clock behind still has the stored one live); an earlier one is stale.
+            let successor = *expires_at_ms > self.expires_at_ms;
+            let adopt = !same && !lease_id.is_empty() && (!self.live(now_ms) || successor);
             if same {
                 self.share = self.share.saturating_add(*granted);
                 self.expires_at_ms = self.expires_at_ms.max(*expires_at_ms);
@@ -550,8 +555,9 @@ mod tests {
             (15, 60_000),
             "expiry only grows"
         );
+        // An older lease's answer, late: its expiry is before the stored lease's.
         assert!(
-            !a.apply(&granted("l2", 50, 90_000, 0), 1_000, false),
+            !a.apply(&granted("l0", 50, 40_000, 0), 1_000, false),
             "stale"
         );
         assert_eq!(a.lease_id, "l1");
@@ -561,6 +567,27 @@ mod tests {
             ("l2", 50, 90_000)
         );
         assert!(!a.apply(&Answer::Unlimited, 0, false));
+    }
+
+    #[test]
+    fn a_successor_lease_is_adopted_while_a_clock_behind_still_has_the_old_one_live() {
+        // This Envoy's clock is 2 s behind the control plane's: at its 59 s the control
+        // plane (at 61 s) found l1 expired and opened l2 for the waiting call. Ignored as
+        // stale, l2's 5 would stay assigned, unused, for as long as l2 is renewed: the
+        // next answer of l2 would be adopted with its own grant alone.
+        let mut a = leased(10);
+        assert!(a.apply(&granted("l2", 5, 91_000, 0), 59_000, true));
+        assert_eq!(
+            (a.lease_id.as_str(), a.share, a.expires_at_ms),
+            ("l2", 5, 91_000)
+        );
+        assert!(a.apply(&granted("l2", 1, 91_500, 0), 59_500, false));
+        assert_eq!(a.share, 6, "the successor's grants add up");
+        assert!(
+            !a.apply(&granted("l1", 3, 60_000, 0), 59_600, false),
+            "a late answer of the old lease is stale"
+        );
+        assert_eq!((a.lease_id.as_str(), a.share), ("l2", 6));
     }
 
     #[test]
