@@ -116,6 +116,7 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
             want: 1,
             need: 1,
             release: 0,
+            lease_id: String::new(),
         })
         .collect();
     let answers = all_at_once(&replicas, requests).await;
@@ -156,6 +157,7 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
                 want: need + (i % 50) as u64,
                 need,
                 release: (i % 7) as u64 * 10,
+                lease_id: String::new(),
             }
         })
         .collect::<Vec<_>>();

@@ -190,12 +190,18 @@ impl<H: Host> Plugin<H> {
             .saturating_add(tollgate_core::limits::SLOT_MS);
         let recent = self.shared.shares.borrow_mut().recent(now, for_ms);
         for limit in recent {
-            let Some(tending) = limits::tend(&self.host, &limit, now) else {
+            let Some((tending, lease_id)) = limits::tend(&self.host, &limit, now) else {
                 continue;
             };
             let (want, release) = match tending {
-                share::Tending::Release { units } => (0, units),
-                share::Tending::Renew { want } => (want, 0),
+                share::Tending::Release { units } => (
+                    0,
+                    limits::Release {
+                        units,
+                        lease_id: &lease_id,
+                    },
+                ),
+                share::Tending::Renew { want } => (want, limits::Release::default()),
             };
             // A failed dispatch leaves the mark, which lapses: another tick retries. A
             // release not heard of leaves the control plane counting more share than

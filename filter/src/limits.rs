@@ -416,16 +416,27 @@ pub fn claim_ask(host: &impl Host, key: &str, now_ms: u64) -> bool {
     written.is_ok() && claimed
 }
 
+/// What a `LeaseShare` call gives back: `units` of lease `lease_id` (named, so that a
+/// release reaching the control plane after that lease expired is not taken off the next).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Release<'a> {
+    /// Units given back.
+    pub units: u64,
+    /// The lease they come off; empty when nothing is given back.
+    pub lease_id: &'a str,
+}
+
 /// The `LeaseShare` message of `holder` for `limit`: `want` more, at least `need`, after
 /// giving back `release`.
-pub fn request(holder: &str, limit: &Limit, want: u64, need: u64, release: u64) -> Vec<u8> {
+pub fn request(holder: &str, limit: &Limit, want: u64, need: u64, release: Release) -> Vec<u8> {
     ShareRequest {
         subject: limit.subject.clone(),
         measure: limit.measure.name().to_owned(),
         holder: holder.to_owned(),
         want,
         need,
-        release,
+        release: release.units,
+        lease_id: release.lease_id.to_owned(),
     }
     .encode_to_vec()
 }
@@ -437,7 +448,7 @@ pub fn ask(
     limit: &Limit,
     want: u64,
     need: u64,
-    release: u64,
+    release: Release,
 ) -> Option<u32> {
     let holder = crate::lease::holder(host)?;
     let message = request(&holder, limit, want, need, release);
@@ -461,7 +472,7 @@ pub fn ask_need(
     } else {
         need
     };
-    ask(host, settings, limit, want, need, 0).map(|token| (token, marked))
+    ask(host, settings, limit, want, need, Release::default()).map(|token| (token, marked))
 }
 
 /// The answer to a `LeaseShare` call, or `None` when there is none to act on (the call
@@ -513,13 +524,16 @@ pub fn apply(
 }
 
 /// The renewal pass of `limit`'s allowance at `now_ms` (see [`Allowance::tend`]): what to
-/// tell the control plane, already applied locally and marked, if anything.
-pub fn tend(host: &impl Host, limit: &Limit, now_ms: u64) -> Option<Tending> {
+/// tell the control plane, already applied locally and marked, if anything, and the lease
+/// it is about.
+pub fn tend(host: &impl Host, limit: &Limit, now_ms: u64) -> Option<(Tending, String)> {
     let mut tending = None;
     let written = cache::update(host, &limit.window, |current| {
         let mut allowance = current.and_then(Allowance::from_bytes)?;
-        tending = allowance.tend(now_ms);
-        tending.map(|_| allowance.to_bytes())
+        tending = allowance
+            .tend(now_ms)
+            .map(|t| (t, allowance.lease_id.clone()));
+        tending.as_ref().map(|_| allowance.to_bytes())
     });
     written.ok().and(tending)
 }

@@ -462,6 +462,10 @@ fn the_tick_gives_idle_share_back_and_renews_a_busy_one_ahead_one_worker_at_a_ti
     assert_eq!(releases.len(), 1, "{releases:?}");
     let (token, asked) = releases.remove(0);
     assert_eq!((asked.release, asked.want, asked.need), (43, 0, 0));
+    assert_eq!(
+        asked.lease_id, "l1",
+        "a release names its lease, so it cannot come off the next one"
+    );
     let a = allowance(&host, REQUESTS_KEY);
     assert_eq!(
         (a.share, a.available),
