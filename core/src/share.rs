@@ -834,6 +834,46 @@ mod tests {
             }
         }
 
+        /// Whatever the share, the takes, their age and the lease's time left, the
+        /// renewal pass asks for no more than brings the share to what the window holds
+        /// and a spare part, and gives back only share the window does not hold.
+        #[test]
+        fn the_renewal_pass_asks_at_most_its_target_and_releases_only_unheld_share(
+            limit in 1u64..400, taken in 0u64..400, above_permille in 0u64..150,
+            below in 0u64..3, idle_ms in 0u64..20_000, left_ms in 1u64..40_000,
+        ) {
+            let taken = taken.min(limit);
+            // Around what the window holds and a spare part, where the pass decides.
+            let share = (taken + limit * above_permille / 1_000).saturating_sub(below);
+            let mut a = Allowance::default();
+            a.apply(&Answer::Lease {
+                lease_id: "l1".into(),
+                granted: limit,
+                expires_at_ms: u64::MAX,
+                limit,
+                available: 0,
+                share: limit,
+                exhausted: false,
+            }, 0, false);
+            prop_assert!(admitted(a.take(limit, taken, 1_000)) || taken == 0);
+            let now = 1_000 + idle_ms;
+            a.share = share;
+            a.expires_at_ms = now + left_ms;
+            let count = a.window.count(now);
+            match a.tend(now) {
+                Some(Tending::Renew { want }) => {
+                    let room = count.saturating_add(limit / LEASE_SHARE).saturating_sub(share);
+                    prop_assert!(want <= room, "want {want} past the room {room} (share {share}, count {count})");
+                    prop_assert_eq!(a.share, share);
+                }
+                Some(Tending::Release { units }) => {
+                    prop_assert_eq!(a.share, share - units);
+                    prop_assert!(a.share >= count);
+                }
+                None => prop_assert_eq!(a.share, share),
+            }
+        }
+
         #[test]
         fn a_take_is_never_admitted_past_the_limit_in_any_minute(
             share in 0u64..40, limit in 0u64..40,
