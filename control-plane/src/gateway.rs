@@ -524,6 +524,7 @@ impl Gateway for GatewayService {
                 need: req.need,
                 release: req.release,
             },
+            releasing: Some(req.lease_id.as_str()).filter(|id| !id.is_empty()),
             now_ms: self.clock.now_ms(),
             ttl_ms: self.limits.share_ttl_ms,
         };
@@ -1112,6 +1113,7 @@ mod tests {
                 want,
                 need,
                 release,
+                lease_id: String::new(),
             };
             let service = &service;
             async move {
@@ -1215,6 +1217,7 @@ mod tests {
             want: 2,
             need: 1,
             release: 0,
+            lease_id: String::new(),
         };
         for (bad, field) in [
             (

@@ -215,6 +215,7 @@ mod tests {
                 need: 4,
                 release: 0,
             },
+            releasing: None,
             now_ms,
             ttl_ms: limits.share_ttl_ms,
         };

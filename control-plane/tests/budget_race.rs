@@ -5,12 +5,13 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{postgres_url, race_config, two_replicas};
+
 use std::sync::Arc;
 use tollgate_control_plane::budgets::Period;
-use tollgate_control_plane::catalog::LiveCatalog;
-use tollgate_control_plane::clock::Clock;
-use tollgate_control_plane::config::Config;
-use tollgate_control_plane::gateway::{GatewayService, Settings};
+use tollgate_control_plane::gateway::GatewayService;
 use tollgate_control_plane::store::Store;
 use tollgate_proto::v1::gateway_server::Gateway;
 use tollgate_proto::v1::{LeaseRequest, lease_answer::Outcome};
@@ -18,29 +19,6 @@ use tonic::Request;
 
 const LIMIT: u64 = 10_000_000;
 const CALLS: usize = 200;
-
-fn config(dir: &std::path::Path) -> Config {
-    Config::parse(
-        "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
-        dir,
-        |_| None,
-    )
-    .unwrap()
-}
-
-fn service(config: &Config, store: Store) -> Arc<GatewayService> {
-    let settings = Settings {
-        gateway: config.gateway,
-        limits: config.limits,
-        budgets: config.budgets,
-        clock: Clock::system(),
-    };
-    Arc::new(GatewayService::new(
-        LiveCatalog::new(config.catalog.clone()),
-        settings,
-        store,
-    ))
-}
 
 /// `CALLS` concurrent leases, alternating between `replicas`, each needing a tenth of the
 /// budget: exactly ten are granted, and the window's leased money is the limit.
@@ -96,22 +74,16 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_postgres_grant_exactly_the_budget() {
-    let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let a = Store::open(&url)
-        .await
-        .expect("PostgreSQL must be running (see README)");
-    let b = Store::open(&url).await.unwrap();
-    race(vec![service(&config, a.clone()), service(&config, b)], &a).await;
+    let config = race_config(dir.path());
+    let (replicas, store) = two_replicas(&config, &postgres_url()).await;
+    race(replicas, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_services_on_one_sqlite_file_grant_exactly_the_budget() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let a = Store::open(&config.storage.database_url).await.unwrap();
-    let b = Store::open(&config.storage.database_url).await.unwrap();
-    race(vec![service(&config, a.clone()), service(&config, b)], &a).await;
+    let config = race_config(dir.path());
+    let (replicas, store) = two_replicas(&config, &config.storage.database_url).await;
+    race(replicas, &store).await;
 }

@@ -5,12 +5,14 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{postgres_url, race_config, two_replicas};
+
 use std::collections::HashMap;
 use std::sync::Arc;
-use tollgate_control_plane::catalog::LiveCatalog;
 use tollgate_control_plane::clock::Clock;
-use tollgate_control_plane::config::Config;
-use tollgate_control_plane::gateway::{GatewayService, Settings};
+use tollgate_control_plane::gateway::GatewayService;
 use tollgate_control_plane::keys::{self, KeySpec};
 use tollgate_control_plane::store::Store;
 use tollgate_core::limits::Measure;
@@ -24,29 +26,6 @@ const RPM: u32 = 37;
 const TPM: u64 = 1_000;
 const CALLS: usize = 200;
 const HOLDERS: usize = 5;
-
-fn config(dir: &std::path::Path) -> Config {
-    Config::parse(
-        "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
-        dir,
-        |_| None,
-    )
-    .unwrap()
-}
-
-fn service(config: &Config, store: Store) -> Arc<GatewayService> {
-    let settings = Settings {
-        gateway: config.gateway,
-        limits: config.limits,
-        budgets: config.budgets,
-        clock: Clock::system(),
-    };
-    Arc::new(GatewayService::new(
-        LiveCatalog::new(config.catalog.clone()),
-        settings,
-        store,
-    ))
-}
 
 /// Sends every request at once, alternating between `replicas`; the answers in order.
 async fn all_at_once(
@@ -96,7 +75,7 @@ async fn one_lease_each(store: &Store, subject: &str, measure: Measure) -> HashM
 async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
     let issued = keys::create(
         store,
-        &config(tempfile::tempdir().unwrap().path()).catalog,
+        &race_config(tempfile::tempdir().unwrap().path()).catalog,
         &Clock::system(),
         KeySpec {
             name: "race".into(),
@@ -116,6 +95,7 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
             want: 1,
             need: 1,
             release: 0,
+            lease_id: String::new(),
         })
         .collect();
     let answers = all_at_once(&replicas, requests).await;
@@ -156,6 +136,7 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
                 want: need + (i % 50) as u64,
                 need,
                 release: (i % 7) as u64 * 10,
+                lease_id: String::new(),
             }
         })
         .collect::<Vec<_>>();
@@ -184,22 +165,16 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_on_postgres_never_assign_past_the_limit() {
-    let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let a = Store::open(&url)
-        .await
-        .expect("PostgreSQL must be running (see README)");
-    let b = Store::open(&url).await.unwrap();
-    race(vec![service(&config, a.clone()), service(&config, b)], &a).await;
+    let config = race_config(dir.path());
+    let (replicas, store) = two_replicas(&config, &postgres_url()).await;
+    race(replicas, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_services_on_one_sqlite_file_never_assign_past_the_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
-    let a = Store::open(&config.storage.database_url).await.unwrap();
-    let b = Store::open(&config.storage.database_url).await.unwrap();
-    race(vec![service(&config, a.clone()), service(&config, b)], &a).await;
+    let config = race_config(dir.path());
+    let (replicas, store) = two_replicas(&config, &config.storage.database_url).await;
+    race(replicas, &store).await;
 }

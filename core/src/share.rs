@@ -254,7 +254,8 @@ impl Allowance {
     /// The renewal pass at `now_ms`: gives back the share beyond what the window holds
     /// and a spare twentieth of the limit (none once idle for [`IN_USE_FOR_MS`]) once it
     /// passes that by half a spare part, or renews a lease in use that runs low on time or
-    /// share (under half a spare part left). Marks the allowance when it
+    /// share (under half a spare part left), or an idle one near expiry whose share still
+    /// backs what the window counts. Marks the allowance when it
     /// acts, so one worker at a time does; a release comes off the share here, before the
     /// control plane hears of it.
     pub fn tend(&mut self, now_ms: u64) -> Option<Tending> {
@@ -265,6 +266,7 @@ impl Allowance {
         let spare = if in_use { self.limit / LEASE_SHARE } else { 0 };
         let count = self.window.count(now_ms);
         let target = count.saturating_add(spare);
+        let ending = self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS;
         // Half a spare part of slack either way, so a busy share whose settlements free
         // a few units does not go back and forth to the control plane on every tick.
         let tending = if self.share > target.saturating_add(spare / 2) {
@@ -272,14 +274,17 @@ impl Allowance {
             self.share = target;
             self.available = self.available.saturating_add(units);
             Tending::Release { units }
-        } else if in_use
-            && (self.expires_at_ms.saturating_sub(now_ms) < RENEW_AHEAD_MS
-                || self.share.saturating_sub(count) < spare / 2)
-        {
-            // The share may sit up to half a spare part above the target here.
+        } else if in_use && (ending || self.share.saturating_sub(count) < spare / 2) {
+            // Within the slack the share may sit above its target: ask for nothing then.
             Tending::Renew {
                 want: target.saturating_sub(self.share),
             }
+        } else if ending && self.share > 0 {
+            // Idle, the share still backs takes the window counts. Lapsed, it would stay
+            // assigned until reclaim (expiry, a minute and the skew), refusing this
+            // Envoy's next calls long after its window drained; live, it goes back as
+            // the window drains.
+            Tending::Renew { want: 0 }
         } else {
             return None;
         };
@@ -289,8 +294,9 @@ impl Allowance {
 
     /// Applies the answer to a `LeaseShare` call at `now_ms`; `marked`: its asker held the
     /// mark, which is freed. A grant of the stored lease adds to the share and can only
-    /// extend it; one of another lease is adopted only when the stored one is gone or
-    /// lapsed (else it is a stale answer and ignored). Returns whether anything changed.
+    /// extend it; one of another lease is adopted when the stored one is gone or lapsed,
+    /// or expires before it (its successor), else it is a stale answer and ignored.
+    /// Returns whether anything changed.
     pub fn apply(&mut self, answer: &Answer, now_ms: u64, marked: bool) -> bool {
         let before = self.clone();
         if marked {
@@ -307,7 +313,11 @@ impl Allowance {
         } = answer
         {
             let same = !lease_id.is_empty() && *lease_id == self.lease_id;
-            let adopt = !same && !lease_id.is_empty() && !self.live(now_ms);
+            // The control plane opens a holder's next lease only once the last one expired
+            // by its clock, so a lease expiring later than the stored one is its successor
+            // (a clock behind still has the stored one live); an earlier one is stale.
+            let successor = *expires_at_ms > self.expires_at_ms;
+            let adopt = !same && !lease_id.is_empty() && (!self.live(now_ms) || successor);
             if same {
                 self.share = self.share.saturating_add(*granted);
                 self.expires_at_ms = self.expires_at_ms.max(*expires_at_ms);
@@ -600,8 +610,9 @@ mod tests {
             (15, 60_000),
             "expiry only grows"
         );
+        // An older lease's answer, late: its expiry is before the stored lease's.
         assert!(
-            !a.apply(&granted("l2", 50, 90_000, 0), 1_000, false),
+            !a.apply(&granted("l0", 50, 40_000, 0), 1_000, false),
             "stale"
         );
         assert_eq!(a.lease_id, "l1");
@@ -611,6 +622,27 @@ mod tests {
             ("l2", 50, 90_000)
         );
         assert!(!a.apply(&Answer::Unlimited, 0, false));
+    }
+
+    #[test]
+    fn a_successor_lease_is_adopted_while_a_clock_behind_still_has_the_old_one_live() {
+        // This Envoy's clock is 2 s behind the control plane's: at its 59 s the control
+        // plane (at 61 s) found l1 expired and opened l2 for the waiting call. Ignored as
+        // stale, l2's 5 would stay assigned, unused, for as long as l2 is renewed: the
+        // next answer of l2 would be adopted with its own grant alone.
+        let mut a = leased(10);
+        assert!(a.apply(&granted("l2", 5, 91_000, 0), 59_000, true));
+        assert_eq!(
+            (a.lease_id.as_str(), a.share, a.expires_at_ms),
+            ("l2", 5, 91_000)
+        );
+        assert!(a.apply(&granted("l2", 1, 91_500, 0), 59_500, false));
+        assert_eq!(a.share, 6, "the successor's grants add up");
+        assert!(
+            !a.apply(&granted("l1", 3, 60_000, 0), 59_600, false),
+            "a late answer of the old lease is stale"
+        );
+        assert_eq!((a.lease_id.as_str(), a.share), ("l2", 6));
     }
 
     #[test]
@@ -681,15 +713,32 @@ mod tests {
     }
 
     #[test]
-    fn a_renewal_of_a_share_with_a_little_slack_asks_for_nothing_more() {
-        // 10 counted, 5 spare, 17 held: within the slack, so nothing goes back; near
-        // expiry the lease is renewed for no more share. Asking `target - share` wrapped
-        // to almost 2^64 in release builds (the control plane then granted the whole
-        // unassigned pool to this Envoy) and panicked in debug ones.
+    fn a_busy_share_within_its_slack_renews_near_expiry_asking_nothing_more() {
+        // 10 counted, 5 spare: a share of 17 sits within the slack above its target of 15,
+        // so it is kept; near expiry it is renewed, and asks for nothing (not 15 - 17).
         let mut a = leased(17);
         assert!(admitted(a.take(100, 10, 51_000)));
         assert_eq!(a.tend(51_000), Some(Tending::Renew { want: 0 }));
-        assert_eq!(a.share, 17, "nothing released");
+    }
+
+    #[test]
+    fn an_idle_share_still_backing_counted_takes_is_renewed_so_it_can_go_back() {
+        // 10 taken, then idle: the share comes down to the 10 counted, which the control
+        // plane can have back only while the lease lives (else after expiry, a minute and
+        // the skew). So the lease is renewed ahead of expiry while its share backs takes.
+        let mut a = leased(10);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        assert_eq!(a.tend(55_000), Some(Tending::Renew { want: 0 }));
+        a.marked_until_ms = 0;
+        a.expires_at_ms = 90_000;
+        assert_eq!(
+            a.tend(62_000),
+            Some(Tending::Release { units: 10 }),
+            "gone from the window"
+        );
+        a.marked_until_ms = 0;
+        a.expires_at_ms = 70_000;
+        assert_eq!(a.tend(62_000), None, "nothing held: free to lapse");
     }
 
     #[test]
@@ -856,6 +905,46 @@ mod tests {
                 }
                 prop_assert!(a.share <= cp.share, "local {} > control plane {}", a.share, cp.share);
                 prop_assert!(cp.share <= cp.limit);
+            }
+        }
+
+        /// Whatever the share, the takes, their age and the lease's time left, the
+        /// renewal pass asks for no more than brings the share to what the window holds
+        /// and a spare part, and gives back only share the window does not hold.
+        #[test]
+        fn the_renewal_pass_asks_at_most_its_target_and_releases_only_unheld_share(
+            limit in 1u64..400, taken in 0u64..400, above_permille in 0u64..150,
+            below in 0u64..3, idle_ms in 0u64..20_000, left_ms in 1u64..40_000,
+        ) {
+            let taken = taken.min(limit);
+            // Around what the window holds and a spare part, where the pass decides.
+            let share = (taken + limit * above_permille / 1_000).saturating_sub(below);
+            let mut a = Allowance::default();
+            a.apply(&Answer::Lease {
+                lease_id: "l1".into(),
+                granted: limit,
+                expires_at_ms: u64::MAX,
+                limit,
+                available: 0,
+                share: limit,
+                exhausted: false,
+            }, 0, false);
+            prop_assert!(admitted(a.take(limit, taken, 1_000)) || taken == 0);
+            let now = 1_000 + idle_ms;
+            a.share = share;
+            a.expires_at_ms = now + left_ms;
+            let count = a.window.count(now);
+            match a.tend(now) {
+                Some(Tending::Renew { want }) => {
+                    let room = count.saturating_add(limit / LEASE_SHARE).saturating_sub(share);
+                    prop_assert!(want <= room, "want {want} past the room {room} (share {share}, count {count})");
+                    prop_assert_eq!(a.share, share);
+                }
+                Some(Tending::Release { units }) => {
+                    prop_assert_eq!(a.share, share - units);
+                    prop_assert!(a.share >= count);
+                }
+                None => prop_assert_eq!(a.share, share),
             }
         }
 

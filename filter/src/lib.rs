@@ -180,7 +180,8 @@ impl<H: Host> Plugin<H> {
 
     /// Tends the rate-limit shares this worker's calls took from: gives back share beyond
     /// what each window holds and a spare part (none once idle), and renews ahead of need
-    /// a share in use that runs low on time or share, one worker per share at a time.
+    /// a share in use that runs low on time or share, or an idle one near expiry that
+    /// still backs counted takes, one worker per share at a time.
     fn tend_shares(&mut self) {
         let now = self.host.now_ms();
         // Kept until everything taken has left the window, so an idle share goes back
@@ -191,12 +192,23 @@ impl<H: Host> Plugin<H> {
         let recent = self.shared.shares.borrow_mut().recent(now, for_ms);
         for limit in recent {
             let answer_within = self.shared.settings.control_plane_timeout_ms;
-            let Some((tending, sync)) = limits::tend(&self.host, &limit, now, answer_within) else {
+            let Some(limits::Tended {
+                tending,
+                lease_id,
+                sync,
+            }) = limits::tend(&self.host, &limit, now, answer_within)
+            else {
                 continue;
             };
             let (want, release) = match tending {
-                share::Tending::Release { units } => (0, units),
-                share::Tending::Renew { want } => (want, 0),
+                share::Tending::Release { units } => (
+                    0,
+                    limits::Release {
+                        units,
+                        lease_id: &lease_id,
+                    },
+                ),
+                share::Tending::Renew { want } => (want, limits::Release::default()),
             };
             // A failed dispatch leaves the mark, which lapses: another tick retries. An
             // answer not heard of (a release, or a grant to a call that left while it

@@ -430,16 +430,27 @@ pub fn free_mark(host: &impl Host, key: &str) {
     }
 }
 
+/// What a `LeaseShare` call gives back: `units` of lease `lease_id` (named, so that a
+/// release reaching the control plane after that lease expired is not taken off the next).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Release<'a> {
+    /// Units given back.
+    pub units: u64,
+    /// The lease they come off; empty when nothing is given back.
+    pub lease_id: &'a str,
+}
+
 /// The `LeaseShare` message of `holder` for `limit`: `want` more, at least `need`, after
 /// giving back `release`.
-pub fn request(holder: &str, limit: &Limit, want: u64, need: u64, release: u64) -> Vec<u8> {
+pub fn request(holder: &str, limit: &Limit, want: u64, need: u64, release: Release) -> Vec<u8> {
     ShareRequest {
         subject: limit.subject.clone(),
         measure: limit.measure.name().to_owned(),
         holder: holder.to_owned(),
         want,
         need,
-        release,
+        release: release.units,
+        lease_id: release.lease_id.to_owned(),
     }
     .encode_to_vec()
 }
@@ -451,7 +462,7 @@ pub fn ask(
     limit: &Limit,
     want: u64,
     need: u64,
-    release: u64,
+    release: Release,
 ) -> Option<u32> {
     let holder = crate::lease::holder(host)?;
     let message = request(&holder, limit, want, need, release);
@@ -475,7 +486,7 @@ pub fn ask_need(
     } else {
         need
     };
-    ask(host, settings, limit, want, need, 0).map(|token| (token, marked))
+    ask(host, settings, limit, want, need, Release::default()).map(|token| (token, marked))
 }
 
 /// The answer to a `LeaseShare` call, or `None` when there is none to act on (the call
@@ -529,23 +540,32 @@ pub fn apply(
     .map(|_| ())
 }
 
+/// What the renewal pass of one allowance tells the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tended {
+    /// The release or renewal, already applied locally.
+    pub tending: Tending,
+    /// The lease it is about.
+    pub lease_id: String,
+    /// The ask's number when its answer may set the share (nothing asked in the
+    /// `answer_within_ms` before: see [`Allowance::sync`]).
+    pub sync: Option<u64>,
+}
+
 /// The renewal pass of `limit`'s allowance at `now_ms` (see [`Allowance::tend`]): what to
-/// tell the control plane, already applied locally and marked, if anything, and the
-/// ask's number when its answer may set the share (nothing asked in the
-/// `answer_within_ms` before: see [`Allowance::sync`]).
-pub fn tend(
-    host: &impl Host,
-    limit: &Limit,
-    now_ms: u64,
-    answer_within_ms: u64,
-) -> Option<(Tending, Option<u64>)> {
+/// tell the control plane, already applied locally and marked, if anything.
+pub fn tend(host: &impl Host, limit: &Limit, now_ms: u64, answer_within_ms: u64) -> Option<Tended> {
     let mut tended = None;
     let written = cache::update(host, &limit.window, |current| {
         let mut allowance = current.and_then(Allowance::from_bytes)?;
         let tending = allowance.tend(now_ms)?;
         let quiet = allowance.quiet(now_ms, answer_within_ms);
         let ask = allowance.note_ask(now_ms);
-        tended = Some((tending, quiet.then_some(ask)));
+        tended = Some(Tended {
+            tending,
+            lease_id: allowance.lease_id.clone(),
+            sync: quiet.then_some(ask),
+        });
         Some(allowance.to_bytes())
     });
     written.ok().and(tended)

@@ -28,6 +28,8 @@ pub struct PoolAsk<'a> {
     pub limit: u64,
     /// Want, need and release.
     pub ask: ShareAsk,
+    /// The lease the release comes off; `None`: the live one.
+    pub releasing: Option<&'a str>,
     /// Now, Unix ms.
     pub now_ms: i64,
     /// How long from now the lease may admit calls.
@@ -118,7 +120,17 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let held = live.as_ref().map(|r| money(r, "share")).transpose()?;
-        let decision = decide(ask.limit, assigned, held.unwrap_or(0), ask.ask);
+        let live_id: Option<String> = live.as_ref().map(|r| r.try_get("lease_id")).transpose()?;
+        let mut share_ask = ask.ask;
+        if ask
+            .releasing
+            .is_some_and(|named| live_id.as_deref() != Some(named))
+        {
+            // Meant for a lease that expired on its way: off this one, the holder (which
+            // took it off the old one) would believe in more share than is counted here.
+            share_ask.release = 0;
+        }
+        let decision = decide(ask.limit, assigned, held.unwrap_or(0), share_ask);
         let renewed_until = ask.now_ms.saturating_add(ask.ttl_ms);
         let (lease_id, expires_at_ms) = match &live {
             Some(row) => {

@@ -5,8 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
+use tollgate_control_plane::catalog::LiveCatalog;
 use tollgate_control_plane::clock::Clock;
-use tollgate_control_plane::config::ConfigSource;
+use tollgate_control_plane::config::{Config, ConfigSource};
+use tollgate_control_plane::gateway::{GatewayService, Settings};
 use tollgate_control_plane::server::{self, Listeners, Running};
 use tollgate_control_plane::store::Store;
 use tollgate_proto::v1::gateway_client::GatewayClient;
@@ -93,4 +96,44 @@ pub async fn stored_cost(store: &Store, request_id: &str) -> i64 {
     rows.first()
         .unwrap_or_else(|| panic!("{request_id} stored"))
         .cost_picos
+}
+
+/// A config of one free model, for races between replicas on one database.
+pub fn race_config(dir: &Path) -> Config {
+    Config::parse(
+        "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
+        dir,
+        |_| None,
+    )
+    .unwrap()
+}
+
+/// One replica's gRPC service on `store`: its own pool of the shared database.
+pub fn replica(config: &Config, store: Store) -> Arc<GatewayService> {
+    let settings = Settings {
+        gateway: config.gateway,
+        limits: config.limits,
+        budgets: config.budgets,
+        clock: Clock::system(),
+    };
+    Arc::new(GatewayService::new(
+        LiveCatalog::new(config.catalog.clone()),
+        settings,
+        store,
+    ))
+}
+
+/// The database the PostgreSQL tests use (`TOLLGATE_TEST_POSTGRES_URL`, or a local one).
+pub fn postgres_url() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Two replicas, each with its own pool of the database at `url`, and a store to inspect it.
+pub async fn two_replicas(config: &Config, url: &str) -> (Vec<Arc<GatewayService>>, Store) {
+    let a = Store::open(url)
+        .await
+        .expect("the database must be reachable (PostgreSQL: see README)");
+    let b = Store::open(url).await.unwrap();
+    (vec![replica(config, a.clone()), replica(config, b)], a)
 }

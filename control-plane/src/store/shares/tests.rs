@@ -50,6 +50,7 @@ async fn ask(
                 need,
                 release,
             },
+            releasing: None,
             now_ms,
             ttl_ms: TTL,
         })
@@ -114,6 +115,7 @@ async fn grants_never_pass_the_limit(store: &Store) {
                 need: 700,
                 release: 0,
             },
+            releasing: None,
             now_ms: NOON,
             ttl_ms: TTL,
         })
@@ -143,7 +145,30 @@ async fn one_lease_per_holder_and_a_new_id_after_expiry(store: &Store) {
         "the expired share is still held"
     );
     assert_eq!(assigned(store, &subject).await, 45);
-    // A release meant for the expired lease cannot reach it: the new one has only 20.
+    // A release naming the expired lease (sent before its expiry, arriving after) is not
+    // taken off the new one: its holder took it off the old lease, and already counts the
+    // new one at only what it was granted.
+    let late = store
+        .lease_share(PoolAsk {
+            subject: &subject,
+            measure: Measure::Requests,
+            holder: "a",
+            limit: 100,
+            ask: ShareAsk {
+                want: 0,
+                need: 0,
+                release: 25,
+            },
+            releasing: Some(&first.lease_id),
+            now_ms: expiry + 1,
+            ttl_ms: TTL,
+        })
+        .await
+        .unwrap();
+    assert_eq!(late.lease_id, renewed.lease_id);
+    assert_eq!((late.released, late.share), (0, 20));
+    assert_eq!(assigned(store, &subject).await, 45);
+    // A release that names no lease comes off the live one: the new one has only 20.
     let released = ask(store, &subject, "a", 100, (0, 0, 25), expiry + 1).await;
     assert_eq!(released.lease_id, renewed.lease_id);
     assert_eq!((released.released, released.share), (20, 0));

@@ -462,6 +462,10 @@ fn the_tick_gives_idle_share_back_and_renews_a_busy_one_ahead_one_worker_at_a_ti
     assert_eq!(releases.len(), 1, "{releases:?}");
     let (token, asked) = releases.remove(0);
     assert_eq!((asked.release, asked.want, asked.need), (43, 0, 0));
+    assert_eq!(
+        asked.lease_id, "l1",
+        "a release names its lease, so it cannot come off the next one"
+    );
     let a = allowance(&host, REQUESTS_KEY);
     assert_eq!(
         (a.share, a.available),
@@ -590,4 +594,48 @@ fn a_call_that_leaves_while_it_waits_holding_the_mark_frees_it() {
     let before = share_calls(&host).len();
     plugin.tend_shares();
     assert_eq!(share_calls(&host).len(), before + 1);
+}
+
+#[test]
+fn an_idle_share_backing_counted_takes_is_renewed_before_it_lapses() {
+    let mut plugin = plugin();
+    let host = plugin.host.clone();
+    cache_unleased(&host, &rpm(10));
+    crate::limits::testing::lease(&host, REQUESTS_KEY, 1, 10);
+    let mut a = allowance(&host, REQUESTS_KEY);
+    a.expires_at_ms = 30_000;
+    host.put_shared(REQUESTS_KEY, &a.to_bytes());
+    assert_eq!(call_on(&plugin, &host.worker()).1, Action::Continue);
+    // Idle from 5 s, its one unit counted until 66 s. Lapsed at 30 s, the share would
+    // stay assigned until 30 s + 61 s + the skew, refusing this Envoy's next call long
+    // after its window drained; renewed ahead of each expiry (30 s leases), it goes back
+    // once the window drains.
+    let renew = |plugin: &mut Plugin<MockHost>, now: u64, calls_before: usize| {
+        host.set_now(now);
+        plugin.tend_shares();
+        let calls = share_calls(&host);
+        assert_eq!(calls.len(), calls_before + 1, "at {now}: {calls:?}");
+        let (token, renewal) = calls.last().unwrap().clone();
+        assert_eq!((renewal.release, renewal.want, renewal.need), (0, 0, 0));
+        let body = ShareAnswer {
+            outcome: Outcome::Granted.into(),
+            lease_id: "l1".into(),
+            share: 1,
+            expires_at_ms: i64::try_from(now + 30_000).unwrap(),
+            limit: 10,
+            available: 9,
+            ..ShareAnswer::default()
+        }
+        .encode_to_vec();
+        host.set_grpc_body(&body);
+        plugin.on_answer(token, 0, body.len());
+    };
+    renew(&mut plugin, 25_000, 0);
+    renew(&mut plugin, 50_000, 1);
+    // The call was taken at 5 s: counted until 66 s.
+    host.set_now(67_000);
+    plugin.tend_shares();
+    let calls = share_calls(&host);
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[2].1.release, 1, "back once the window drained");
 }
