@@ -107,6 +107,22 @@ pub enum Answer {
     Unlimited,
 }
 
+impl Answer {
+    /// How long before `now_ms` the lease this answer grants or extends had expired (by
+    /// this clock): the control plane's clock is behind this one by more than a share
+    /// lives, so no share it grants can ever be drawn on. `None` for a live lease or none.
+    pub fn lapsed_on_arrival(&self, now_ms: u64) -> Option<u64> {
+        match self {
+            Self::Lease {
+                lease_id,
+                expires_at_ms,
+                ..
+            } if !lease_id.is_empty() && *expires_at_ms <= now_ms => Some(now_ms - *expires_at_ms),
+            _ => None,
+        }
+    }
+}
+
 /// What the renewal pass does for one allowance (see [`Allowance::tend`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tending {
