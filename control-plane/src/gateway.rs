@@ -1147,14 +1147,12 @@ mod tests {
         assert_eq!((released.granted, released.available), (0, 1));
         let b = share(&key, "requests", "envoy-b", 1, 1, 0).await;
         assert_eq!((b.outcome(), b.granted), (Outcome::Granted, 1));
-        // Past its expiry, envoy-a's next grant is a new lease.
+        // Past its expiry and before its reclaim, envoy-a's lease is revived, share and all.
         time.advance_ms(20_000);
         let renewed = share(&key, "requests", "envoy-a", 1, 0, 0).await;
-        assert_ne!(renewed.lease_id, a.lease_id);
-        assert_eq!(
-            renewed.available, 0,
-            "the expired share is held until reclaimed"
-        );
+        assert_eq!(renewed.lease_id, a.lease_id);
+        assert_eq!((renewed.share, renewed.available), (1, 0));
+        assert_eq!(renewed.expires_at_ms, now + 40_000);
         // No token limit anywhere for the key: unlimited.
         let tokens = share(&key, "tokens", "envoy-a", 100, 100, 0).await;
         assert_eq!(tokens.outcome(), Outcome::Unlimited);

@@ -112,6 +112,22 @@ pub enum Answer {
     Unlimited,
 }
 
+impl Answer {
+    /// How long before `now_ms` the lease this answer grants or extends had expired (by
+    /// this clock): the control plane's clock is behind this one by more than a share
+    /// lives, so no share it grants can ever be drawn on. `None` for a live lease or none.
+    pub fn lapsed_on_arrival(&self, now_ms: u64) -> Option<u64> {
+        match self {
+            Self::Lease {
+                lease_id,
+                expires_at_ms,
+                ..
+            } if !lease_id.is_empty() && *expires_at_ms <= now_ms => Some(now_ms - *expires_at_ms),
+            _ => None,
+        }
+    }
+}
+
 /// What the renewal pass does for one allowance (see [`Allowance::tend`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tending {
@@ -144,6 +160,21 @@ impl Allowance {
         if self.live(now_ms) { self.share } else { 0 }
     }
 
+    /// The share the control plane still holds for this Envoy at `now_ms`, live or not: the
+    /// holder's next ask revives a lapsed lease with its share until it is reclaimed,
+    /// which waits until what was admitted under it left every window. Asking for the
+    /// window's whole count on top of it would ask for those takes twice.
+    fn held_share(&self, now_ms: u64) -> u64 {
+        let reclaimable_at = self
+            .expires_at_ms
+            .saturating_add((limits::SLOTS as u64).saturating_mul(limits::SLOT_MS));
+        if !self.lease_id.is_empty() && now_ms < reclaimable_at {
+            self.share
+        } else {
+            0
+        }
+    }
+
     /// Takes `amount` at `now_ms` against the limit `limit` per minute (the key's grant's
     /// word), within the share. A take past the limit itself is refused as a window of its
     /// own would refuse it; one that only lacks share is told what it lacks, unless the
@@ -160,7 +191,10 @@ impl Allowance {
             return Take::Decided(Decision::Admit(self.quota(now_ms)));
         }
         let count = self.window.count(now_ms);
-        let need = count.saturating_add(amount).saturating_sub(share).max(1);
+        let need = count
+            .saturating_add(amount)
+            .saturating_sub(self.held_share(now_ms))
+            .max(1);
         if self.exhausted_for(need, now_ms) {
             return Take::Decided(self.exhausted(amount, now_ms));
         }
@@ -481,14 +515,43 @@ mod tests {
     }
 
     #[test]
-    fn without_a_live_lease_a_take_lacks_all_the_window_holds_and_itself() {
-        let mut a = leased(10);
-        assert!(admitted(a.take(100, 4, 1_000)));
-        assert_eq!(a.take(100, 1, 60_000), Take::Lacks { need: 5 }, "expired");
+    fn without_a_live_lease_a_take_lacks_what_the_lapsed_share_does_not_cover() {
+        let mut a = leased(3);
+        assert!(admitted(a.take(100, 3, 1_000)));
+        // Lapsed at 60 s: the window holds 3, the lapsed share covers them.
+        assert_eq!(a.take(100, 2, 60_000), Take::Lacks { need: 2 }, "expired");
+        // Reclaimable 61 s after the expiry, when no take under it is in the window.
+        assert_eq!(a.take(100, 2, 121_000), Take::Lacks { need: 2 });
         assert_eq!(
             Allowance::default().take(100, 2, 0),
             Take::Lacks { need: 2 }
         );
+    }
+
+    /// An Envoy took 6 of 10 per minute; its lease lapsed (the control plane was
+    /// unreachable past the expiry). Its next ask revives the lease, which still holds
+    /// those 6: it asks for 1, not for 7 on top of them, which a pool with 4 unassigned
+    /// refused until the reclaim a minute later.
+    #[test]
+    fn a_lapsed_lease_asks_only_past_the_share_it_still_holds() {
+        let mut a = Allowance::default();
+        assert!(a.apply(&granted("l1", 6, 30_000, 4), 0, false));
+        for _ in 0..6 {
+            assert!(admitted(a.take(10, 1, 1_000)));
+        }
+        let back = 35_000;
+        assert!(!a.live(back));
+        assert_eq!(a.take(10, 1, back), Take::Lacks { need: 1 });
+        assert_eq!(
+            a.window.count(back),
+            6,
+            "a take that lacks share takes nothing"
+        );
+        // The control plane revives l1 with the 1 asked: the take fits.
+        assert!(a.apply(&granted("l1", 1, back + 30_000, 3), back, false));
+        assert_eq!((a.share, a.expires_at_ms), (7, back + 30_000));
+        assert!(admitted(a.take(10, 1, back)));
+        assert_eq!(a.take(10, 1, back), Take::Lacks { need: 1 });
     }
 
     #[test]

@@ -256,6 +256,9 @@ impl<H: Host> Plugin<H> {
                 if let Err(e) = limits::apply(&self.host, &key, &answer, now, true, sync) {
                     log::warn!("tollgate: renewed rate-limit share {key} not stored: {e:?}");
                 }
+                if let Some(late_ms) = answer.lapsed_on_arrival(now) {
+                    limits::warn_lapsed_on_arrival(&key, late_ms);
+                }
             }
         }
     }

@@ -520,6 +520,16 @@ pub fn answer(host: &impl Host, status: u32, size: usize) -> Option<Answer> {
     })
 }
 
+/// Logs that the share answered for `key` had expired `late_ms` before it arrived: the
+/// clocks of this Envoy and the control plane disagree by more than a share lives.
+pub fn warn_lapsed_on_arrival(key: &str, late_ms: u64) {
+    log::warn!(
+        "tollgate: rate-limit share {key} arrived {late_ms} ms past its expiry: this Envoy's \
+         clock is ahead of the control plane's by more than [limits] share_ttl_ms; calls \
+         that need share are refused 503 until the clocks agree"
+    );
+}
+
 /// Applies `answer` (to an asker holding the mark or not) to the allowance at `key`;
 /// `sync`: the answer is to the renewal of that number, which takes the control plane's
 /// count of the share if nothing was asked since (see [`Allowance::sync`]).

@@ -8,6 +8,7 @@ import concurrent.futures
 import http.client
 import json
 import re
+import time
 
 from tests.harness.stack import Provider, Stack, request
 
@@ -87,6 +88,25 @@ def test_the_configs_default_applies_to_keys_without_their_own(tmp_path):
     finally:
         s.stop()
 
+
+def test_a_key_whose_share_lapsed_while_the_control_plane_was_down_gets_the_rest_of_its_limit(
+        tmp_path):
+    # Shares live 1 s, so the lease lapses soon after the control plane stops answering.
+    s = Stack(workdir=tmp_path, providers=[Provider("alpha", {"gpt-4o-mini": (0.15, 0.6, 0, 0)})],
+              limits={"share_ttl_ms": 1000})
+    s.start()
+    try:
+        key = s.create_key("lapsed-10", rpm=10)
+        assert [chat(s, key)[0] for _ in range(6)] == [200] * 6
+        s.stop_control_plane()
+        time.sleep(3)
+        s.start_control_plane()
+        # The 6 are still in the window and still in the lapsed lease's share: the 4 left
+        # of the minute are admitted now, not once that lease is reclaimed a minute later.
+        answers = [chat(s, key) for _ in range(5)]
+        assert [status for status, _, _ in answers] == [200] * 4 + [429], answers[-1]
+    finally:
+        s.stop()
 
 # ---- tokens per minute ----------------------------------------------------------------
 

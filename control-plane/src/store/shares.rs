@@ -5,7 +5,7 @@
 //! PostgreSQL holds the row lock to the commit (a waiting transaction's later statements
 //! then read what the first committed), and SQLite has one writer. Within that order the
 //! ask is decided from what was read ([`crate::shares::decide`]), so two replicas never
-//! assign more than the limit, and a holder never gets two live leases of one pool.
+//! assign more than the limit, and a holder never gets two leases of one pool.
 //! Transactions take the pool row before lease rows, so grants and reclaims never
 //! deadlock.
 
@@ -102,37 +102,41 @@ async fn lock_pool(
 
 impl Store {
     /// Applies a holder's ask to a pool in one transaction: its release, then a grant
-    /// between need and want or nothing, extending its live lease (or opening one when
-    /// something is granted and it has none: a new id once the old one expired).
+    /// between need and want or nothing, extending its lease (live, or lapsed and not yet
+    /// reclaimed), or opening one when something is granted and it has none.
     pub async fn lease_share(&self, ask: PoolAsk<'_>) -> Result<ShareLease, StoreError> {
         let measure = ask.measure.name();
         let mut tx = self.pool.begin().await?;
         let assigned = lock_pool(&mut tx, ask.subject, measure).await?;
-        let live = sqlx::query(
+        // The holder's lease, live or lapsed but not yet reclaimed: a lapsed one is revived
+        // with its share rather than replaced. Its share is still assigned, and what the
+        // holder admitted under it is still in its window; a new lease would have to be
+        // granted that count again, so an Envoy whose lease lapsed (control plane
+        // unreachable for a while, idle past its expiry) was refused until the reclaim.
+        let lease = sqlx::query(
             "SELECT lease_id, share, expires_at_ms FROM share_leases \
-             WHERE holder = $1 AND subject = $2 AND measure = $3 AND expires_at_ms > $4 \
+             WHERE holder = $1 AND subject = $2 AND measure = $3 \
              ORDER BY expires_at_ms DESC LIMIT 1",
         )
         .bind(ask.holder)
         .bind(ask.subject)
         .bind(measure)
-        .bind(ask.now_ms)
         .fetch_optional(&mut *tx)
         .await?;
-        let held = live.as_ref().map(|r| money(r, "share")).transpose()?;
-        let live_id: Option<String> = live.as_ref().map(|r| r.try_get("lease_id")).transpose()?;
+        let held = lease.as_ref().map(|r| money(r, "share")).transpose()?;
+        let held_id: Option<String> = lease.as_ref().map(|r| r.try_get("lease_id")).transpose()?;
         let mut share_ask = ask.ask;
         if ask
             .releasing
-            .is_some_and(|named| live_id.as_deref() != Some(named))
+            .is_some_and(|named| held_id.as_deref() != Some(named))
         {
-            // Meant for a lease that expired on its way: off this one, the holder (which
-            // took it off the old one) would believe in more share than is counted here.
+            // Meant for a lease reclaimed on its way: off this one, the holder (which took
+            // it off the old one) would believe in more share than is counted here.
             share_ask.release = 0;
         }
         let decision = decide(ask.limit, assigned, held.unwrap_or(0), share_ask);
         let renewed_until = ask.now_ms.saturating_add(ask.ttl_ms);
-        let (lease_id, expires_at_ms) = match &live {
+        let (lease_id, expires_at_ms) = match &lease {
             Some(row) => {
                 let id: String = row.try_get("lease_id")?;
                 // Never shortened: a replica with a shorter ttl must not cut a lease short.

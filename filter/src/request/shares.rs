@@ -111,6 +111,12 @@ impl<H: Host> Request<H> {
             log::warn!("tollgate: rate-limit share not stored ({e:?}); refused");
             return Some(Err(Refusal::Overloaded));
         }
+        if let Some(late_ms) = answer.lapsed_on_arrival(now) {
+            // Asking again would only pile share this Envoy cannot draw on onto its lease.
+            limits::warn_lapsed_on_arrival(&key, late_ms);
+            self.count_unreachable("a rate-limit share", false);
+            return Some(Err(Refusal::ControlPlaneUnavailable));
+        }
         if answer == Answer::Unlimited {
             // The limit was lifted: it no longer limits this call; the key's next grant
             // says so for the calls after it.

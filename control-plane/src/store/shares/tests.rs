@@ -125,9 +125,10 @@ async fn grants_never_pass_the_limit(store: &Store) {
     assert_ne!(tokens.lease_id, a.lease_id);
 }
 
-/// A holder tops up its one live lease; once it expired, a new one with a new id, while
-/// the old one's share stays assigned until reclaimed.
-async fn one_lease_per_holder_and_a_new_id_after_expiry(store: &Store) {
+/// A holder tops up its one lease; once it lapsed (unrenewed past its expiry) and until it
+/// is reclaimed, the holder's next ask revives it with the share it held, instead of
+/// opening a second lease while the first one's share stays assigned.
+async fn one_lease_per_holder_revived_after_it_lapsed(store: &Store) {
     let subject = fresh();
     let first = ask(store, &subject, "a", 100, (10, 10, 0), NOON).await;
     let topped = ask(store, &subject, "a", 100, (15, 5, 0), NOON + 1_000).await;
@@ -136,18 +137,15 @@ async fn one_lease_per_holder_and_a_new_id_after_expiry(store: &Store) {
     assert_eq!(topped.expires_at_ms, NOON + 1_000 + TTL);
     // At its expiry the holder stopped admitting (it admits while now < expiry).
     let expiry = topped.expires_at_ms;
-    let renewed = ask(store, &subject, "a", 100, (20, 1, 0), expiry).await;
-    assert_ne!(renewed.lease_id, first.lease_id);
-    assert_eq!((renewed.grant, renewed.share), (Grant::Granted(20), 20));
-    assert_eq!(
-        renewed.available,
-        100 - 25 - 20,
-        "the expired share is still held"
-    );
+    let revived = ask(store, &subject, "a", 100, (20, 1, 0), expiry).await;
+    assert_eq!(revived.lease_id, first.lease_id);
+    assert_eq!((revived.grant, revived.share), (Grant::Granted(20), 45));
+    assert_eq!(revived.expires_at_ms, expiry + TTL);
+    assert_eq!(revived.available, 100 - 45);
     assert_eq!(assigned(store, &subject).await, 45);
-    // A release naming the expired lease (sent before its expiry, arriving after) is not
-    // taken off the new one: its holder took it off the old lease, and already counts the
-    // new one at only what it was granted.
+    // A release naming another lease (one reclaimed while the release was on its way) is
+    // not taken off this one: its holder took it off that lease, and counts this one at
+    // only what it was granted here.
     let late = store
         .lease_share(PoolAsk {
             subject: &subject,
@@ -159,29 +157,51 @@ async fn one_lease_per_holder_and_a_new_id_after_expiry(store: &Store) {
                 need: 0,
                 release: 25,
             },
-            releasing: Some(&first.lease_id),
+            releasing: Some("share_reclaimed_meanwhile"),
             now_ms: expiry + 1,
             ttl_ms: TTL,
         })
         .await
         .unwrap();
-    assert_eq!(late.lease_id, renewed.lease_id);
-    assert_eq!((late.released, late.share), (0, 20));
+    assert_eq!(late.lease_id, first.lease_id);
+    assert_eq!((late.released, late.share), (0, 45));
     assert_eq!(assigned(store, &subject).await, 45);
-    // A release that names no lease comes off the live one: the new one has only 20.
+    // A release naming this lease, or none, comes off it.
     let released = ask(store, &subject, "a", 100, (0, 0, 25), expiry + 1).await;
-    assert_eq!(released.lease_id, renewed.lease_id);
-    assert_eq!((released.released, released.share), (20, 0));
-    assert_eq!(assigned(store, &subject).await, 25);
+    assert_eq!(released.lease_id, first.lease_id);
+    assert_eq!((released.released, released.share), (25, 20));
+    assert_eq!(assigned(store, &subject).await, 20);
     let leases = store
         .share_leases(&subject, Measure::Requests)
         .await
         .unwrap();
-    assert_eq!(leases.len(), 2);
+    assert_eq!(leases.len(), 1);
     assert_eq!(
         (leases[0].lease_id.as_str(), leases[0].share),
-        (first.lease_id.as_str(), 25)
+        (first.lease_id.as_str(), 20)
     );
+}
+
+/// An Envoy that took 6 of a 10 per minute limit and whose lease lapsed (the control plane
+/// was unreachable past its expiry) still counts those 6 in its window: it needs 7 to
+/// admit one more. Its lapsed lease holds 6, so 1 more is what the limit has to give, and
+/// the other 3 stay with the rest of the limit.
+async fn a_lapsed_lease_serves_its_holder_again_before_reclaim(store: &Store) {
+    let subject = fresh();
+    let a = ask(store, &subject, "a", 10, (6, 6, 0), NOON).await;
+    assert_eq!(a.grant, Grant::Granted(6));
+    let back = a.expires_at_ms + 5_000;
+    let again = ask(store, &subject, "a", 10, (1, 1, 0), back).await;
+    assert_eq!(again.grant, Grant::Granted(1), "{again:?}");
+    assert_eq!(
+        (again.lease_id.as_str(), again.share),
+        (a.lease_id.as_str(), 7)
+    );
+    assert_eq!(again.available, 3);
+    // Another Envoy gets the rest, and no more.
+    let b = ask(store, &subject, "b", 10, (5, 1, 0), back).await;
+    assert_eq!((b.grant, b.available), (Grant::Granted(3), 0));
+    assert_eq!(assigned(store, &subject).await, 10);
 }
 
 /// Releases come off before a grant, only from the holder's share, never below zero, and
@@ -275,7 +295,8 @@ async fn reclaim_returns_the_share_once(a: &Store, b: &Store) {
 async fn sqlite_shares() {
     let (dir, store) = sqlite().await;
     grants_never_pass_the_limit(&store).await;
-    one_lease_per_holder_and_a_new_id_after_expiry(&store).await;
+    one_lease_per_holder_revived_after_it_lapsed(&store).await;
+    a_lapsed_lease_serves_its_holder_again_before_reclaim(&store).await;
     releases_apply_first_and_never_go_below_zero(&store).await;
     a_lowered_limit_grants_nothing_until_assigned_falls_under_it(&store).await;
     let second = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
@@ -288,7 +309,8 @@ async fn sqlite_shares() {
 async fn postgres_shares() {
     let store = postgres().await;
     grants_never_pass_the_limit(&store).await;
-    one_lease_per_holder_and_a_new_id_after_expiry(&store).await;
+    one_lease_per_holder_revived_after_it_lapsed(&store).await;
+    a_lapsed_lease_serves_its_holder_again_before_reclaim(&store).await;
     releases_apply_first_and_never_go_below_zero(&store).await;
     a_lowered_limit_grants_nothing_until_assigned_falls_under_it(&store).await;
     // Two stores: two replicas' connection pools on one database.

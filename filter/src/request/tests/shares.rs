@@ -268,6 +268,28 @@ fn an_unreachable_control_plane_refuses_a_call_lacking_share_with_503_counted() 
     }
 }
 
+/// An Envoy whose clock runs ahead of the control plane's by more than a share lives is
+/// granted shares that expired before they arrived. The call used to ask again, heap share
+/// it could not draw on onto the lease, and be refused 429 "rate limit reached" while its
+/// limit was untouched; it is a deployment fault, refused 503 at the first answer.
+#[test]
+fn a_share_expired_on_arrival_refuses_503_without_asking_again() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_unleased(host, &rpm(100));
+    host.set_now(EXPIRES + 40_000);
+    let (mut req, action) = call_on(&plugin, host);
+    assert_eq!(action, Action::Pause);
+    let (token, _) = share_calls(host).remove(0);
+    deliver(&mut req, host, token, &answer(Outcome::Granted, 5, 100, 95));
+    assert_eq!(share_calls(host).len(), 1, "not asked again");
+    assert_eq!(
+        refusal_code(host),
+        (503, "control_plane_unavailable".into())
+    );
+    assert_eq!(plugin.shared.unreachable.get(), (0, 1));
+}
+
 #[test]
 fn calls_within_a_live_share_need_no_control_plane() {
     let plugin = plugin();
