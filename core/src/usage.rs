@@ -53,8 +53,14 @@ pub enum Format {
     Anthropic,
 }
 
-fn count(v: &Value, pointer: &str) -> Option<u64> {
-    v.pointer(pointer).and_then(Value::as_u64)
+/// The count at `path` ("/a/b": member `b` of member `a`). Walked member by member:
+/// `Value::pointer` unescapes every segment into two new strings, and usage is read on
+/// every call.
+fn count(v: &Value, path: &str) -> Option<u64> {
+    path.split('/')
+        .skip(1)
+        .try_fold(v, |v, member| v.get(member))?
+        .as_u64()
 }
 
 /// Splits a prompt count that includes cached tokens, never going negative: a provider

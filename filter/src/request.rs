@@ -238,12 +238,11 @@ impl<H: Host> Request<H> {
         self.phase = Phase::Refused(refusal);
     }
 
-    /// Header-time work.
-    fn on_headers(&mut self, end_of_stream: bool) -> Result<Next, Refusal> {
+    /// Header-time work, at `now` (Unix ms).
+    fn on_headers(&mut self, end_of_stream: bool, now: u64) -> Result<Next, Refusal> {
         // Names come lower-cased and ASCII from Envoy (its codecs refuse other bytes with a
         // 400 before any filter runs: tests/e2e check it), so the SDK's UTF-8 conversion of
         // names cannot fail; values stay bytes.
-        let now = self.host.now_ms();
         // A braked address is refused before its key is looked at, here or upstream.
         let source = self.host.property(&["source", "address"]);
         let per_minute = self.shared.settings.failed_auths_per_minute_per_ip;
@@ -276,7 +275,7 @@ impl<H: Host> Request<H> {
         match admission::from_cache(&self.host, &target, now) {
             Some(decision) => {
                 let (route, caller) = decision?;
-                self.admit(target, route, caller)?;
+                self.admit(target, route, caller, now)?;
                 Ok(Next::Continue)
             }
             None => {
@@ -310,15 +309,21 @@ impl<H: Host> Request<H> {
     }
 
     /// Takes the call from its key's limit, rewrites the request for the provider and
-    /// lets it through.
-    fn admit(&mut self, mut target: Target, route: Route, caller: Caller) -> Result<(), Refusal> {
+    /// lets it through, at `now` (Unix ms).
+    fn admit(
+        &mut self,
+        mut target: Target,
+        route: Route,
+        caller: Caller,
+        now: u64,
+    ) -> Result<(), Refusal> {
         let mut plan = admission::plan(&mut target, &route, &self.shared.settings)?;
         // A call that holds budget money may have its output cap rewritten into its body.
         plan.drop_content_length |= !caller.budgets.is_empty();
         // A spent key is refused before its body is buffered; the request itself is taken
         // once the body has passed its checks, so a call refused for anything else costs
         // no request.
-        let peeked = limits::peek_requests(&self.host, &caller.limits, self.host.now_ms());
+        let peeked = limits::peek_requests(&self.host, &caller.limits, now);
         self.rate_headers = peeked.quotas.headers();
         peeked.outcome?;
         let Caller {
@@ -410,7 +415,7 @@ impl<H: Host> Request<H> {
             );
         }
         let caller = Caller::of(&grant, &target.model);
-        self.admit(target, decision?, caller)
+        self.admit(target, decision?, caller, self.host.now_ms())
     }
 
     fn on_models_answer(
@@ -458,6 +463,8 @@ impl<H: Host> Request<H> {
             return Action::Pause;
         }
         let bytes = self.host.request_body(size).unwrap_or_default();
+        // One clock read for the limits and the budgets: each read is a host call.
+        let now = self.host.now_ms();
         let checked = match &self.phase {
             Phase::Admitted(admitted) => body::check(admitted, &self.shared.settings, &bytes),
             _ => Err(Refusal::NotAdmitted),
@@ -465,8 +472,8 @@ impl<H: Host> Request<H> {
         // The call is taken from its limits only for a body that passed, and the body is
         // rewritten only for a call that goes on.
         let kept = checked.and_then(|checked| {
-            let step = match self.take_limits(checked.kept.bound.total())? {
-                Step::Go => self.hold_budgets(&checked.kept)?,
+            let step = match self.take_limits(checked.kept.bound.total(), now)? {
+                Step::Go => self.hold_budgets(&checked.kept, now)?,
                 Step::Wait => Step::Wait,
             };
             if let Some(new_body) = &checked.rewrite {
@@ -582,7 +589,7 @@ impl<H: Host> HttpContext for Request<H> {
         self.started_ms = self.host.now_ms();
         // The provider and deadline headers are always set by `admit`, replacing any a client
         // sent; a refused request never reaches a route.
-        match self.on_headers(end_of_stream) {
+        match self.on_headers(end_of_stream, self.started_ms) {
             Ok(Next::Continue) => Action::Continue,
             Ok(Next::Wait) => Action::Pause,
             Err(refusal) => {

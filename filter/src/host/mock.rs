@@ -50,6 +50,8 @@ pub struct SharedStats {
 #[derive(Default)]
 struct Shared {
     now_ms: u64,
+    /// Reads of the clock, each a host call in Envoy.
+    clock_reads: usize,
     entries: HashMap<String, (Vec<u8>, u32)>,
     stats: SharedStats,
     /// A simulated writer on another worker: after each read of this key, it writes once.
@@ -117,6 +119,11 @@ impl MockHost {
         let entry = shared.entries.entry(key.to_owned()).or_default();
         entry.0 = value.to_vec();
         entry.1 += 1;
+    }
+
+    /// Reads of the clock so far, by every stream of this host.
+    pub fn clock_reads(&self) -> usize {
+        self.shared.borrow().clock_reads
     }
 
     /// Shared-data counters so far.
@@ -249,7 +256,9 @@ fn edit(headers: &mut Vec<(String, Vec<u8>)>, name: &str, value: Option<&str>) {
 
 impl Host for MockHost {
     fn now_ms(&self) -> u64 {
-        self.shared.borrow().now_ms
+        let mut shared = self.shared.borrow_mut();
+        shared.clock_reads += 1;
+        shared.now_ms
     }
 
     fn shared_data(&self, key: &str) -> Result<Versioned, Status> {

@@ -16,6 +16,9 @@ use tollgate_proto::v1::{BudgetRef, KeyGrant, KeyStatus, Route};
 
 use super::REQUEST_ID_HEADER;
 
+/// The upstream deadline Envoy reads; only this filter sets it.
+const DEADLINE_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
+
 /// Longest model name accepted; real ones are far shorter, and it bounds cache keys.
 const MAX_MODEL_LEN: usize = 256;
 
@@ -283,15 +286,32 @@ pub(super) fn plan<'a>(
     let drop_content_length = kind.translates()
         || !route.upstream_model.is_empty()
         || (target.stream_hint && kind.needs_include_usage());
+    let fixed = kind.fixed_headers();
+    let route_header = settings.route_header.as_str();
+    // A header the plan sets anyway is replaced by that edit; removing it first was one
+    // more host call (~1.3 µs of Envoy CPU), on every call for a client's `authorization`.
+    // Only a header sent once: Envoy's replace may change only the first of several
+    // (`http_set_copy_replace_all_headers` off), and a second one must not go on.
+    let replaced: Vec<bool> = removed
+        .iter()
+        .map(|name| {
+            let set = credential.is_some_and(|(header, _)| header == name)
+                || fixed.iter().any(|(header, _)| header == name)
+                || [DEADLINE_HEADER, REQUEST_ID_HEADER, route_header].contains(&name.as_str());
+            set && removed.iter().filter(|n| *n == name).count() == 1
+        })
+        .collect();
+    let mut replaced = replaced.into_iter();
+    removed.retain(|_| !replaced.next().unwrap_or(false));
     Ok(AdmissionPlan {
         kind,
         path,
         removed,
         credential,
-        fixed: kind.fixed_headers(),
+        fixed,
         deadline_ms,
         drop_content_length,
-        route_header: (&settings.route_header, &route.provider),
+        route_header: (route_header, &route.provider),
     })
 }
 
@@ -310,10 +330,7 @@ impl AdmissionPlan<'_> {
         for (name, value) in self.fixed {
             host.set_request_header(name, Some(value));
         }
-        host.set_request_header(
-            "x-envoy-upstream-rq-timeout-ms",
-            self.deadline_ms.as_deref(),
-        );
+        host.set_request_header(DEADLINE_HEADER, self.deadline_ms.as_deref());
         if self.drop_content_length {
             // A rewritten body has another length; Envoy recomputes it only if none is set.
             host.set_request_header("content-length", None);

@@ -37,9 +37,9 @@ fn worst_case(admitted: &Admitted, kept: &Kept) -> Result<u64, Refusal> {
 }
 
 impl<H: Host> Request<H> {
-    /// Holds the call's worst-case cost against every budget of its key, or asks for a
-    /// lease and waits.
-    pub(super) fn hold_budgets(&mut self, kept: &Kept) -> Result<Step, Refusal> {
+    /// Holds the call's worst-case cost against every budget of its key at `now`, or asks
+    /// for a lease and waits.
+    pub(super) fn hold_budgets(&mut self, kept: &Kept, now: u64) -> Result<Step, Refusal> {
         let Phase::Admitted(admitted) = &mut self.phase else {
             return Err(Refusal::NotAdmitted);
         };
@@ -47,7 +47,6 @@ impl<H: Host> Request<H> {
             return Ok(Step::Go);
         }
         let amount = worst_case(admitted, kept)?;
-        let now = self.host.now_ms();
         let mut seen = self.shared.budgets.borrow_mut();
         for b in &admitted.budgets {
             seen.note(&b.budget_id, b, now);
@@ -61,12 +60,11 @@ impl<H: Host> Request<H> {
                 amount,
             })
             .collect();
-        self.try_holds()
+        self.try_holds(now)
     }
 
-    /// Takes every hold, or asks for the lease that lacks money.
-    fn try_holds(&mut self) -> Result<Step, Refusal> {
-        let now = self.host.now_ms();
+    /// Takes every hold at `now`, or asks for the lease that lacks money.
+    fn try_holds(&mut self, now: u64) -> Result<Step, Refusal> {
         let Phase::Admitted(admitted) = &mut self.phase else {
             return Err(Refusal::NotAdmitted);
         };
@@ -202,7 +200,7 @@ impl<H: Host> Request<H> {
                 return Some(Err(Refusal::Overloaded));
             }
         }
-        Some(self.try_holds())
+        Some(self.try_holds(now))
     }
 }
 

@@ -11,10 +11,9 @@ use tollgate_core::refusal::Refusal;
 use tollgate_core::share::{Answer, SHARE_MOVES_MS};
 
 impl<H: Host> Request<H> {
-    /// Takes an admitted call whose body passed, holding `tokens`, from its limits, or
-    /// asks for the share one lacks and waits.
-    pub(super) fn take_limits(&mut self, tokens: u64) -> Result<Step, Refusal> {
-        let now = self.host.now_ms();
+    /// Takes an admitted call whose body passed, holding `tokens`, from its limits at
+    /// `now`, or asks for the share one lacks and waits.
+    pub(super) fn take_limits(&mut self, tokens: u64, now: u64) -> Result<Step, Refusal> {
         let Phase::Admitted(admitted) = &mut self.phase else {
             return Err(Refusal::NotAdmitted);
         };
@@ -27,12 +26,11 @@ impl<H: Host> Request<H> {
             seen.note(limit.key(), limit, now);
         }
         drop(seen);
-        self.retake_limits()
+        self.retake_limits(now)
     }
 
-    /// Takes the call from every limit, from scratch.
-    fn retake_limits(&mut self) -> Result<Step, Refusal> {
-        let now = self.host.now_ms();
+    /// Takes the call from every limit at `now`, from scratch.
+    fn retake_limits(&mut self, now: u64) -> Result<Step, Refusal> {
         let Phase::Admitted(admitted) = &mut self.phase else {
             return Err(Refusal::NotAdmitted);
         };
@@ -123,7 +121,7 @@ impl<H: Host> Request<H> {
             admitted.limits.remove(index);
         }
         // An exhausted answer is remembered in the allowance: the take refuses from it.
-        match self.retake_limits() {
+        match self.retake_limits(now) {
             Ok(Step::Go) => {}
             other => return Some(other),
         }
@@ -131,7 +129,7 @@ impl<H: Host> Request<H> {
             return None;
         };
         let kept = admitted.checked.take()?;
-        let step = self.hold_budgets(&kept);
+        let step = self.hold_budgets(&kept, now);
         if let Phase::Admitted(admitted) = &mut self.phase {
             admitted.checked = Some(kept);
         }

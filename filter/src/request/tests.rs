@@ -252,6 +252,76 @@ fn the_plan_names_every_header_edit() {
 }
 
 #[test]
+fn a_header_the_plan_sets_is_replaced_without_being_removed_first() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_admission(host, "gpt-4o", &route("openai"));
+    chat_request(host, "gpt-4o", false);
+    host.set_request_headers(&[
+        (":method", "POST"),
+        (":path", CHAT),
+        ("authorization", AUTH),
+        ("cookie", "session=1"),
+        ("x-tollgate-provider", "beta"),
+        ("x-tollgate-request-id", "forged"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+    ]);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(7, false), Action::Continue);
+    let edits = host.request_edits();
+    let removals: Vec<&str> = edits
+        .iter()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(removals, ["cookie"], "{edits:?}");
+    assert_eq!(
+        host.request_header("authorization").as_deref(),
+        Some("Bearer sk-provider")
+    );
+    assert_eq!(
+        host.request_header("x-tollgate-provider").as_deref(),
+        Some("alpha")
+    );
+    assert_eq!(
+        host.request_header("x-envoy-upstream-rq-timeout-ms")
+            .as_deref(),
+        Some("30000")
+    );
+    assert_ne!(
+        host.request_header("x-tollgate-request-id").as_deref(),
+        Some("forged")
+    );
+}
+
+#[test]
+fn a_header_sent_twice_is_removed_before_it_is_replaced() {
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_admission(host, "gpt-4o", &route("openai"));
+    chat_request(host, "gpt-4o", false);
+    host.set_request_headers(&[
+        (":method", "POST"),
+        (":path", CHAT),
+        ("authorization", "Bearer another-key"),
+        ("authorization", AUTH),
+    ]);
+    let mut req = plugin.stream();
+    assert_eq!(req.on_http_request_headers(4, false), Action::Continue);
+    let edits = host.request_edits();
+    let authorization: Vec<&Option<String>> = edits
+        .iter()
+        .filter(|(name, _)| name == "authorization")
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(
+        authorization,
+        [&None, &None, &Some("Bearer sk-provider".to_owned())],
+        "both removed, then set"
+    );
+}
+
+#[test]
 fn a_query_string_is_dropped_from_the_path() {
     let plugin = plugin();
     let host = &plugin.host;

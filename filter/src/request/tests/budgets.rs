@@ -145,6 +145,29 @@ fn a_funded_lease_holds_the_worst_case_without_a_round_trip_and_settles_to_the_c
 }
 
 #[test]
+fn a_budgeted_call_reads_the_clock_once_per_callback() {
+    // Each read is a host call (about 0.6 µs in Envoy's V8): headers, body, response
+    // headers and log each read it once.
+    let plugin = plugin();
+    let host = &plugin.host;
+    cache_budgeted(host, &[monthly("b1"), monthly("b2")], &priced_route());
+    put_lease(host, "b1", &lease("l1", 100_000));
+    put_lease(host, "b2", &lease("l2", 100_000));
+    let before = host.clock_reads();
+    let (mut req, action) = budgeted_call(&plugin, false, 5);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(host.clock_reads() - before, 2, "request headers and body");
+    respond(&mut req, host, &[(":status", "200"), JSON], &[USAGE_3]);
+    req.on_log();
+    assert_eq!(
+        host.clock_reads() - before,
+        4,
+        "then response headers and log"
+    );
+    assert_eq!(lease_of(host, "b1").charged, 3_000, "still settled");
+}
+
+#[test]
 fn a_short_lease_pauses_the_body_for_one_lease_call_then_resumes() {
     let plugin = plugin();
     let host = &plugin.host;
