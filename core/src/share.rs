@@ -30,10 +30,10 @@ pub const EXHAUSTED_FOR_MS: u64 = 1_000;
 pub const SHARE_MOVES_MS: u64 = 1_000;
 
 /// The layout version byte of [`Allowance::to_bytes`].
-const LAYOUT: u8 = 3;
+const LAYOUT: u8 = 4;
 
-/// Bytes of the fixed part of an encoded allowance: version, window, ten u64s.
-const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 10 * 8;
+/// Bytes of the fixed part of an encoded allowance: version, window, eleven u64s.
+const FIXED_LEN: usize = 1 + limits::ENCODED_LEN + 11 * 8;
 
 /// One Envoy's share of one (subject, measure) limit and the window its workers took from
 /// it, as kept in shared data.
@@ -70,6 +70,10 @@ pub struct Allowance {
     pub asks: u64,
     /// When the last `LeaseShare` call about this lease was dispatched (Unix ms).
     pub asked_at_ms: u64,
+    /// Units this Envoy released off the lease whose answers it has not heard: the
+    /// control plane may apply such a release after any later answer (the call timed out
+    /// here, not there), so a [sync](Allowance::sync) leaves them off its count.
+    pub releasing: u64,
 }
 
 /// What a take from an [`Allowance`] decided.
@@ -307,6 +311,7 @@ impl Allowance {
             let units = self.share - target;
             self.share = target;
             self.available = self.available.saturating_add(units);
+            self.releasing = self.releasing.saturating_add(units);
             Tending::Release { units }
         } else if in_use && (ending || self.share.saturating_sub(count) < spare / 2) {
             // Within the slack the share may sit above its target: ask for nothing then.
@@ -359,6 +364,8 @@ impl Allowance {
                 self.lease_id.clone_from(lease_id);
                 self.share = *granted;
                 self.expires_at_ms = *expires_at_ms;
+                // Releases named the old lease: the control plane applies none to this one.
+                self.releasing = 0;
             }
             if same || adopt || *exhausted {
                 self.limit = *limit;
@@ -389,8 +396,10 @@ impl Allowance {
     /// control plane's count then covers every grant and release this Envoy will ever
     /// hear of, and also those whose answers were lost (a call that left while it waited,
     /// a failed call the control plane served). Without this, a lost grant stays leased
-    /// to this Envoy, unused, for as long as it keeps renewing the lease. Returns whether
-    /// the share changed.
+    /// to this Envoy, unused, for as long as it keeps renewing the lease. Releases not
+    /// heard of stay off it: one that timed out here may still reach the control plane
+    /// after this answer, and taken back by the sync it would leave this Envoy drawing on
+    /// share the control plane grants to others. Returns whether the share changed.
     pub fn sync(&mut self, answer: &Answer, ask: u64) -> bool {
         let Answer::Lease {
             lease_id, share, ..
@@ -401,9 +410,23 @@ impl Allowance {
         if self.asks != ask || lease_id.is_empty() || *lease_id != self.lease_id {
             return false;
         }
-        let changed = self.share != *share;
-        self.share = *share;
+        let synced = share.saturating_sub(self.releasing);
+        let changed = self.share != synced;
+        self.share = synced;
         changed
+    }
+
+    /// Notes that the control plane answered a release of `units` off lease `lease_id`
+    /// (applied, or not because that lease was gone): it can no longer come off the count
+    /// later. A release of an earlier lease is not this one's. Returns whether anything
+    /// changed.
+    pub fn heard_release(&mut self, lease_id: &str, units: u64) -> bool {
+        if lease_id != self.lease_id {
+            return false;
+        }
+        let before = self.releasing;
+        self.releasing = self.releasing.saturating_sub(units);
+        self.releasing != before
     }
 
     /// The fixed-layout bytes kept in shared data.
@@ -422,6 +445,7 @@ impl Allowance {
             self.marked_until_ms,
             self.asks,
             self.asked_at_ms,
+            self.releasing,
         ] {
             out.extend_from_slice(&n.to_be_bytes());
         }
@@ -453,6 +477,7 @@ impl Allowance {
             marked_until_ms: next()?,
             asks: next()?,
             asked_at_ms: next()?,
+            releasing: next()?,
             lease_id: String::from_utf8(id.to_vec()).ok()?,
         })
     }
@@ -805,6 +830,52 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_leaves_off_a_release_the_control_plane_may_still_apply() {
+        // Found by the model: 2 leased, 1 released at 0 (its call timed out here, the
+        // control plane has not handled it), then at 5 s a quiet renewal asking 1 more is
+        // answered first: the control plane counts 3, and applies the release after, to
+        // 2. Synced to 3, this Envoy would draw on 1 the control plane may grant elsewhere.
+        let mut a = leased(2);
+        a.share = 1;
+        a.releasing = 1;
+        a.note_ask(0);
+        assert!(a.quiet(5_000, 2_000));
+        let ask = a.note_ask(5_000);
+        let renewed = Answer::Lease {
+            lease_id: "l1".into(),
+            granted: 1,
+            expires_at_ms: 65_000,
+            limit: 100,
+            available: 97,
+            share: 3,
+            exhausted: false,
+        };
+        assert!(a.apply(&renewed, 5_000, true));
+        assert_eq!(a.share, 2);
+        assert!(
+            !a.sync(&renewed, ask),
+            "the control plane's 3 less the 1 on its way"
+        );
+        assert_eq!(a.share, 2);
+        assert!(a.heard_release("l1", 1));
+        assert_eq!(a.releasing, 0, "answered: it can no longer come off later");
+        assert!(!a.heard_release("l0", 1), "a release of another lease");
+    }
+
+    #[test]
+    fn a_release_is_counted_until_heard_and_forgotten_with_its_lease() {
+        let mut a = leased(50);
+        assert!(admitted(a.take(100, 10, 1_000)));
+        assert_eq!(a.tend(2_000), Some(Tending::Release { units: 35 }));
+        assert_eq!(a.releasing, 35);
+        assert!(a.apply(&granted("l2", 4, 120_000, 0), 61_000, true));
+        assert_eq!(
+            a.releasing, 0,
+            "the next lease owes nothing to l1's releases"
+        );
+    }
+
+    #[test]
     fn bytes_round_trip_and_other_shapes_are_refused() {
         let mut a = leased(7);
         a.take(100, 3, 4_000);
@@ -822,7 +893,7 @@ mod tests {
         );
     }
 
-    /// One thing that may happen to an allowance.
+    /// One thing that may happen to an allowance and the control plane leasing it.
     #[derive(Debug, Clone)]
     enum Op {
         /// A take of an amount, after some ms.
@@ -831,62 +902,176 @@ mod tests {
         Settle(usize, u64),
         /// The renewal pass, after some ms.
         Tend(u64),
-        /// A grant to the call of the n-th ask in flight (in any order).
-        Answer(usize),
+        /// The clock moves on by some ms: leases lapse, and are reclaimed a window later.
+        Wait(u64),
         /// The control plane handles the n-th message in flight to it.
         Deliver(usize),
-        /// The n-th answer is lost (its call left, or the call failed after the control
-        /// plane served it).
+        /// The n-th answer in flight reaches the filter (any order; past the call timeout
+        /// the call has failed and the answer is dropped).
+        Answer(usize),
+        /// The n-th answer is lost: its call left while it waited (and frees the mark it
+        /// held), or the call failed after the control plane served it.
         Lose(usize),
+        /// Other Envoys lease (true) or give back some of the pool.
+        Others(u64, bool),
     }
 
     fn ops() -> impl Strategy<Value = Vec<Op>> {
         prop::collection::vec(
             prop_oneof![
-                (0u64..3_000, 1u64..30).prop_map(|(t, a)| Op::Take(t, a)),
-                (0usize..50, 0u64..=100).prop_map(|(i, p)| Op::Settle(i, p)),
-                (0u64..6_000).prop_map(Op::Tend),
-                (0usize..50).prop_map(Op::Answer),
-                (0usize..50).prop_map(Op::Deliver),
-                (0usize..50).prop_map(Op::Lose),
+                4 => (0u64..3_000, 1u64..30).prop_map(|(t, a)| Op::Take(t, a)),
+                1 => (0usize..50, 0u64..=100).prop_map(|(i, p)| Op::Settle(i, p)),
+                3 => (0u64..6_000).prop_map(Op::Tend),
+                1 => (0u64..40_000).prop_map(Op::Wait),
+                3 => (0usize..50).prop_map(Op::Deliver),
+                3 => (0usize..50).prop_map(Op::Answer),
+                1 => (0usize..50).prop_map(Op::Lose),
+                1 => (0u64..50, any::<bool>()).prop_map(|(n, t)| Op::Others(n, t)),
             ],
-            1..300,
+            1..400,
         )
     }
 
-    /// The control plane's side of one lease in a pool of `limit`.
+    /// The control plane's lease of this Envoy.
+    #[derive(Debug)]
+    struct CpLease {
+        id: String,
+        share: u64,
+        expires_at_ms: u64,
+    }
+
+    /// A model of the control plane's pool of `limit`: this Envoy's lease (one at a time,
+    /// revived by its next ask while not reclaimed) and what other Envoys hold.
+    #[derive(Debug)]
     struct ControlPlane {
         limit: u64,
-        share: u64,
+        ttl_ms: u64,
+        others: u64,
+        lease: Option<CpLease>,
+        opened: u64,
     }
 
-    /// A message to the control plane: an ask of (need, want), or a release; each with
-    /// the number a renewal's answer may sync on.
-    enum ToCp {
-        Ask(u64, u64, Option<u64>),
-        Release(u64, Option<u64>),
+    /// What the filter sends: an ask of (need, want), or a release of units off a named
+    /// lease.
+    #[derive(Debug, Clone)]
+    enum Ask {
+        Share { need: u64, want: u64 },
+        Release { units: u64, lease_id: String },
     }
+
+    /// A `LeaseShare` call in flight: what it asks, when it was dispatched, the number a
+    /// renewal's answer may sync on, whether its asker holds the mark, and whether a
+    /// waiting call (not the tick) asked.
+    #[derive(Debug, Clone)]
+    struct Call {
+        ask: Ask,
+        sent_at_ms: u64,
+        sync: Option<u64>,
+        marked: bool,
+        waiting: bool,
+    }
+
+    impl ControlPlane {
+        fn assigned(&self) -> u64 {
+            self.others + self.lease.as_ref().map_or(0, |l| l.share)
+        }
+
+        /// The sweeper: a lease goes back once what was admitted under it left every
+        /// window (no clock skew here).
+        fn reclaim(&mut self, now_ms: u64) {
+            if self
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.expires_at_ms.saturating_add(61_000) < now_ms)
+            {
+                self.lease = None;
+            }
+        }
+
+        fn others(&mut self, units: u64, take: bool) {
+            if take {
+                self.others += units.min(self.limit.saturating_sub(self.assigned()));
+            } else {
+                self.others -= units.min(self.others);
+            }
+        }
+
+        /// Handles one call at `now_ms`: the release (only off the lease it names), then a
+        /// grant between need and want of what is unassigned, or nothing; the lease is
+        /// extended (revived when lapsed) or opened.
+        fn handle(&mut self, ask: &Ask, now_ms: u64) -> Answer {
+            let (need, want, release) = match ask {
+                Ask::Share { need, want } => (*need, *want, 0),
+                Ask::Release { units, lease_id } => {
+                    let named = self.lease.as_ref().is_some_and(|l| l.id == *lease_id);
+                    (0, 0, if named { *units } else { 0 })
+                }
+            };
+            let held = self.lease.as_ref().map_or(0, |l| l.share);
+            let released = release.min(held);
+            let assigned = self.assigned() - released;
+            let available = self.limit.saturating_sub(assigned);
+            let exhausted = available < need;
+            let granted = if exhausted { 0 } else { want.min(available) };
+            let share = held - released + granted;
+            let renewed_until = now_ms + self.ttl_ms;
+            let (lease_id, expires_at_ms) = match &mut self.lease {
+                Some(lease) => {
+                    lease.share = share;
+                    lease.expires_at_ms = lease.expires_at_ms.max(renewed_until);
+                    (lease.id.clone(), lease.expires_at_ms)
+                }
+                None if share > 0 => {
+                    self.opened += 1;
+                    let id = format!("l{}", self.opened);
+                    self.lease = Some(CpLease {
+                        id: id.clone(),
+                        share,
+                        expires_at_ms: renewed_until,
+                    });
+                    (id, renewed_until)
+                }
+                None => (String::new(), 0),
+            };
+            Answer::Lease {
+                lease_id,
+                granted,
+                expires_at_ms,
+                limit: self.limit,
+                available: self.limit.saturating_sub(self.assigned()),
+                share,
+                exhausted,
+            }
+        }
+    }
+
+    /// The filter's timeout on a `LeaseShare` call in the model.
+    const CALL_TIMEOUT_MS: u64 = 2_000;
 
     proptest! {
-        /// Takes, honest settlements, releases and answers in any order (some never
-        /// delivered): the window never counts more than the share after a take admits,
-        /// a release never takes the share below the window, and the local share never
-        /// passes the control plane's.
+        /// Takes, honest settlements, renewals (syncing when quiet), named releases and
+        /// answers in any order (some lost, some past the call timeout), against a control
+        /// plane that revives a lapsed lease, reclaims it a window after expiry and opens
+        /// the next, while other Envoys lease from the same pool and the clock runs past
+        /// short leases: the window never counts more than the share after a take admits,
+        /// nor ever more than the control plane holds for this Envoy; a live local lease
+        /// is the control plane's and its share never passes the control plane's count;
+        /// the pool never assigns past the limit.
         #[test]
         fn the_window_stays_within_the_share_and_the_share_within_the_control_planes(
-            limit in 1u64..200, ops in ops(),
+            limit in 1u64..200, ttl_ms in 3_000u64..20_000, ops in ops(),
         ) {
-            let ttl = 1_000_000;
             let mut a = Allowance::default();
-            let mut cp = ControlPlane { limit, share: 0 };
-            let mut to_cp: Vec<ToCp> = Vec::new();
-            let mut answers: Vec<(Answer, Option<u64>)> = Vec::new();
+            let mut cp = ControlPlane { limit, ttl_ms, others: 0, lease: None, opened: 0 };
+            let mut to_cp: Vec<Call> = Vec::new();
+            let mut answers: Vec<(Answer, Call)> = Vec::new();
             let mut takes: Vec<(u64, u64)> = Vec::new();
             let mut now = 0u64;
             for op in ops {
                 match op {
                     Op::Take(dt, amount) => {
                         now += dt;
+                        cp.reclaim(now);
                         match a.take(limit, amount, now) {
                             Take::Decided(Decision::Admit(_)) => {
                                 takes.push((now, amount));
@@ -894,8 +1079,16 @@ mod tests {
                             }
                             Take::Decided(Decision::Refuse { .. }) => {}
                             Take::Lacks { need } => {
+                                let marked = a.claim_ask(now);
                                 a.note_ask(now);
-                                to_cp.push(ToCp::Ask(need, want(need, limit), None));
+                                let want = if marked { want(need, limit) } else { need };
+                                to_cp.push(Call {
+                                    ask: Ask::Share { need, want },
+                                    sent_at_ms: now,
+                                    sync: None,
+                                    marked,
+                                    waiting: true,
+                                });
                             }
                         }
                     }
@@ -907,67 +1100,79 @@ mod tests {
                     }
                     Op::Tend(dt) => {
                         now += dt;
+                        cp.reclaim(now);
                         let count = a.window.count(now);
                         let before = a.share;
                         if let Some(t) = a.tend(now) {
-                            // Quiet: every earlier ask was answered or lost, as the call
-                            // timeout makes it in the filter.
-                            let quiet = to_cp.is_empty() && answers.is_empty();
-                            let ask = a.note_ask(now);
-                            let sync = quiet.then_some(ask);
-                            match t {
+                            let quiet = a.quiet(now, CALL_TIMEOUT_MS);
+                            let number = a.note_ask(now);
+                            let ask = match t {
                                 Tending::Release { units } => {
                                     prop_assert_eq!(a.share, before - units);
                                     prop_assert!(a.share >= count, "{a:?}");
-                                    to_cp.push(ToCp::Release(units, sync));
+                                    Ask::Release { units, lease_id: a.lease_id.clone() }
                                 }
-                                Tending::Renew { want } => to_cp.push(ToCp::Ask(0, want, sync)),
-                            }
-                            a.marked_until_ms = 0;
+                                Tending::Renew { want } => Ask::Share { need: 0, want },
+                            };
+                            to_cp.push(Call {
+                                ask,
+                                sent_at_ms: now,
+                                sync: quiet.then_some(number),
+                                marked: true,
+                                waiting: false,
+                            });
                         }
+                    }
+                    Op::Wait(dt) => {
+                        now += dt;
+                        cp.reclaim(now);
                     }
                     Op::Deliver(i) => {
                         if !to_cp.is_empty() {
-                            let (granted, sync) = match to_cp.swap_remove(i % to_cp.len()) {
-                                ToCp::Ask(need, want, sync) => {
-                                    let free = cp.limit - cp.share;
-                                    let g = if free < need { 0 } else { want.min(free) };
-                                    cp.share += g;
-                                    (g, sync)
-                                }
-                                ToCp::Release(units, sync) => {
-                                    cp.share = cp.share.saturating_sub(units);
-                                    (0, sync)
-                                }
-                            };
-                            answers.push((Answer::Lease {
-                                lease_id: "l1".into(),
-                                granted,
-                                expires_at_ms: ttl,
-                                limit,
-                                available: cp.limit - cp.share,
-                                share: cp.share,
-                                exhausted: false,
-                            }, sync));
+                            let call = to_cp.swap_remove(i % to_cp.len());
+                            answers.push((cp.handle(&call.ask, now), call));
                         }
                     }
                     Op::Answer(i) => {
                         if !answers.is_empty() {
-                            let (answer, sync) = answers.swap_remove(i % answers.len());
-                            a.apply(&answer, now, false);
-                            if let Some(ask) = sync {
-                                a.sync(&answer, ask);
+                            let (answer, call) = answers.swap_remove(i % answers.len());
+                            if now - call.sent_at_ms <= CALL_TIMEOUT_MS {
+                                a.apply(&answer, now, call.marked);
+                                if let Ask::Release { units, lease_id } = &call.ask {
+                                    a.heard_release(lease_id, *units);
+                                }
+                                if let Some(ask) = call.sync {
+                                    a.sync(&answer, ask);
+                                }
+                                prop_assert_eq!(answer.lapsed_on_arrival(now), None);
                             }
                         }
                     }
                     Op::Lose(i) => {
                         if !answers.is_empty() {
-                            answers.swap_remove(i % answers.len());
+                            let (_, call) = answers.swap_remove(i % answers.len());
+                            if call.waiting && call.marked {
+                                a.free_mark();
+                            }
                         }
                     }
+                    Op::Others(units, take) => cp.others(units, take),
                 }
-                prop_assert!(a.share <= cp.share, "local {} > control plane {}", a.share, cp.share);
-                prop_assert!(cp.share <= cp.limit);
+                let cp_share = cp.lease.as_ref().map_or(0, |l| l.share);
+                prop_assert!(cp.assigned() <= cp.limit, "{cp:?}");
+                prop_assert!(
+                    a.window.count(now) <= cp_share,
+                    "window {} past what the control plane holds: {a:?} {cp:?}",
+                    a.window.count(now)
+                );
+                if let Some(lease) = cp.lease.as_ref().filter(|l| l.id == a.lease_id) {
+                    prop_assert!(
+                        a.share <= lease.share,
+                        "local {} > control plane {}: {a:?} {cp:?}", a.share, lease.share
+                    );
+                } else {
+                    prop_assert!(!a.live(now), "live without the control plane's lease: {a:?} {cp:?}");
+                }
             }
         }
 

@@ -58,8 +58,13 @@ enum RootCall {
     /// A `LeaseBudget` renewal ahead of need of the lease `asked` of budget `budget_id`.
     Renewal { budget_id: String, asked: String },
     /// A `LeaseShare` renewal or release of the allowance at `key`; `sync`: its ask's
-    /// number, when its answer may set the share (`limits::apply`).
-    Share { key: String, sync: Option<u64> },
+    /// number, when its answer may set the share (`limits::apply`); `released`: the lease
+    /// and units it gave back, until then perhaps still on their way.
+    Share {
+        key: String,
+        sync: Option<u64>,
+        released: Option<(String, u64)>,
+    },
 }
 
 /// The per-VM root context: holds the settings and flushes usage to the control plane.
@@ -200,6 +205,10 @@ impl<H: Host> Plugin<H> {
             else {
                 continue;
             };
+            let released = match tending {
+                share::Tending::Release { units } => Some((lease_id.clone(), units)),
+                share::Tending::Renew { .. } => None,
+            };
             let (want, release) = match tending {
                 share::Tending::Release { units } => (
                     0,
@@ -219,7 +228,14 @@ impl<H: Host> Plugin<H> {
                 limits::ask(&self.host, &self.shared.settings, &limit, want, 0, release)
             {
                 let key = limit.key().to_owned();
-                self.calls.register(token, RootCall::Share { key, sync });
+                self.calls.register(
+                    token,
+                    RootCall::Share {
+                        key,
+                        sync,
+                        released,
+                    },
+                );
             }
         }
     }
@@ -248,12 +264,24 @@ impl<H: Host> Plugin<H> {
                     log::warn!("tollgate: renewed lease of budget {budget_id} not stored: {e:?}");
                 }
             }
-            RootCall::Share { key, sync } => {
+            RootCall::Share {
+                key,
+                sync,
+                released,
+            } => {
                 let Some(answer) = limits::answer(&self.host, status, size) else {
                     return;
                 };
                 let now = self.host.now_ms();
-                if let Err(e) = limits::apply(&self.host, &key, &answer, now, true, sync) {
+                if let Err(e) = limits::apply(
+                    &self.host,
+                    &key,
+                    &answer,
+                    now,
+                    true,
+                    sync,
+                    released.as_ref(),
+                ) {
                     log::warn!("tollgate: renewed rate-limit share {key} not stored: {e:?}");
                 }
                 if let Some(late_ms) = answer.lapsed_on_arrival(now) {

@@ -532,7 +532,8 @@ pub fn warn_lapsed_on_arrival(key: &str, late_ms: u64) {
 
 /// Applies `answer` (to an asker holding the mark or not) to the allowance at `key`;
 /// `sync`: the answer is to the renewal of that number, which takes the control plane's
-/// count of the share if nothing was asked since (see [`Allowance::sync`]).
+/// count of the share if nothing was asked since (see [`Allowance::sync`]); `released`:
+/// the answer is to a release of those units off that lease, no longer on its way.
 pub fn apply(
     host: &impl Host,
     key: &str,
@@ -540,12 +541,16 @@ pub fn apply(
     now_ms: u64,
     marked: bool,
     sync: Option<u64>,
+    released: Option<&(String, u64)>,
 ) -> Result<(), CasError> {
     cache::update(host, key, |current| {
         let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
         let applied = allowance.apply(answer, now_ms, marked);
+        // Before the sync, which leaves off only releases still on their way.
+        let heard =
+            released.is_some_and(|(lease_id, units)| allowance.heard_release(lease_id, *units));
         let synced = sync.is_some_and(|ask| allowance.sync(answer, ask));
-        (applied || synced).then(|| allowance.to_bytes())
+        (applied || heard || synced).then(|| allowance.to_bytes())
     })
     .map(|_| ())
 }

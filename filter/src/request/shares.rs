@@ -105,7 +105,7 @@ impl<H: Host> Request<H> {
             return Some(Err(Refusal::ControlPlaneUnavailable));
         };
         let key = admitted.limits.get(index)?.key().to_owned();
-        if let Err(e) = limits::apply(&self.host, &key, &answer, now, marked, None) {
+        if let Err(e) = limits::apply(&self.host, &key, &answer, now, marked, None, None) {
             log::warn!("tollgate: rate-limit share not stored ({e:?}); refused");
             return Some(Err(Refusal::Overloaded));
         }
