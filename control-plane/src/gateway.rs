@@ -509,6 +509,26 @@ impl Gateway for GatewayService {
         let (subject, measure) = share_request_target(&req).map_err(Status::invalid_argument)?;
         let Some(limit) = self.share_limit(&subject, measure).await? else {
             tracing::debug!(subject = %req.subject, measure = %req.measure, holder = %req.holder, "share asked of a subject without that limit: unlimited");
+            if req.release > 0 {
+                // The limit was lifted while the holder held share: what it gives back
+                // still comes off the pool, or a limit set again before the lease is
+                // reclaimed would start short of it.
+                let release = PoolAsk {
+                    subject: &req.subject,
+                    measure,
+                    holder: &req.holder,
+                    limit: u64::MAX,
+                    ask: ShareAsk {
+                        want: 0,
+                        need: 0,
+                        release: req.release,
+                    },
+                    releasing: Some(req.lease_id.as_str()).filter(|id| !id.is_empty()),
+                    now_ms: self.clock.now_ms(),
+                    ttl_ms: self.limits.share_ttl_ms,
+                };
+                self.store.lease_share(release).await.map_err(internal)?;
+            }
             return Ok(Response::new(ShareAnswer {
                 outcome: share_answer::Outcome::Unlimited as i32,
                 ..ShareAnswer::default()
@@ -1180,6 +1200,31 @@ mod tests {
             (model_tokens.outcome(), model_tokens.granted),
             (Outcome::Granted, 500)
         );
+        // The per-model token limit lifted while envoy-a holds all 500: its release still
+        // comes off the pool, so the limit set again serves another Envoy whole.
+        let lift = |tokens| {
+            let store = &store;
+            let key_id = &key_id;
+            async move {
+                store
+                    .set_key_model_limit(
+                        key_id,
+                        "gpt-4o",
+                        Limits {
+                            requests_per_minute: Some(0),
+                            tokens_per_minute: tokens,
+                        },
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        lift(None).await;
+        let given_back = share(&model, "tokens", "envoy-a", 0, 0, 500).await;
+        assert_eq!(given_back.outcome(), Outcome::Unlimited);
+        lift(Some(500)).await;
+        let whole = share(&model, "tokens", "envoy-b", 500, 500, 0).await;
+        assert_eq!((whole.outcome(), whole.granted), (Outcome::Granted, 500));
         let other = format!("key_model:{key_id}:mini");
         assert_eq!(
             share(&other, "requests", "envoy-a", 1, 1, 0)
