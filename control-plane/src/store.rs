@@ -480,6 +480,9 @@ fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
 }
 
 #[cfg(test)]
+mod test_stores;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -2,28 +2,11 @@
 
 use super::*;
 use crate::shares::{Grant, ShareAsk};
+use crate::store::test_stores::{postgres, sqlite};
 
 /// 2026-01-31T12:00:00Z.
 const NOON: i64 = 1_769_860_800_000;
 const TTL: i64 = 30_000;
-
-async fn sqlite() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/t.db", dir.path().display());
-    let store = Store::open(&url).await.unwrap();
-    (dir, store)
-}
-
-fn postgres_url() -> String {
-    std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-async fn postgres() -> Store {
-    Store::open(&postgres_url())
-        .await
-        .expect("PostgreSQL must be running for this test (see README)")
-}
 
 /// A subject no other test (or earlier run on the shared database) uses.
 fn fresh() -> String {
