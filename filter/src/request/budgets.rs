@@ -152,7 +152,15 @@ impl<H: Host> Request<H> {
     /// is refused.
     pub(super) fn on_lease_answer(&mut self, status: u32, size: usize) {
         let answer = budget::answer(&self.host, status, size);
-        match self.lease_answered(answer) {
+        let outcome = self.lease_answered(answer);
+        self.go_on_after_answer(outcome);
+    }
+
+    /// What a call paused at body time does once an answer decided its `outcome`: it
+    /// goes on with its body checked, waits again, or is refused; `None`: it no longer
+    /// waits.
+    pub(super) fn go_on_after_answer(&mut self, outcome: Option<Result<Step, Refusal>>) {
+        match outcome {
             Some(Ok(Step::Go)) => {
                 if let Phase::Admitted(admitted) = &mut self.phase {
                     admitted.body = BodyStage::Checked;

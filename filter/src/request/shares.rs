@@ -3,7 +3,7 @@
 //! `LeaseShare` call and then takes again from scratch (all or nothing), and is refused
 //! when the control plane cannot grant it or cannot be reached.
 
-use super::{BodyStage, Phase, Question, Request, Step, StreamCall};
+use super::{Phase, Question, Request, Step, StreamCall};
 use crate::cache::Ticket;
 use crate::host::Host;
 use crate::limits::{self, Stop};
@@ -79,16 +79,8 @@ impl<H: Host> Request<H> {
     /// refused.
     pub(super) fn on_share_answer(&mut self, status: u32, size: usize) {
         let answer = limits::answer(&self.host, status, size);
-        match self.share_answered(answer) {
-            Some(Ok(Step::Go)) => {
-                if let Phase::Admitted(admitted) = &mut self.phase {
-                    admitted.body = BodyStage::Checked;
-                }
-                self.host.resume_request();
-            }
-            Some(Ok(Step::Wait)) | None => {}
-            Some(Err(refusal)) => self.refuse(refusal),
-        }
+        let outcome = self.share_answered(answer);
+        self.go_on_after_answer(outcome);
     }
 
     /// Applies the answer, takes again from scratch, then holds the budgets; `None` when
