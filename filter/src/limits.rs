@@ -222,7 +222,8 @@ pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) ->
     let mut taken: Vec<Taken> = Vec::with_capacity(limits.len());
     for (index, limit) in limits.iter().enumerate() {
         let amount = limit.amount(tokens);
-        let stop = match take(host, &limit.window, limit.per_minute, amount, now_ms) {
+        let (took, if_refused) = take(host, &limit.window, limit.per_minute, amount, now_ms);
+        let stop = match took {
             Take::Decided(decision) => {
                 quotas.meet(limit.measure, decision);
                 match decision {
@@ -232,7 +233,12 @@ pub fn take_all(host: &impl Host, limits: &[Limit], tokens: u64, now_ms: u64) ->
                     }
                 }
             }
-            Take::Lacks { need } => Some(Stop::Lacks { index, need }),
+            Take::Lacks { need } => {
+                if let Some(refusal) = if_refused {
+                    quotas.meet(limit.measure, refusal);
+                }
+                Some(Stop::Lacks { index, need })
+            }
         };
         if let Some(stop) = stop {
             give_back(host, &taken, now_ms);
@@ -351,14 +357,25 @@ fn settle_one(host: &impl Host, taken: &Taken, actual: u64, now_ms: u64) {
 /// Takes `amount` from the allowance at `key` of `limit` per minute at `now_ms`. Fails
 /// closed: an allowance that cannot be written (contended past the CAS bound, or refused
 /// by the host) refuses the call.
-fn take(host: &impl Host, key: &str, limit: u64, amount: u64, now_ms: u64) -> Take {
+/// A take that lacks share also gets the refusal it would meet now, so a call refused
+/// while it lacks share (no answer, or share kept going to other calls) still carries
+/// that limit's `x-ratelimit-*` headers.
+fn take(
+    host: &impl Host,
+    key: &str,
+    limit: u64,
+    amount: u64,
+    now_ms: u64,
+) -> (Take, Option<Decision>) {
     let mut outcome = None;
     let written = cache::update(host, key, |current| {
         // Only this module writes the key, in this layout: bytes of another shape can
         // only be absent ones.
         let mut allowance = current.and_then(Allowance::from_bytes).unwrap_or_default();
         let t = allowance.take(limit, amount, now_ms);
-        outcome = Some(t);
+        let if_refused =
+            matches!(t, Take::Lacks { .. }).then(|| allowance.exhausted(amount, now_ms));
+        outcome = Some((t, if_refused));
         // Only an admitted take changes what must be kept.
         matches!(t, Take::Decided(Decision::Admit(_))).then(|| allowance.to_bytes())
     });
@@ -366,9 +383,9 @@ fn take(host: &impl Host, key: &str, limit: u64, amount: u64, now_ms: u64) -> Ta
         (Ok(_), Some(t)) => t,
         (Err(e), _) => {
             log::warn!("tollgate: rate limit {key} not updated ({e:?}); refused");
-            Take::Decided(fail_closed(limit))
+            (Take::Decided(fail_closed(limit)), None)
         }
-        (Ok(_), None) => Take::Decided(fail_closed(limit)),
+        (Ok(_), None) => (Take::Decided(fail_closed(limit)), None),
     }
 }
 
@@ -713,7 +730,7 @@ mod tests {
         matches!(d, Decision::Admit(_))
     }
 
-    fn takes(t: Take) -> bool {
+    fn takes((t, _): (Take, Option<Decision>)) -> bool {
         matches!(t, Take::Decided(Decision::Admit(_)))
     }
 
@@ -784,10 +801,10 @@ mod tests {
         let host = MockHost::new();
         lease(&host, &key_rpm(), 2, 10);
         assert!(takes(take(&host, &key_rpm(), 10, 1, 0)));
-        assert_eq!(take(&host, &key_rpm(), 10, 3, 0), Take::Lacks { need: 2 });
+        assert_eq!(take(&host, &key_rpm(), 10, 3, 0).0, Take::Lacks { need: 2 });
         assert_eq!(allowance(&host, &key_rpm()).window.count(0), 1);
         assert_eq!(
-            take(&host, &allowance_key(Measure::Tokens, "key:k"), 10, 3, 0),
+            take(&host, &allowance_key(Measure::Tokens, "key:k"), 10, 3, 0).0,
             Take::Lacks { need: 3 },
             "no lease yet"
         );

@@ -254,6 +254,11 @@ fn an_unreachable_control_plane_refuses_a_call_lacking_share_with_503_counted() 
             (503, "control_plane_unavailable".into()),
             "{mode:?}"
         );
+        assert_eq!(
+            reply_header(host, "x-ratelimit-limit-requests").as_deref(),
+            Some("100"),
+            "a call refused while it lacks share still says where the limit stands"
+        );
         assert_eq!(plugin.shared.unreachable.get(), (0, 1));
         // A call that cannot even dispatch is refused and counted alike.
         let worker = host.worker();
