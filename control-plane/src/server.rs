@@ -5,11 +5,11 @@
 //! Tests start it in-process on port 0 and learn the bound addresses from [`Running`];
 //! the `tollgate serve` command starts it the same way with the config's addresses.
 
+use crate::api::{self, ApiState};
 use crate::catalog::LiveCatalog;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
 use crate::gateway;
-use crate::http;
 use crate::lease_sweeper;
 use crate::reload::{ReloadOutcome, Reloader};
 use crate::store::Store;
@@ -161,6 +161,7 @@ pub async fn serve(
         clock,
     } = setup;
     let token = config.server.filter_token()?.clone();
+    let session_secret = config.api.session_secret()?.clone();
     let local_addr = |api, listener: &TcpListener| {
         listener.local_addr().map_err(|source| ServeError::Listen {
             api,
@@ -195,6 +196,13 @@ pub async fn serve(
         share_clock_skew_ms = config.limits.share_clock_skew_ms,
         "tollgate control plane serving"
     );
+    let api_state = ApiState {
+        store: store.clone(),
+        clock: clock.clone(),
+        catalog: catalog.clone(),
+        session_secret,
+        settings: std::sync::Arc::new(config.api.clone()),
+    };
     let reloader = Reloader::new(source, config, catalog.clone(), clock.clone());
 
     let (stop, stopped) = watch::channel(false);
@@ -220,8 +228,12 @@ pub async fn serve(
         clock,
         until_stopped(stopped.clone()),
     );
-    let http = axum::serve(listeners.http, http::router(store))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    // The peer's address is what logins are limited and audited by.
+    let http = axum::serve(
+        listeners.http,
+        api::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(until_stopped(stopped.clone()));
     let trigger = {
         let stop = stop.clone();
         let stopped = until_stopped(stopped.clone());

@@ -1,14 +1,17 @@
-//! Persistence: virtual keys and usage records, in SQLite (embedded default) or PostgreSQL.
+//! Persistence: virtual keys, usage records, people and the audit log, in SQLite (embedded default) or PostgreSQL.
 //!
 //! One set of queries serves both through sqlx's `Any` driver: placeholders are `$N`,
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
+mod audit;
 mod budgets;
 mod limits;
+mod people;
 mod shares;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
+pub use people::{SessionRow, UserRow};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -480,7 +483,7 @@ fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
 }
 
 #[cfg(test)]
-mod test_stores;
+pub(crate) mod test_stores;
 
 #[cfg(test)]
 mod tests {

@@ -88,6 +88,7 @@ def request(method: str, url: str, body: bytes | dict | None = None,
 
 # Where the control plane reads the token the filter sends.
 FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
+SESSION_SECRET_ENV = "TOLLGATE_SESSION_SECRET"
 
 # The headers tests send the offline provider to make it fail or report cached and
 # reasoning tokens; the gateway forwards them only because the operator (here, the
@@ -173,6 +174,8 @@ class Stack:
     # The secret the filter and the control plane share, new for every stack: the filter
     # gets it in its settings, the control plane from FILTER_TOKEN_ENV.
     sidecar_token: str = field(default_factory=lambda: secrets.token_hex(32))
+    # What the control plane signs API sessions with (SESSION_SECRET_ENV); replicas share it.
+    session_secret: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # -- URLs -------------------------------------------------------------------------
 
@@ -339,6 +342,7 @@ class Stack:
         env = os.environ.copy()
         env.setdefault("TOLLGATE_LOG", "info")
         env[FILTER_TOKEN_ENV] = self.sidecar_token
+        env[SESSION_SECRET_ENV] = self.session_secret
         for p in self.providers:
             if p.api_key:
                 env[_key_env(p.name)] = p.api_key
