@@ -300,10 +300,12 @@ class Stack:
 
     # -- the control plane's CLI -------------------------------------------------------
 
-    def cli(self, *args: str, config: Path | None = None) -> str:
+    def cli(self, *args: str, config: Path | None = None, stdin: str | None = None) -> str:
+        """Runs `tollgate ARGS` on the stack's config; `stdin` is what it reads (a password)."""
         config = config or self.config_path
         out = subprocess.run([str(native_bin("tollgate")), "--config", str(config), *args],
-                             env=self._env(), capture_output=True, text=True, timeout=60)
+                             env=self._env(), capture_output=True, text=True, timeout=60,
+                             input=stdin if stdin is not None else "")
         if out.returncode != 0:
             raise RuntimeError(f"tollgate {' '.join(args)} failed: {out.stderr}")
         return out.stdout
