@@ -18,3 +18,4 @@ pub mod reload;
 pub mod server;
 pub mod shares;
 pub mod store;
+pub mod usage;
