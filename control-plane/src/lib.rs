@@ -19,3 +19,4 @@ pub mod reload;
 pub mod server;
 pub mod shares;
 pub mod store;
+pub mod usage;
