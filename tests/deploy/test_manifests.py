@@ -10,7 +10,7 @@ import pytest
 import tomllib
 import yaml
 
-from conftest import DEPLOY, KUSTOMIZATIONS, find, kustomize
+from deploy_manifests import DEPLOY, KUSTOMIZATIONS, find, kustomize
 from pod_security import pod_spec, violations
 
 # A current release; kubernetes-validate ships its schemas.

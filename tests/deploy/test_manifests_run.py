@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import find
+from deploy_manifests import find
 from local_run import (Processes, base_env, http_ok, rewrite_bootstrap, rewrite_toml,
                        wait_until)
 from tests.harness.stack import (WASM, envoy_bin, free_port, native_bin, request)
