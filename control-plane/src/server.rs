@@ -9,6 +9,7 @@ use crate::api::{self, ApiState};
 use crate::catalog::LiveCatalog;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
+use crate::filter_modules::{FilterModules, FilterModulesError};
 use crate::gateway;
 use crate::lease_sweeper;
 use crate::reload::{ReloadOutcome, Reloader};
@@ -27,6 +28,9 @@ pub enum ServeError {
     /// The configuration cannot be served (e.g. no filter token).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The filter builds of `server.filter_dir` could not be read.
+    #[error(transparent)]
+    FilterModules(#[from] FilterModulesError),
     /// A listener could not be bound or read.
     #[error("cannot listen for the {api} API on {addr}: {source}")]
     Listen {
@@ -162,6 +166,12 @@ pub async fn serve(
     } = setup;
     let token = config.server.filter_token()?.clone();
     let session_secret = config.api.session_secret()?.clone();
+    let filter_modules = config
+        .server
+        .filter_dir
+        .as_deref()
+        .map(FilterModules::load)
+        .transpose()?;
     let local_addr = |api, listener: &TcpListener| {
         listener.local_addr().map_err(|source| ServeError::Listen {
             api,
@@ -228,10 +238,14 @@ pub async fn serve(
         clock,
         until_stopped(stopped.clone()),
     );
+    let routes = match filter_modules {
+        Some(modules) => api::router(api_state).merge(modules.router()),
+        None => api::router(api_state),
+    };
     // The peer's address is what logins are limited and audited by.
     let http = axum::serve(
         listeners.http,
-        api::router(api_state).into_make_service_with_connect_info::<SocketAddr>(),
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(until_stopped(stopped.clone()));
     let trigger = {

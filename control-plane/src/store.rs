@@ -5,14 +5,19 @@
 
 mod audit;
 mod budgets;
+mod key_rotation;
 mod limits;
 mod people;
+mod rollups;
 mod shares;
+mod usage_reports;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
-pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
+pub use key_rotation::Rotation;
+pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit, SecretMatch};
 pub use people::{SessionRow, UserRow};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
+pub use usage_reports::{CallsPage, UsageSums};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
@@ -74,6 +79,10 @@ pub struct KeyRow {
     pub user: Option<String>,
     /// The team the key belongs to, if any.
     pub team: Option<String>,
+    /// When the key stops working on its own, Unix ms; `None`: never.
+    pub expires_at_ms: Option<i64>,
+    /// After a rotation, until when the replaced secret still works, Unix ms.
+    pub previous_until_ms: Option<i64>,
 }
 
 /// One call's usage and cost as stored.
@@ -149,7 +158,7 @@ const USAGE_COLUMNS: [&str; 17] = [
 
 /// Columns of `virtual_keys` that [`key_row`] reads.
 const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-     requests_per_minute, tokens_per_minute, user_name, team";
+     requests_per_minute, tokens_per_minute, user_name, team, expires_at_ms, previous_key_until_ms";
 
 /// Rows per INSERT statement. Measured (benches/ingest.rs): binding costs grow faster
 /// than linearly with a statement's parameters, so 10-row statements in one transaction
@@ -162,9 +171,17 @@ pub struct Store {
     pool: AnyPool,
     /// Usage writes allowed at once; see [`Store::usage_writers`].
     usage_writers: usize,
-    /// SQLite resolves `$N` placeholders by name, linearly per parameter; numbered `?N`
-    /// are direct. Many-row inserts use the form each backend binds fastest.
-    numbered_placeholders: bool,
+    /// Which database it is.
+    backend: Backend,
+}
+
+/// The databases the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// One file, one writer at a time.
+    Sqlite,
+    /// Shared by replicas.
+    Postgres,
 }
 
 impl Store {
@@ -205,7 +222,11 @@ impl Store {
             // SQLite writers take turns on the file anyway: a second would only hold a
             // connection while it waits.
             usage_writers: if sqlite { 1 } else { connections as usize / 2 },
-            numbered_placeholders: sqlite,
+            backend: if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            },
         })
     }
 
@@ -213,6 +234,15 @@ impl Store {
     /// lookups always find one free.
     pub fn usage_writers(&self) -> usize {
         self.usage_writers
+    }
+
+    /// The placeholder many-row statements bind fastest with: SQLite resolves `$N` by
+    /// name, linearly per parameter, and numbered `?N` directly; PostgreSQL takes `$N`.
+    fn placeholder(&self) -> char {
+        match self.backend {
+            Backend::Sqlite => '?',
+            Backend::Postgres => '$',
+        }
     }
 
     /// Succeeds when the database answers.
@@ -230,8 +260,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO virtual_keys \
              (id, name, key_hash, key_prefix, models, created_at_ms, requests_per_minute, \
-              tokens_per_minute, user_name, team) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+              tokens_per_minute, user_name, team, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -243,6 +273,7 @@ impl Store {
         .bind(tpm)
         .bind(key.user.clone())
         .bind(key.team.clone())
+        .bind(key.expires_at_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -293,8 +324,9 @@ impl Store {
     }
 
     /// Stores usage rows in one transaction, skipping request ids already stored, and in
-    /// the same transaction settles each new row's cost on the budgets it applies to (a
-    /// retried record is never charged twice); returns how many were new.
+    /// the same transaction settles each new row's cost on the budgets it applies to and
+    /// adds it to the usage rollups (a retried record is never charged or counted twice);
+    /// returns how many were new.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         // RETURNING names only the rows inserted: ON CONFLICT skipped the others.
@@ -304,10 +336,7 @@ impl Store {
         let mut ordered: Vec<&UsageRow> = rows.iter().collect();
         ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
         for chunk in ordered.chunks(INSERT_CHUNK) {
-            let sql = usage_insert_sql(
-                chunk.len(),
-                if self.numbered_placeholders { '?' } else { '$' },
-            );
+            let sql = usage_insert_sql(chunk.len(), self.placeholder());
             let mut query = sqlx::query(&sql);
             for r in chunk {
                 query = query
@@ -340,6 +369,7 @@ impl Store {
             .filter(|r| new_ids.remove(&r.request_id))
             .collect();
         budgets::settle(&mut tx, &fresh).await?;
+        rollups::add(&mut tx, &fresh, self.placeholder()).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -390,11 +420,18 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
 }
 
 fn usage_insert_sql(rows: usize, placeholder: char) -> String {
-    let width = USAGE_COLUMNS.len();
-    let mut sql = format!(
-        "INSERT INTO usage_records ({}) VALUES ",
-        USAGE_COLUMNS.join(", ")
-    );
+    format!(
+        "INSERT INTO usage_records ({}) VALUES {} \
+         ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+        USAGE_COLUMNS.join(", "),
+        values_list(rows, USAGE_COLUMNS.len(), placeholder)
+    )
+}
+
+/// `(p1, p2, …), (…)`: the VALUES of a `rows`-row insert of `width` columns, numbered
+/// from 1 with `placeholder` (`$` or `?`).
+pub(super) fn values_list(rows: usize, width: usize, placeholder: char) -> String {
+    let mut sql = String::new();
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
@@ -409,7 +446,6 @@ fn usage_insert_sql(rows: usize, placeholder: char) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     sql
 }
 
@@ -434,6 +470,8 @@ pub(crate) fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
         tokens_per_minute: unsigned(row, "tokens_per_minute")?,
         user: row.try_get("user_name")?,
         team: row.try_get("team")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        previous_until_ms: row.try_get("previous_key_until_ms")?,
     })
 }
 
@@ -528,6 +566,8 @@ mod tests {
             tokens_per_minute: Some(u64::try_from(i64::MAX).unwrap()),
             user: Some("alice".into()),
             team: None,
+            expires_at_ms: None,
+            previous_until_ms: None,
         };
         store.insert_key(&key).await.unwrap();
         // A key's own limit keeps 0 apart from none.

@@ -156,8 +156,8 @@ impl Config {
             source,
         })?;
         let base = base.as_path();
-        let server = server::validate(file.server, &env)?;
-        let storage = storage::validate(file.storage, base)?;
+        let server = server::validate(file.server, &env, base)?;
+        let storage = storage::validate(file.storage, base, &env)?;
         let api = api::validate(file.api, &env)?;
         let gateway = gateway::validate(file.gateway)?;
         let limits = limits::validate(file.limits)?;
@@ -188,6 +188,7 @@ impl Config {
         [
             ("server.grpc_listen", old.grpc_listen != new.grpc_listen),
             ("server.http_listen", old.http_listen != new.http_listen),
+            ("server.filter_dir", old.filter_dir != new.filter_dir),
             (
                 "server.filter_token_env",
                 old.filter_token_env != new.filter_token_env
