@@ -4,10 +4,15 @@
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
 mod budgets;
+mod catalog;
 mod limits;
 mod shares;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
+pub use catalog::{
+    ModelRecord, PriceRecord, ProviderRecord, ProviderRemoval, Rewrapped, StoredCatalog,
+    StoredPrice,
+};
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
 
@@ -480,7 +485,7 @@ fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
 }
 
 #[cfg(test)]
-mod test_stores;
+pub(crate) mod test_stores;
 
 #[cfg(test)]
 mod tests {
