@@ -19,3 +19,4 @@ pub mod secrets;
 pub mod server;
 pub mod shares;
 pub mod store;
+pub mod usage;

@@ -6,7 +6,9 @@
 mod budgets;
 mod catalog;
 mod limits;
+mod rollups;
 mod shares;
+mod usage_reports;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
 pub use catalog::{
@@ -15,6 +17,7 @@ pub use catalog::{
 };
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
+pub use usage_reports::{CallsPage, UsageSums};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Row};
@@ -164,9 +167,17 @@ pub struct Store {
     pool: AnyPool,
     /// Usage writes allowed at once; see [`Store::usage_writers`].
     usage_writers: usize,
-    /// SQLite resolves `$N` placeholders by name, linearly per parameter; numbered `?N`
-    /// are direct. Many-row inserts use the form each backend binds fastest.
-    numbered_placeholders: bool,
+    /// Which database it is.
+    backend: Backend,
+}
+
+/// The databases the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    /// One file, one writer at a time.
+    Sqlite,
+    /// Shared by replicas.
+    Postgres,
 }
 
 impl Store {
@@ -207,7 +218,11 @@ impl Store {
             // SQLite writers take turns on the file anyway: a second would only hold a
             // connection while it waits.
             usage_writers: if sqlite { 1 } else { connections as usize / 2 },
-            numbered_placeholders: sqlite,
+            backend: if sqlite {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            },
         })
     }
 
@@ -215,6 +230,15 @@ impl Store {
     /// lookups always find one free.
     pub fn usage_writers(&self) -> usize {
         self.usage_writers
+    }
+
+    /// The placeholder many-row statements bind fastest with: SQLite resolves `$N` by
+    /// name, linearly per parameter, and numbered `?N` directly; PostgreSQL takes `$N`.
+    fn placeholder(&self) -> char {
+        match self.backend {
+            Backend::Sqlite => '?',
+            Backend::Postgres => '$',
+        }
     }
 
     /// Succeeds when the database answers.
@@ -295,8 +319,9 @@ impl Store {
     }
 
     /// Stores usage rows in one transaction, skipping request ids already stored, and in
-    /// the same transaction settles each new row's cost on the budgets it applies to (a
-    /// retried record is never charged twice); returns how many were new.
+    /// the same transaction settles each new row's cost on the budgets it applies to and
+    /// adds it to the usage rollups (a retried record is never charged or counted twice);
+    /// returns how many were new.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         // RETURNING names only the rows inserted: ON CONFLICT skipped the others.
@@ -306,10 +331,7 @@ impl Store {
         let mut ordered: Vec<&UsageRow> = rows.iter().collect();
         ordered.sort_by(|a, b| a.request_id.cmp(&b.request_id));
         for chunk in ordered.chunks(INSERT_CHUNK) {
-            let sql = usage_insert_sql(
-                chunk.len(),
-                if self.numbered_placeholders { '?' } else { '$' },
-            );
+            let sql = usage_insert_sql(chunk.len(), self.placeholder());
             let mut query = sqlx::query(&sql);
             for r in chunk {
                 query = query
@@ -342,6 +364,7 @@ impl Store {
             .filter(|r| new_ids.remove(&r.request_id))
             .collect();
         budgets::settle(&mut tx, &fresh).await?;
+        rollups::add(&mut tx, &fresh, self.placeholder()).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -392,11 +415,18 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
 }
 
 fn usage_insert_sql(rows: usize, placeholder: char) -> String {
-    let width = USAGE_COLUMNS.len();
-    let mut sql = format!(
-        "INSERT INTO usage_records ({}) VALUES ",
-        USAGE_COLUMNS.join(", ")
-    );
+    format!(
+        "INSERT INTO usage_records ({}) VALUES {} \
+         ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+        USAGE_COLUMNS.join(", "),
+        values_list(rows, USAGE_COLUMNS.len(), placeholder)
+    )
+}
+
+/// `(p1, p2, …), (…)`: the VALUES of a `rows`-row insert of `width` columns, numbered
+/// from 1 with `placeholder` (`$` or `?`).
+pub(super) fn values_list(rows: usize, width: usize, placeholder: char) -> String {
+    let mut sql = String::new();
     for row in 0..rows {
         if row > 0 {
             sql.push_str(", ");
@@ -411,7 +441,6 @@ fn usage_insert_sql(rows: usize, placeholder: char) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     sql
 }
 

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 const MAX: &str = "9223372036854775807";
 
 /// `column + $param`, saturating at i64::MAX instead of overflowing (`$param` >= 0).
-fn saturating_add(column: &str, param: &str) -> String {
+pub(super) fn saturating_add(column: &str, param: &str) -> String {
     format!("CASE WHEN {column} > {MAX} - {param} THEN {MAX} ELSE {column} + {param} END")
 }
 
