@@ -9,6 +9,7 @@ use crate::budgets::{Subject, subjects_of};
 use crate::catalog::{Catalog, LiveCatalog};
 use crate::clock::Clock;
 use crate::config::{BudgetSettings, GatewaySettings, LimitSettings};
+use crate::keys::{self, Standing};
 use crate::shares::{self, Grant, ShareAsk, ShareSubject};
 use crate::store::{KeyGrantRow, LeaseAsk, LeaseOutcome, Limits, PoolAsk, Store, UsageRow};
 use std::sync::Arc;
@@ -439,18 +440,30 @@ impl Gateway for GatewayService {
             .key_grant_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
+        let now_ms = self.clock.now_ms();
+        // How long the filter may keep this answer: never past the instant the key's
+        // standing changes on its own (its expiry, or the end of a rotation's grace).
+        let mut cache_ttl_ms = self.settings.key_cache_ttl_ms;
         let (state, grant) = match key {
             None => (KeyState::Unknown, KeyGrant::default()),
-            Some(row) if row.key.revoked_at_ms.is_some() => (
-                KeyState::Revoked,
-                KeyGrant {
-                    status: KeyStatus::Revoked as i32,
-                    key_id: row.key.id,
-                    allowed_models: row.key.models,
-                    ..KeyGrant::default()
-                },
-            ),
-            Some(row) => (KeyState::Active, self.active_grant(row).await?),
+            Some(row) => match keys::standing(&row.key, row.secret, now_ms) {
+                Standing::Usable { until_ms } => {
+                    if let Some(until) = until_ms {
+                        let left = until.saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
+                        cache_ttl_ms = cache_ttl_ms.min(u32::try_from(left).unwrap_or(0));
+                    }
+                    (KeyState::Active, self.active_grant(row).await?)
+                }
+                Standing::Revoked | Standing::Expired | Standing::SecretRetired => (
+                    KeyState::Revoked,
+                    KeyGrant {
+                        status: KeyStatus::Revoked as i32,
+                        key_id: row.key.id,
+                        allowed_models: row.key.models,
+                        ..KeyGrant::default()
+                    },
+                ),
+            },
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
         let catalog = self.catalog.current();
@@ -468,7 +481,7 @@ impl Gateway for GatewayService {
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
             route: route.filter(|_| admitted),
-            cache_ttl_ms: self.settings.key_cache_ttl_ms,
+            cache_ttl_ms,
             served_models: if listing {
                 served_models(&catalog)
             } else {
@@ -812,6 +825,94 @@ mod tests {
             },
             store,
         )
+    }
+
+    #[tokio::test]
+    async fn an_expiring_key_and_a_rotated_secret_are_cached_only_until_they_stop() {
+        use crate::clock::ManualClock;
+        use crate::keys::{self, KeySpec};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[gateway]\nkey_cache_ttl_ms = 10000\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"local\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let time = ManualClock::at(1_000_000);
+        let issued = keys::create(
+            &store,
+            &catalog,
+            &time.clock(),
+            KeySpec {
+                name: "k".into(),
+                expires_at_ms: Some(1_060_000),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let old_hash = issued.row.key_hash.clone();
+        let service = service_with(config, store.clone(), time.clock());
+        let ask = |key_hash: &str| {
+            service.authorize(Request::new(AuthorizeRequest {
+                key_hash: key_hash.to_owned(),
+                model: "m".into(),
+            }))
+        };
+        let answer = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(answer.key.unwrap().status(), KeyStatus::Active);
+        assert_eq!(
+            answer.cache_ttl_ms, 10_000,
+            "expiry a minute away: the configured TTL"
+        );
+
+        time.advance_ms(55_000);
+        let answer = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(
+            answer.cache_ttl_ms, 5_000,
+            "cached no longer than the 5 s it has left"
+        );
+
+        let rotated = keys::rotate(
+            &store,
+            &time.clock(),
+            &issued.row.id,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let old = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(
+            old.key.unwrap().status(),
+            KeyStatus::Active,
+            "the old secret in its grace"
+        );
+        assert_eq!(old.cache_ttl_ms, 2_000, "cached no longer than its grace");
+        let new_hash = tollgate_core::keys::hash_key(rotated.secret.as_bytes());
+        assert_eq!(
+            ask(&new_hash).await.unwrap().into_inner().cache_ttl_ms,
+            5_000
+        );
+
+        time.advance_ms(2_000);
+        let old = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(old.key.unwrap().status(), KeyStatus::Revoked, "grace over");
+        assert!(
+            old.route.is_none(),
+            "no provider credential for a refused key"
+        );
+        let new = ask(&new_hash).await.unwrap().into_inner();
+        assert_eq!(new.key.unwrap().status(), KeyStatus::Active);
+
+        time.advance_ms(3_000);
+        let new = ask(&new_hash).await.unwrap().into_inner();
+        assert_eq!(new.key.unwrap().status(), KeyStatus::Revoked, "expired");
+        assert!(new.route.is_none());
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod envoy_config;
+pub mod filter_modules;
 pub mod gateway;
 pub mod http;
 pub mod keys;

@@ -9,6 +9,7 @@ use crate::catalog::LiveCatalog;
 use crate::catalog::admin::{AdminSettings, CatalogAdmin, CatalogError};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
+use crate::filter_modules::{FilterModules, FilterModulesError};
 use crate::gateway;
 use crate::http;
 use crate::lease_sweeper;
@@ -31,6 +32,9 @@ pub enum ServeError {
     /// The configuration cannot be served (e.g. no filter token).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The filter builds of `server.filter_dir` could not be read.
+    #[error(transparent)]
+    FilterModules(#[from] FilterModulesError),
     /// A listener could not be bound or read.
     #[error("cannot listen for the {api} API on {addr}: {source}")]
     Listen {
@@ -178,6 +182,12 @@ pub async fn serve(
         clock,
     } = setup;
     let token = config.server.filter_token()?.clone();
+    let filter_modules = config
+        .server
+        .filter_dir
+        .as_deref()
+        .map(FilterModules::load)
+        .transpose()?;
     let local_addr = |api, listener: &TcpListener| {
         listener.local_addr().map_err(|source| ServeError::Listen {
             api,
@@ -251,8 +261,12 @@ pub async fn serve(
         clock,
         until_stopped(stopped.clone()),
     );
-    let http = axum::serve(listeners.http, http::router(store))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let routes = match filter_modules {
+        Some(modules) => http::router(store).merge(modules.router()),
+        None => http::router(store),
+    };
+    let http =
+        axum::serve(listeners.http, routes).with_graceful_shutdown(until_stopped(stopped.clone()));
     let trigger = {
         let stop = stop.clone();
         let stopped = until_stopped(stopped.clone());

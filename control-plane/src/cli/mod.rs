@@ -131,8 +131,15 @@ pub enum KeysCommand {
     List(ListKeysArgs),
     /// Revoke a key by id; gateways refuse it once their cache expires.
     Revoke(RevokeKeyArgs),
-    /// Change a key's limits, user or team; gateways apply it once their cache expires.
+    /// Change a key's limits, user, team or expiry; gateways apply it once their cache expires.
     Update(UpdateKeyArgs),
+    /// Give a key a new secret; the old one keeps working for the grace period.
+    Rotate(RotateKeyArgs),
+}
+
+/// A duration typed by a person: `90d`, `12h`, `30m`, `1h 30m`.
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90d, 12h, 30m)"))
 }
 
 /// A limit given on the command line: a number, or `none` for no value of its own.
@@ -220,6 +227,12 @@ pub struct UpdateKeyArgs {
     /// The key belongs to no team any more.
     #[arg(long)]
     pub no_team: bool,
+    /// The key stops working this long from now (`90d`, `12h`).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, conflicts_with = "no_expiry")]
+    pub expires_in: Option<std::time::Duration>,
+    /// The key no longer expires.
+    #[arg(long)]
+    pub no_expiry: bool,
     /// A limit for one model, `MODEL:RPM:TPM` (`none` for either: no such limit; both
     /// `none` removes it); repeat for several models.
     #[arg(long = "model-limit", value_name = "MODEL:RPM:TPM", value_parser = model_limit_arg)]
@@ -317,6 +330,22 @@ pub struct CreateKeyArgs {
     /// The team the key belongs to: its budgets apply to it.
     #[arg(long)]
     pub team: Option<String>,
+    /// The key stops working this long from now (`90d`, `12h`); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub expires_in: Option<std::time::Duration>,
+}
+
+/// `tollgate keys rotate`.
+#[derive(Debug, Args)]
+pub struct RotateKeyArgs {
+    /// The key's id (`key_…`).
+    pub id: String,
+    /// How long the old secret keeps working (`0s`: it stops at once; at most 30d).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub grace: std::time::Duration,
+    /// Print the new secret alone, for scripts.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `tollgate keys list`.
@@ -387,9 +416,12 @@ pub async fn run(
                 KeysCommand::Create(args) => {
                     keys::create(&store, &config.catalog, &clock, args, out).await
                 }
-                KeysCommand::List(args) => keys::list(&store, &args, out).await,
+                KeysCommand::List(args) => keys::list(&store, &clock, &args, out).await,
                 KeysCommand::Revoke(args) => keys::revoke(&store, &clock, &args, out).await,
-                KeysCommand::Update(args) => keys::update(&store, &config.catalog, args, out).await,
+                KeysCommand::Update(args) => {
+                    keys::update(&store, &config.catalog, &clock, args, out).await
+                }
+                KeysCommand::Rotate(args) => keys::rotate(&store, &clock, &args, out).await,
             }
         }
         Command::Users(UsersCommand::Limit(args)) => {

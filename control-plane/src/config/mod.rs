@@ -169,8 +169,8 @@ impl Config {
             source,
         })?;
         let base = base.as_path();
-        let server = server::validate(file.server, &env)?;
-        let storage = storage::validate(file.storage, base)?;
+        let server = server::validate(file.server, &env, base)?;
+        let storage = storage::validate(file.storage, base, &env)?;
         let gateway = gateway::validate(file.gateway)?;
         let limits = limits::validate(file.limits)?;
         let providers = providers::validate(file.providers, &env)?;
@@ -205,6 +205,7 @@ impl Config {
         [
             ("server.grpc_listen", old.grpc_listen != new.grpc_listen),
             ("server.http_listen", old.http_listen != new.http_listen),
+            ("server.filter_dir", old.filter_dir != new.filter_dir),
             (
                 "server.filter_token_env",
                 old.filter_token_env != new.filter_token_env

@@ -37,6 +37,7 @@ pub(super) struct ServerFile {
     pub grpc_listen: String,
     pub http_listen: String,
     pub filter_token_env: String,
+    pub filter_dir: Option<PathBuf>,
 }
 
 impl Default for ServerFile {
@@ -45,6 +46,7 @@ impl Default for ServerFile {
             grpc_listen: "127.0.0.1:50051".into(),
             http_listen: "127.0.0.1:8080".into(),
             filter_token_env: "TOLLGATE_FILTER_TOKEN".into(),
+            filter_dir: None,
         }
     }
 }
@@ -54,6 +56,7 @@ impl Default for ServerFile {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct StorageFile {
     pub database_url: Option<String>,
+    pub database_url_env: Option<String>,
     pub data_dir: Option<PathBuf>,
 }
 
