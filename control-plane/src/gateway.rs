@@ -163,9 +163,10 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal("control plane storage error")
 }
 
-/// The route to `model` as the filter receives it.
-fn route(catalog: &Catalog, model: &str) -> Option<Route> {
+/// The route to `model` as the filter receives it, priced as at `now_ms`.
+fn route(catalog: &Catalog, model: &str, now_ms: i64) -> Option<Route> {
     let (model, provider) = catalog.route(model)?;
+    let price = model.prices.at(now_ms);
     Some(Route {
         provider: provider.name.clone(),
         auth_header: provider.auth_header.clone(),
@@ -176,10 +177,10 @@ fn route(catalog: &Catalog, model: &str) -> Option<Route> {
         forward_headers: provider.forward_headers.clone(),
         allow_background: provider.allow_background,
         price: Some(ModelPrice {
-            input: model.price.input,
-            output: model.price.output,
-            cache_read: model.price.cache_read,
-            cache_write: model.price.cache_write,
+            input: price.input,
+            output: price.output,
+            cache_read: price.cache_read,
+            cache_write: price.cache_write,
             max_output_tokens: model.max_output_tokens,
         }),
     })
@@ -223,8 +224,9 @@ impl GatewayService {
     }
 }
 
-/// Prices a record with the catalog in force, or with a model's last price if a reload
-/// removed it; a model never served costs nothing, never a guess.
+/// Prices a record at the price in force when its call was admitted (when it finished,
+/// less its duration), from the catalog in force or, for a model removed since, its last
+/// prices; a model never served costs nothing, never a guess.
 fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
     let reported = Usage {
         input_uncached: r.input_uncached,
@@ -239,7 +241,8 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         Some(estimate) => estimated_usage(&r.model, estimate, reported),
         None => reported,
     };
-    let cost = match catalog.price(&r.model) {
+    let admitted_at_ms = r.finished_at_ms.saturating_sub(i64::from(r.duration_ms));
+    let cost = match catalog.price_at(&r.model, admitted_at_ms) {
         Some(price) => price.cost_picos(&usage),
         None => {
             tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model never configured; cost recorded as 0");
@@ -468,7 +471,7 @@ impl Gateway for GatewayService {
         let route = if listing {
             None
         } else {
-            route(&catalog, &req.model)
+            route(&catalog, &req.model, self.clock.now_ms())
         };
         let model_served = route.is_some();
         // The provider's credential goes only with a call the filter will admit, by the

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod lease_sweeper;
 pub mod passwords;
 pub mod reload;
+pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod shares;

@@ -5,6 +5,7 @@
 
 mod audit;
 mod budgets;
+mod catalog;
 mod key_rotation;
 mod limits;
 mod people;
@@ -13,6 +14,10 @@ mod shares;
 mod usage_reports;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
+pub use catalog::{
+    ModelRecord, PriceRecord, ProviderRecord, ProviderRemoval, Rewrapped, StoredCatalog,
+    StoredPrice,
+};
 pub use key_rotation::Rotation;
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit, SecretMatch};
 pub use people::{SessionRow, UserRow};

@@ -4,6 +4,7 @@
 mod budgets;
 mod check_config;
 mod keys;
+mod secrets;
 mod serve;
 mod usage;
 mod users;
@@ -36,6 +37,9 @@ pub enum CliError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A catalog change (a master-key rotation) was refused or failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::admin::CatalogError),
     /// A key operation was refused.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -109,6 +113,19 @@ pub enum Command {
     /// Manage spend limits of keys, users and teams.
     #[command(subcommand)]
     Budgets(BudgetsCommand),
+    /// Manage the master key that seals provider keys at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `tollgate secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random master key (base64), for TOLLGATE_MASTER_KEY or a key file.
+    GenerateKey,
+    /// Re-wrap every stored provider key under the configured master key, opening them
+    /// with it or with `secrets.previous_master_key_*`; all in one transaction.
+    RotateMaster,
 }
 
 /// `tollgate keys …`.
@@ -461,6 +478,11 @@ pub async fn run(
                 BudgetsCommand::List(args) => budgets::list(&store, &clock, &args, out).await,
                 BudgetsCommand::Delete(args) => budgets::delete(&store, &args, out).await,
             }
+        }
+        Command::Secrets(SecretsCommand::GenerateKey) => secrets::generate_key(out),
+        Command::Secrets(SecretsCommand::RotateMaster) => {
+            let store = open_store(&config).await?;
+            secrets::rotate(&store, &config, out).await
         }
         Command::Usage(UsageCommand::List(args)) => {
             let store = open_store(&config).await?;
