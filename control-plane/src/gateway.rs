@@ -652,6 +652,7 @@ impl Gateway for GatewayService {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::collections::HashMap;
 
     fn whole(texts: &[&str]) -> TextSample {
         TextSample {
@@ -686,6 +687,62 @@ mod tests {
         assert_eq!(
             estimated_usage("gpt-4o", exact, reported).input_uncached,
             99
+        );
+    }
+
+    #[test]
+    fn a_call_is_priced_by_the_price_in_force_when_it_was_admitted() {
+        use crate::catalog::{Model, PriceChange, PriceSchedule, Provider};
+        use tollgate_core::pricing::Price;
+        let per_input = |input| PriceChange {
+            effective_from_ms: 0,
+            price: Price {
+                input,
+                ..Price::default()
+            },
+        };
+        // $1 per 1M input tokens until t = 10 000, then $3.
+        let prices = PriceSchedule::from_changes([
+            per_input(1_000_000),
+            PriceChange {
+                effective_from_ms: 10_000,
+                ..per_input(3_000_000)
+            },
+        ])
+        .unwrap();
+        let catalog = Catalog {
+            providers: HashMap::from([("p".to_owned(), Provider::for_tests("p"))]),
+            models: HashMap::from([(
+                "m".to_owned(),
+                Model {
+                    name: "m".into(),
+                    provider: "p".into(),
+                    upstream_model: None,
+                    prices,
+                    max_output_tokens: 100,
+                },
+            )]),
+            retired_prices: HashMap::new(),
+        };
+        let call = |finished_at_ms, duration_ms| UsageRecord {
+            model: "m".into(),
+            input_uncached: 1_000,
+            finished_at_ms,
+            duration_ms,
+            ..UsageRecord::default()
+        };
+        // Admitted at 9 000, finished after the change: the price of its admission.
+        assert_eq!(
+            usage_row(&catalog, call(12_000, 3_000)).cost_picos,
+            1_000_000_000
+        );
+        assert_eq!(
+            usage_row(&catalog, call(12_000, 1_000)).cost_picos,
+            3_000_000_000
+        );
+        assert_eq!(
+            usage_row(&catalog, call(10_000, 0)).cost_picos,
+            3_000_000_000
         );
     }
 

@@ -3,7 +3,7 @@
 //! catalog is read again and put in force at once (other replicas follow within
 //! [`CatalogAdmin::refresh_if_changed`]'s period).
 
-use super::stored::{StoredCatalogError, catalog_of, scheme_name};
+use super::stored::{StoredCatalogError, catalog_of, provider_file, scheme_name};
 use super::upstream_policy;
 use super::{LiveCatalog, PriceSchedule};
 use crate::clock::Clock;
@@ -431,6 +431,14 @@ impl CatalogAdmin {
         }
         self.refresh().await?;
         self.provider(name).await
+    }
+
+    /// The fields of the stored provider `name` (not the config file's), to change some.
+    pub async fn stored_provider_fields(
+        &self,
+        name: &str,
+    ) -> Result<Option<ProviderFile>, CatalogError> {
+        Ok(self.store.provider(name).await?.as_ref().map(provider_file))
     }
 
     /// Removes a stored provider, unless a stored model names it.

@@ -46,7 +46,7 @@ fn scheme_of(name: &str) -> AuthScheme {
 }
 
 /// The record's fields as a provider entry, for validation.
-fn provider_file(p: &ProviderRecord) -> ProviderFile {
+pub(crate) fn provider_file(p: &ProviderRecord) -> ProviderFile {
     ProviderFile {
         name: p.name.clone(),
         url: Some(p.base_url.clone()),
@@ -78,6 +78,23 @@ fn provider(p: &ProviderRecord, keys: &Keyring) -> Result<Provider, StoredCatalo
         provider: p.name.clone(),
         source,
     })
+}
+
+/// The stored providers as Envoy needs them: address and name, never their key (which
+/// the filter injects from the catalog the control plane serves).
+pub fn providers_without_keys(stored: &StoredCatalog) -> Result<Vec<Provider>, StoredCatalogError> {
+    stored
+        .providers
+        .iter()
+        .map(|p| {
+            validate_provider(provider_file(p), None, &|f| f.to_owned()).map_err(|source| {
+                StoredCatalogError::Provider {
+                    provider: p.name.clone(),
+                    source,
+                }
+            })
+        })
+        .collect()
 }
 
 /// The prices of `stored`, by model.

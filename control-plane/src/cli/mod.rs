@@ -445,7 +445,18 @@ pub async fn run(
             serve::run(source, config, clock, crate::server::terminate_signal()).await
         }
         Command::CheckConfig => check_config::run(source.path(), &config, out),
-        Command::EnvoyConfig(args) => Ok(crate::envoy_config::run(&config, &args)?),
+        Command::EnvoyConfig(args) => {
+            let mut config = config;
+            if args.stored_providers {
+                let stored = open_store(&config).await?.stored_catalog().await?;
+                let providers = crate::catalog::stored::providers_without_keys(&stored)
+                    .map_err(crate::catalog::admin::CatalogError::from)?;
+                for p in providers {
+                    config.catalog.providers.entry(p.name.clone()).or_insert(p);
+                }
+            }
+            Ok(crate::envoy_config::run(&config, &args)?)
+        }
         Command::Keys(command) => {
             let store = open_store(&config).await?;
             match command {
