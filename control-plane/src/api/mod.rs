@@ -7,9 +7,11 @@
 //! tracing that never records headers (where tokens and cookies travel) or query strings.
 
 pub mod auth;
+pub mod budgets;
 pub mod caller;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod ops;
 pub mod state;
 pub mod users;
@@ -72,6 +74,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(ops::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(keys::routes())
+        .merge(budgets::routes())
 }
 
 /// The API, ready to serve.
