@@ -35,8 +35,13 @@ pub struct FilterSettings {
     /// Envoy cluster (HTTP/2) that reaches the control plane's gRPC port.
     pub control_plane_cluster: String,
     /// The secret sent with every call to the control plane (`authorization: Bearer …`);
-    /// the control plane refuses calls without it. Required, at least 32 bytes.
+    /// the control plane refuses calls without it. Required, at least 32 bytes, unless
+    /// [`FilterSettings::control_plane_token_env`] names where to read it.
     pub control_plane_token: SidecarToken,
+    /// The VM's environment variable holding the token instead, so the plugin
+    /// configuration (Envoy's bootstrap, a Kubernetes ConfigMap) holds no secret; Envoy
+    /// exposes it through `vm_config.environment_variables.host_env_keys`.
+    pub control_plane_token_env: Option<String>,
     /// Deadline for a call to the control plane.
     pub control_plane_timeout_ms: u64,
     /// Dynamic-metadata namespace where `json_to_metadata` writes `model` and `stream`.
@@ -94,6 +99,7 @@ impl Default for FilterSettings {
         Self {
             control_plane_cluster: DEFAULT_CONTROL_PLANE_CLUSTER.into(),
             control_plane_token: SidecarToken::default(),
+            control_plane_token_env: None,
             control_plane_timeout_ms: 2_000,
             metadata_namespace: DEFAULT_METADATA_NAMESPACE.into(),
             route_header: DEFAULT_ROUTE_HEADER.into(),
@@ -129,9 +135,19 @@ pub enum SettingsError {
 }
 
 impl FilterSettings {
-    /// Parses and validates the plugin configuration; empty means all defaults.
+    /// Parses and validates the plugin configuration; empty means all defaults. A token
+    /// named by `control_plane_token_env` is never found: see [`FilterSettings::from_json_with_env`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, SettingsError> {
-        let settings: Self = if bytes.trim_ascii().is_empty() {
+        Self::from_json_with_env(bytes, |_| None)
+    }
+
+    /// Parses and validates the plugin configuration, reading the token from the variable
+    /// `control_plane_token_env` names through `env` (the VM's environment in the filter).
+    pub fn from_json_with_env(
+        bytes: &[u8],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let mut settings: Self = if bytes.trim_ascii().is_empty() {
             Self::default()
         } else {
             // The path names the field a wrong type is in; serde alone names only the type.
@@ -139,6 +155,23 @@ impl FilterSettings {
             serde_path_to_error::deserialize(&mut json)
                 .map_err(|e| SettingsError::Parse(e.to_string()))?
         };
+        if let Some(name) = &settings.control_plane_token_env {
+            if !settings.control_plane_token.reveal().is_empty() {
+                return Err(SettingsError::Field {
+                    field: "control_plane_token_env",
+                    problem: "and `control_plane_token` are exclusive: give the token one way",
+                });
+            }
+            settings.control_plane_token =
+                env(name)
+                    .map(SidecarToken::from)
+                    .ok_or(SettingsError::Field {
+                        field: "control_plane_token_env",
+                        problem: "names a variable the VM's environment lacks: set it in Envoy's \
+                              environment and list it in the plugin's \
+                              vm_config.environment_variables.host_env_keys",
+                    })?;
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -316,6 +349,41 @@ mod tests {
                 .contains("budgets_on_control_plane_unreachable"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_token_can_come_from_the_environment_instead() {
+        let env = |name: &str| (name == "TG_TOKEN").then(|| TOKEN.to_owned());
+        let s =
+            FilterSettings::from_json_with_env(br#"{"control_plane_token_env": "TG_TOKEN"}"#, env)
+                .unwrap();
+        assert_eq!(s.control_plane_token.bearer(), format!("Bearer {TOKEN}"));
+        for (json, problem) in [
+            (r#"{"control_plane_token_env": "OTHER"}"#, "lacks"),
+            (
+                &*format!(
+                    r#"{{"control_plane_token_env": "TG_TOKEN", "control_plane_token": "{TOKEN}"}}"#
+                ),
+                "exclusive",
+            ),
+        ] {
+            let e = FilterSettings::from_json_with_env(json.as_bytes(), env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("control_plane_token_env") && e.contains(problem),
+                "{e}"
+            );
+        }
+        let short = |_: &str| Some("short".to_owned());
+        let e = FilterSettings::from_json_with_env(br#"{"control_plane_token_env": "T"}"#, short)
+            .unwrap_err();
+        assert!(e.to_string().contains("control_plane_token"), "{e}");
+        assert!(!e.to_string().contains("short`"), "{e}");
+        // Without an environment (the control plane's checks), the variable is never found.
+        let e =
+            FilterSettings::from_json(br#"{"control_plane_token_env": "TG_TOKEN"}"#).unwrap_err();
+        assert!(e.to_string().contains("lacks"), "{e}");
     }
 
     #[test]

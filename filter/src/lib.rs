@@ -91,13 +91,16 @@ impl<H: Host> Plugin<H> {
     /// Validates the plugin configuration and takes it; returns the period to flush usage
     /// at, or `None` (after logging why) when the plugin must not start.
     fn start(&mut self, raw: &[u8]) -> Option<Duration> {
-        let settings = match FilterSettings::from_json(raw) {
-            Ok(settings) => settings,
-            Err(e) => {
-                log::error!("tollgate: {e}");
-                return None;
-            }
-        };
+        // The token may be in the VM's environment (Envoy's `host_env_keys`), keeping it
+        // out of the bootstrap.
+        let settings =
+            match FilterSettings::from_json_with_env(raw, |name| std::env::var(name).ok()) {
+                Ok(settings) => settings,
+                Err(e) => {
+                    log::error!("tollgate: {e}");
+                    return None;
+                }
+            };
         if settings.count_prompt_tokens && !cfg!(feature = "exact-count") {
             log::error!(
                 "tollgate: invalid filter configuration: `count_prompt_tokens` needs the \

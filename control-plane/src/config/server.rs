@@ -3,6 +3,7 @@
 use super::raw::ServerFile;
 use super::{ConfigError, Env, field_error};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use tollgate_core::sidecar::SidecarToken;
 
 /// The validated `[server]` section; applied only when the process starts.
@@ -17,6 +18,9 @@ pub struct ServerSettings {
     /// The token every gRPC call from the filter must carry, if its variable is set;
     /// only `serve` needs it (see [`ServerSettings::filter_token`]).
     pub filter_token: Option<SidecarToken>,
+    /// The directory holding the filter's builds that `GET /filter/<name>.wasm` serves
+    /// (`server.filter_dir`), so Envoys fetch the module this control plane shipped with.
+    pub filter_dir: Option<PathBuf>,
 }
 
 impl ServerSettings {
@@ -35,8 +39,13 @@ impl ServerSettings {
     }
 }
 
-/// Validates `[server]`; `env` resolves `filter_token_env`.
-pub(super) fn validate(file: ServerFile, env: &Env<'_>) -> Result<ServerSettings, ConfigError> {
+/// Validates `[server]`; `env` resolves `filter_token_env`, and a relative `filter_dir` is
+/// taken from `base`.
+pub(super) fn validate(
+    file: ServerFile,
+    env: &Env<'_>,
+    base: &Path,
+) -> Result<ServerSettings, ConfigError> {
     let grpc_listen = file.grpc_listen.parse().map_err(|_| {
         field_error(
             "server.grpc_listen",
@@ -62,6 +71,7 @@ pub(super) fn validate(file: ServerFile, env: &Env<'_>) -> Result<ServerSettings
         http_listen,
         filter_token_env,
         filter_token,
+        filter_dir: file.filter_dir.map(|dir| base.join(dir)),
     })
 }
 
@@ -79,13 +89,13 @@ mod tests {
 
     #[test]
     fn addresses_are_parsed_and_bad_ones_named() {
-        let ok = validate(file("127.0.0.1:0", "[::1]:8080"), &|_| None).unwrap();
+        let ok = validate(file("127.0.0.1:0", "[::1]:8080"), &|_| None, Path::new("/")).unwrap();
         assert_eq!(ok.grpc_listen.port(), 0);
         assert!(ok.http_listen.is_ipv6());
         assert_eq!(ok.filter_token, None);
-        let e = validate(file("localhost", "127.0.0.1:1"), &|_| None).unwrap_err();
+        let e = validate(file("localhost", "127.0.0.1:1"), &|_| None, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("server.grpc_listen"), "{e}");
-        let e = validate(file("127.0.0.1:1", "8080"), &|_| None).unwrap_err();
+        let e = validate(file("127.0.0.1:1", "8080"), &|_| None, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("server.http_listen"), "{e}");
     }
 
@@ -93,7 +103,7 @@ mod tests {
     fn the_token_is_read_from_the_named_variable() {
         let token = "k".repeat(32);
         let env = |v: &str| (v == "TOLLGATE_FILTER_TOKEN").then(|| token.clone());
-        let s = validate(ServerFile::default(), &env).unwrap();
+        let s = validate(ServerFile::default(), &env, Path::new("/")).unwrap();
         assert!(
             s.filter_token()
                 .unwrap()

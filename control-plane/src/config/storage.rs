@@ -1,7 +1,7 @@
 //! `[storage]`: which database holds keys and usage.
 
 use super::raw::StorageFile;
-use super::{ConfigError, field_error};
+use super::{ConfigError, Env, field_error};
 use std::path::{Path, PathBuf};
 
 /// The validated `[storage]` section; applied only when the process starts.
@@ -24,22 +24,47 @@ impl StorageSettings {
     }
 }
 
-/// Validates `[storage]`; a relative data dir is taken from `base`.
-pub(super) fn validate(file: StorageFile, base: &Path) -> Result<StorageSettings, ConfigError> {
-    let database_url = match (file.database_url, file.data_dir) {
-        (Some(_), Some(_)) => {
-            return Err(field_error(
-                "storage.database_url",
-                "and `storage.data_dir` are exclusive: the data dir only places the SQLite file",
-            ));
-        }
-        (Some(url), None) => {
+/// Validates `[storage]`; a relative data dir is taken from `base`, and `env` resolves
+/// `database_url_env`.
+pub(super) fn validate(
+    file: StorageFile,
+    base: &Path,
+    env: &Env<'_>,
+) -> Result<StorageSettings, ConfigError> {
+    let given = [
+        file.database_url.is_some(),
+        file.database_url_env.is_some(),
+        file.data_dir.is_some(),
+    ];
+    if given.into_iter().filter(|g| *g).count() > 1 {
+        return Err(field_error(
+            "storage.database_url",
+            "`storage.database_url_env` and `storage.data_dir` are exclusive: give one (the data \
+             dir only places the SQLite file)",
+        ));
+    }
+    // A DSN with a password belongs in a secret (a Kubernetes Secret's variable), not in
+    // the file, which lives in a ConfigMap.
+    let from_env = match file.database_url_env {
+        Some(var) => Some((
+            "storage.database_url_env",
+            env(&var).ok_or_else(|| {
+                field_error(
+                    "storage.database_url_env",
+                    format!("names the environment variable `{var}`, which is not set"),
+                )
+            })?,
+        )),
+        None => file.database_url.map(|url| ("storage.database_url", url)),
+    };
+    let database_url = match (from_env, file.data_dir) {
+        (Some((field, url)), _) => {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://"))
             {
                 return Err(field_error(
-                    "storage.database_url",
+                    field,
                     "must start with sqlite:, postgres:// or postgresql://",
                 ));
             }
@@ -60,11 +85,46 @@ mod tests {
     fn url(database_url: Option<&str>, data_dir: Option<&str>) -> Result<String, String> {
         let file = StorageFile {
             database_url: database_url.map(str::to_owned),
+            database_url_env: None,
             data_dir: data_dir.map(PathBuf::from),
         };
-        validate(file, Path::new("/srv"))
+        validate(file, Path::new("/srv"), &|_| None)
             .map(|s| s.database_url)
             .map_err(|e| e.to_string())
+    }
+
+    fn url_from_env(var: &str, value: Option<&str>) -> Result<String, String> {
+        let file = StorageFile {
+            database_url_env: Some(var.to_owned()),
+            ..StorageFile::default()
+        };
+        let env = |name: &str| (name == "DSN").then(|| value.map(str::to_owned)).flatten();
+        validate(file, Path::new("/srv"), &env)
+            .map(|s| s.database_url)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_url_can_come_from_a_variable() {
+        assert_eq!(
+            url_from_env("DSN", Some("postgres://u:pw@db/t")).unwrap(),
+            "postgres://u:pw@db/t"
+        );
+        let e = url_from_env("DSN", None).unwrap_err();
+        assert!(
+            e.contains("storage.database_url_env") && e.contains("DSN"),
+            "{e}"
+        );
+        let e = url_from_env("DSN", Some("mysql://u:pw@db/t")).unwrap_err();
+        assert!(e.contains("storage.database_url_env"), "{e}");
+        assert!(!e.contains("pw"), "the value is not shown: {e}");
+        let both = StorageFile {
+            database_url: Some("postgres://db/t".into()),
+            database_url_env: Some("DSN".into()),
+            data_dir: None,
+        };
+        let e = validate(both, Path::new("/srv"), &|_| Some("postgres://x".into())).unwrap_err();
+        assert!(e.to_string().contains("exclusive"), "{e}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! Values enter as data, never as text pasted into a template, so no provider name, path
 //! or header can change the file's structure; the YAML writer quotes what needs quoting.
 
-use super::section::ResolvedFilter;
-use super::upstream::{Host, Transport};
+use super::section::{FilterToken, ResolvedFilter};
+use super::upstream::{Host, Transport, Upstream};
 use crate::catalog::Provider;
 use crate::config::{Config, ConfigError, LimitSettings, field_error};
 use serde_json::{Value, json};
@@ -32,13 +32,18 @@ pub enum RenderError {
 
 /// The complete Envoy bootstrap for `config`, as YAML text.
 pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> {
-    let token = config.server.filter_token()?;
+    let token = if config.envoy.filter_token_from_env {
+        FilterToken::FromEnv(&config.server.filter_token_env)
+    } else {
+        FilterToken::Inline(config.server.filter_token()?)
+    };
     let filter = with_limits(
         config
             .envoy
             .resolve_filter(token, config.budgets.on_control_plane_unreachable)?,
         &config.limits,
     )?;
+    let mut fetch_cluster = None;
     let http_filters = match variant {
         Variant::WithFilter => {
             let wasm = config.envoy.wasm.as_deref().ok_or_else(|| {
@@ -48,9 +53,20 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
                      as `./dev build` leaves it in target/wasm/), or render --without-filter",
                 )
             })?;
+            let code = match &config.envoy.filter_from_control_plane {
+                None => json!({ "local": { "filename": wasm } }),
+                Some(source) => {
+                    fetch_cluster = Some(filter_source_cluster(config, source));
+                    remote_code(source, wasm)?
+                }
+            };
+            let env_keys = match token {
+                FilterToken::FromEnv(var) => vec![var],
+                FilterToken::Inline(_) => Vec::new(),
+            };
             vec![
                 json_to_metadata(&filter),
-                wasm_filter(&filter, wasm),
+                wasm_filter(&filter, code, &env_keys),
                 router(),
             ]
         }
@@ -60,12 +76,26 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
     let mut providers: Vec<&Provider> = config.catalog.providers.values().collect();
     providers.sort_by(|a, b| a.name.cmp(&b.name));
     let cp_cluster = &filter.settings.control_plane_cluster;
-    if providers.iter().any(|p| &p.name == cp_cluster) {
+    for (field, name) in [
+        ("envoy.filter.control_plane_cluster", cp_cluster.as_str()),
+        ("envoy.filter_from_control_plane", FILTER_SOURCE_CLUSTER),
+    ] {
+        if providers.iter().any(|p| p.name == name) {
+            return Err(field_error(
+                field,
+                format!(
+                    "uses the Envoy cluster `{name}`, which is also a provider's name: \
+                     rename the provider"
+                ),
+            )
+            .into());
+        }
+    }
+    if cp_cluster == FILTER_SOURCE_CLUSTER {
         return Err(field_error(
             "envoy.filter.control_plane_cluster",
             format!(
-                "is `{cp_cluster}`, which is also a provider's name (both are Envoy clusters): \
-                 rename one"
+                "must not be `{FILTER_SOURCE_CLUSTER}`, the cluster the filter is fetched from"
             ),
         )
         .into());
@@ -83,6 +113,7 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
         .into());
     }
     let mut clusters = vec![control_plane_cluster(config, cp_cluster)];
+    clusters.extend(fetch_cluster);
     clusters.extend(providers.iter().map(|p| provider_cluster(config, p)));
 
     let bootstrap = json!({
@@ -93,9 +124,10 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
             "clusters": clusters,
         },
     });
-    let header = match variant {
-        Variant::WithFilter => HEADER_WITH_SECRET,
-        Variant::WithoutFilter => HEADER_WITHOUT_FILTER,
+    let header = match (variant, token) {
+        (Variant::WithFilter, FilterToken::Inline(_)) => HEADER_WITH_SECRET,
+        (Variant::WithFilter, FilterToken::FromEnv(_)) => HEADER_TOKEN_FROM_ENV,
+        (Variant::WithoutFilter, _) => HEADER_WITHOUT_FILTER,
     };
     Ok(format!("{header}{}", serde_yaml_ng::to_string(&bootstrap)?))
 }
@@ -107,6 +139,14 @@ const HEADER_WITH_SECRET: &str = "\
 # SECRET: the wasm filter's settings hold `control_plane_token`, the token the control plane
 # demands on every call. Keep this file (and Envoy's admin interface, whose config_dump
 # shows it) private: mode 0600, never in a repository or a world-readable ConfigMap.
+";
+
+const HEADER_TOKEN_FROM_ENV: &str = "\
+# Envoy bootstrap for Tollgate, written by `tollgate envoy-config` from tollgate.toml:
+# change that file and render again rather than editing this one.
+#
+# Holds no secret: the wasm filter reads `control_plane_token` from Envoy's environment
+# (vm_config.environment_variables), which must hold the variable its settings name.
 ";
 
 const HEADER_WITHOUT_FILTER: &str = "\
@@ -285,7 +325,90 @@ fn with_limits(
     Ok(filter)
 }
 
-fn wasm_filter(filter: &ResolvedFilter, wasm: &str) -> Value {
+/// The Envoy cluster the filter's `.wasm` is fetched through.
+const FILTER_SOURCE_CLUSTER: &str = "tollgate_filter_source";
+
+/// The filter's code fetched from the control plane, which serves the build named like
+/// `wasm` at `/filter/<name>`; Envoy loads it only if its SHA-256 is that of the file at
+/// `wasm`, so the sidecar runs exactly the bytes it was rendered for.
+fn remote_code(source: &Upstream, wasm: &str) -> Result<Value, ConfigError> {
+    let path = std::path::Path::new(wasm);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| crate::filter_modules::MODULE_NAMES.contains(n))
+        .ok_or_else(|| {
+            field_error(
+                "envoy.wasm",
+                format!(
+                    "must be named {} (as the control plane serves them) to be fetched from it",
+                    crate::filter_modules::MODULE_NAMES.join(" or ")
+                ),
+            )
+        })?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        field_error(
+            "envoy.wasm",
+            format!("cannot be read to pin its SHA-256 ({wasm}: {e})"),
+        )
+    })?;
+    let scheme = match source.transport {
+        Transport::Cleartext => "http",
+        Transport::Tls => "https",
+    };
+    let host = match &source.host {
+        Host::Ip(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+        other => other.to_string(),
+    };
+    Ok(json!({
+        "remote": {
+            "http_uri": {
+                "uri": format!("{scheme}://{host}:{}/filter/{name}", source.port),
+                "cluster": FILTER_SOURCE_CLUSTER,
+                "timeout": "10s",
+            },
+            "sha256": crate::filter_modules::sha256_hex(&bytes),
+            // The control plane may start after the sidecar: keep asking for a few minutes.
+            "retry_policy": {
+                "retry_back_off": { "base_interval": "1s", "max_interval": "10s" },
+                "num_retries": 30,
+            },
+        },
+    }))
+}
+
+/// The control plane's HTTP port, where the filter's `.wasm` is fetched.
+fn filter_source_cluster(config: &Config, source: &Upstream) -> Value {
+    let host = source.host.to_string();
+    let mut cluster = json!({
+        "name": FILTER_SOURCE_CLUSTER,
+        "type": match source.host { Host::Name(_) => "STRICT_DNS", Host::Ip(_) => "STATIC" },
+        "connect_timeout": "2s",
+        "dns_lookup_family": "V4_PREFERRED",
+        "load_assignment": {
+            "cluster_name": FILTER_SOURCE_CLUSTER,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "hostname": host, "address": socket_address(&host, source.port) } }] }],
+        },
+    });
+    if let (Transport::Tls, Value::Object(fields)) = (source.transport, &mut cluster) {
+        fields.insert("transport_socket".into(), tls_socket(config, &source.host));
+    }
+    cluster
+}
+
+/// The wasm filter; `env_keys` are Envoy's environment variables its VM may read.
+fn wasm_filter(filter: &ResolvedFilter, code: Value, env_keys: &[&str]) -> Value {
+    let mut vm_config = json!({
+        "vm_id": "tollgate",
+        "runtime": "envoy.wasm.runtime.v8",
+        "code": code,
+    });
+    if let (false, Value::Object(fields)) = (env_keys.is_empty(), &mut vm_config) {
+        fields.insert(
+            "environment_variables".into(),
+            json!({ "host_env_keys": env_keys }),
+        );
+    }
     json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -301,11 +424,7 @@ fn wasm_filter(filter: &ResolvedFilter, wasm: &str) -> Value {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": filter.json,
                 },
-                "vm_config": {
-                    "vm_id": "tollgate",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": wasm } },
-                },
+                "vm_config": vm_config,
             },
         },
     })
@@ -319,8 +438,15 @@ fn router() -> Value {
 }
 
 /// The control plane's gRPC port; gRPC needs HTTP/2 (cleartext on loopback or in-pod).
+/// With several replicas listed, a replica that stops answering is taken out of rotation
+/// within a couple of seconds (a TCP health check) so calls go to the others.
 fn control_plane_cluster(config: &Config, name: &str) -> Value {
-    let cp = &config.envoy.control_plane;
+    let endpoints: Vec<Value> = config
+        .envoy
+        .control_plane
+        .iter()
+        .map(|cp| json!({ "endpoint": { "address": socket_address(&cp.host.to_string(), cp.port) } }))
+        .collect();
     json!({
         "name": name,
         "type": "STRICT_DNS",
@@ -331,10 +457,22 @@ fn control_plane_cluster(config: &Config, name: &str) -> Value {
                 "explicit_http_config": { "http2_protocol_options": {} },
             },
         },
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(&cp.host.to_string(), cp.port) } }] }],
+        "health_checks": [{
+            "timeout": "1s",
+            "interval": "2s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "tcp_health_check": {},
+        }],
+        // A replica that refuses connections is ejected at once, before its health check.
+        "outlier_detection": {
+            "split_external_local_origin_errors": true,
+            "consecutive_local_origin_failure": 1,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 100,
         },
+        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": endpoints }] },
     })
 }
 
@@ -632,7 +770,8 @@ mod tests {
                     [envoy.filter]\nroute_header = \"x-route\"\n";
         let config = Config::parse(text, Path::new("/srv"), |v| match v {
             "TOLLGATE_FILTER_TOKEN" => Some(TOKEN.to_owned()),
-            _ => Some("sk-x".to_owned()),
+            "K" => Some("sk-x".to_owned()),
+            _ => None,
         })
         .unwrap();
         let e = render(&config, Variant::WithoutFilter)
@@ -642,6 +781,103 @@ mod tests {
             e.contains("envoy.filter.route_header") && e.contains("auth_header"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_filter_can_be_fetched_from_the_control_plane_pinned_by_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = dir.path().join("tollgate_filter.wasm");
+        std::fs::write(&wasm, b"abc").unwrap();
+        let extra = format!(
+            "[envoy]\nwasm = {}\nfilter_from_control_plane = \"http://tollgate:8080\"\n",
+            toml_string(wasm.to_str().unwrap())
+        );
+        let (_, b) = rendered(&extra, Variant::WithFilter);
+        let code = &http_filter(&b, "envoy.filters.http.wasm").unwrap()["typed_config"]["config"]["vm_config"]
+            ["code"];
+        assert!(code.get("local").is_none(), "{code}");
+        let remote = &code["remote"];
+        assert_eq!(
+            remote["http_uri"]["uri"],
+            "http://tollgate:8080/filter/tollgate_filter.wasm"
+        );
+        // The SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+        assert_eq!(
+            remote["sha256"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let source = cluster(&b, remote["http_uri"]["cluster"].as_str().unwrap());
+        let address = &source["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(address["address"], "tollgate");
+        assert_eq!(address["port_value"], 8080);
+        assert_eq!(source["type"], "STRICT_DNS");
+
+        let elsewhere = dir.path().join("filter.wasm");
+        std::fs::write(&elsewhere, b"abc").unwrap();
+        for (path, problem) in [
+            (elsewhere, "must be named"),
+            (
+                dir.path().join("tollgate_filter_count.wasm"),
+                "cannot be read",
+            ),
+        ] {
+            let extra = format!(
+                "[envoy]\nwasm = {}\nfilter_from_control_plane = \"http://tollgate:8080\"\n",
+                toml_string(path.to_str().unwrap())
+            );
+            let e = render(&config(&extra), Variant::WithFilter)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("envoy.wasm") && e.contains(problem), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_token_read_from_the_environment_leaves_the_bootstrap_without_a_secret() {
+        let text = format!(
+            "[[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:9000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"local\"\nfree = true\n\
+             [server]\nfilter_token_env = \"SIDECAR_TOKEN\"\n{WASM}filter_token_from_env = true\n"
+        );
+        // No token in this process's environment: rendering does not need it.
+        let config = Config::parse(&text, Path::new("/srv"), |_| None).unwrap();
+        let text = render(&config, Variant::WithFilter).unwrap();
+        assert!(text.contains("Holds no secret"), "the header says so");
+        let b: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let wasm = &http_filter(&b, "envoy.filters.http.wasm").unwrap()["typed_config"]["config"];
+        assert_eq!(
+            wasm["vm_config"]["environment_variables"]["host_env_keys"],
+            json!(["SIDECAR_TOKEN"])
+        );
+        let settings: Value =
+            serde_json::from_str(wasm["configuration"]["value"].as_str().unwrap()).unwrap();
+        assert_eq!(settings["control_plane_token_env"], "SIDECAR_TOKEN");
+        assert!(settings.get("control_plane_token").is_none(), "{settings}");
+        let token = "s".repeat(40);
+        let read = FilterSettings::from_json_with_env(
+            wasm["configuration"]["value"].as_str().unwrap().as_bytes(),
+            |v| (v == "SIDECAR_TOKEN").then(|| token.clone()),
+        )
+        .unwrap();
+        assert_eq!(read.control_plane_token.reveal(), token);
+    }
+
+    #[test]
+    fn several_control_plane_replicas_are_one_health_checked_cluster() {
+        let (_, b) = rendered(
+            &format!("{WASM}control_plane = [\"127.0.0.1:7001\", \"127.0.0.1:7002\"]\n"),
+            Variant::WithFilter,
+        );
+        let cp = cluster(&b, &filter_settings(&b).control_plane_cluster);
+        let ports: Vec<&Value> = cp["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["endpoint"]["address"]["socket_address"]["port_value"])
+            .collect();
+        assert_eq!(ports, [7001, 7002]);
+        assert!(cp["health_checks"][0]["tcp_health_check"].is_object());
     }
 
     #[test]

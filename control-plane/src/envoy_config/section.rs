@@ -1,6 +1,6 @@
 //! The `[envoy]` section of `tollgate.toml`: how the Envoy in front of the filter is set up.
 
-use super::upstream::{self, Host};
+use super::upstream::{self, Host, Upstream};
 use crate::config::{ConfigError, field_error};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,11 +20,21 @@ pub struct EnvoyFile {
     admin: Option<String>,
     wasm: Option<PathBuf>,
     ca_bundle: Option<PathBuf>,
-    control_plane: Option<String>,
+    control_plane: Option<OneOrMany>,
+    filter_from_control_plane: Option<String>,
+    filter_token_from_env: bool,
     buffer_limit_bytes: Option<u32>,
     max_heap_bytes: Option<u64>,
     max_connections: Option<u64>,
     filter: toml::Table,
+}
+
+/// `control_plane`: one address, or several replicas' addresses.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Where Envoy reaches the control plane's gRPC port.
@@ -48,9 +58,18 @@ pub struct EnvoySection {
     pub wasm: Option<String>,
     /// CA bundle that https providers' certificates are checked against (`ca_bundle`).
     pub ca_bundle: String,
-    /// The control plane's gRPC address as Envoy reaches it (`control_plane`, default
-    /// `server.grpc_listen`, with an unspecified address replaced by loopback).
-    pub control_plane: ControlPlaneAddress,
+    /// The control plane's gRPC addresses as Envoy reaches them (`control_plane`: one, or
+    /// a list of replicas; default `server.grpc_listen`, with an unspecified address
+    /// replaced by loopback). Never empty.
+    pub control_plane: Vec<ControlPlaneAddress>,
+    /// The control plane's HTTP address Envoy fetches the filter's `.wasm` from
+    /// (`filter_from_control_plane`, e.g. `http://tollgate:8080`) instead of reading
+    /// `wasm` from its own disk; the digest of `wasm` pins what it may load.
+    pub filter_from_control_plane: Option<Upstream>,
+    /// The filter reads its token from Envoy's environment, in the variable
+    /// `server.filter_token_env` names, so the bootstrap holds no secret
+    /// (`filter_token_from_env`).
+    pub filter_token_from_env: bool,
     /// Bytes Envoy buffers per connection (`buffer_limit_bytes`); must exceed the filter's
     /// `max_body_bytes`, since whole request bodies and JSON answers are buffered.
     pub buffer_limit_bytes: u32,
@@ -112,17 +131,36 @@ impl EnvoySection {
             file.ca_bundle
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CA_BUNDLE)),
         )?;
+        let endpoint = |field: String, text: &str| {
+            let (host, port) =
+                upstream::parse_endpoint(text).map_err(|problem| field_error(field, problem))?;
+            Ok::<_, ConfigError>(ControlPlaneAddress { host, port })
+        };
         let control_plane = match file.control_plane {
-            Some(text) => {
-                let (host, port) = upstream::parse_endpoint(&text)
-                    .map_err(|problem| field_error("envoy.control_plane", problem))?;
-                ControlPlaneAddress { host, port }
+            Some(OneOrMany::One(text)) => vec![endpoint("envoy.control_plane".into(), &text)?],
+            Some(OneOrMany::Many(list)) if list.is_empty() => {
+                return Err(field_error(
+                    "envoy.control_plane",
+                    "must name at least one address",
+                ));
             }
-            None => ControlPlaneAddress {
+            Some(OneOrMany::Many(list)) => list
+                .iter()
+                .enumerate()
+                .map(|(i, text)| endpoint(format!("envoy.control_plane[{i}]"), text))
+                .collect::<Result<_, _>>()?,
+            None => vec![ControlPlaneAddress {
                 host: Host::Ip(reachable(grpc_listen.ip())),
                 port: grpc_listen.port(),
-            },
+            }],
         };
+        let filter_from_control_plane = file
+            .filter_from_control_plane
+            .map(|text| {
+                Upstream::parse(&text)
+                    .map_err(|problem| field_error("envoy.filter_from_control_plane", problem))
+            })
+            .transpose()?;
         let buffer_limit_bytes = file.buffer_limit_bytes.unwrap_or(16 << 20);
         if buffer_limit_bytes < 1 << 20 {
             return Err(field_error(
@@ -166,6 +204,8 @@ impl EnvoySection {
             wasm,
             ca_bundle,
             control_plane,
+            filter_from_control_plane,
+            filter_token_from_env: file.filter_token_from_env,
             buffer_limit_bytes,
             max_heap_bytes,
             max_connections,
@@ -179,7 +219,7 @@ impl EnvoySection {
     /// so the filter reads exactly what the rest of the file was rendered with.
     pub fn resolve_filter(
         &self,
-        token: &SidecarToken,
+        token: FilterToken<'_>,
         unreachable: Unreachable,
     ) -> Result<ResolvedFilter, ConfigError> {
         let mut json = self.filter.clone();
@@ -194,17 +234,32 @@ impl EnvoySection {
             UNREACHABLE_FIELD.into(),
             serde_json::to_value(unreachable).unwrap_or(Value::Null),
         );
-        json.insert(
-            "control_plane_token".into(),
-            Value::String(token.reveal().to_owned()),
-        );
-        let text = Value::Object(json.clone()).to_string();
-        let settings = FilterSettings::from_json(text.as_bytes()).map_err(|e| match e {
-            SettingsError::Field { field, problem } => {
-                field_error(format!("envoy.filter.{field}"), problem)
+        if json.contains_key(TOKEN_ENV_FIELD) {
+            return Err(field_error(
+                format!("envoy.filter.{TOKEN_ENV_FIELD}"),
+                "is set by `envoy.filter_token_from_env`, from `server.filter_token_env`",
+            ));
+        }
+        match token {
+            FilterToken::Inline(token) => json.insert(
+                "control_plane_token".into(),
+                Value::String(token.reveal().to_owned()),
+            ),
+            FilterToken::FromEnv(var) => {
+                json.insert(TOKEN_ENV_FIELD.into(), Value::String(var.to_owned()))
             }
-            SettingsError::Parse(message) => field_error("envoy.filter", message),
-        })?;
+        };
+        let text = Value::Object(json.clone()).to_string();
+        // A token read from Envoy's environment is checked by the filter when it starts;
+        // here a well-formed stand-in lets the rest of the settings be checked.
+        let stand_in = |_: &str| Some("t".repeat(tollgate_core::sidecar::MIN_TOKEN_BYTES));
+        let settings =
+            FilterSettings::from_json_with_env(text.as_bytes(), stand_in).map_err(|e| match e {
+                SettingsError::Field { field, problem } => {
+                    field_error(format!("envoy.filter.{field}"), problem)
+                }
+                SettingsError::Parse(message) => field_error("envoy.filter", message),
+            })?;
         if usize::try_from(self.buffer_limit_bytes).is_ok_and(|b| b <= settings.max_body_bytes) {
             return Err(field_error(
                 "envoy.buffer_limit_bytes",
@@ -227,6 +282,18 @@ impl EnvoySection {
         })
     }
 }
+
+/// How the rendered filter gets its token.
+#[derive(Debug, Clone, Copy)]
+pub enum FilterToken<'a> {
+    /// Written into its settings (the bootstrap is then a secret).
+    Inline(&'a SidecarToken),
+    /// Read from this variable of Envoy's environment (the bootstrap holds no secret).
+    FromEnv(&'a str),
+}
+
+/// The filter setting naming the variable that holds its token.
+const TOKEN_ENV_FIELD: &str = "control_plane_token_env";
 
 /// The filter setting `[budgets] on_control_plane_unreachable` is rendered into.
 const UNREACHABLE_FIELD: &str = "budgets_on_control_plane_unreachable";
@@ -265,7 +332,10 @@ mod tests {
             Ok(c) => match c.server.filter_token() {
                 Ok(token) => c
                     .envoy
-                    .resolve_filter(token, tollgate_core::settings::Unreachable::Refuse)
+                    .resolve_filter(
+                        super::FilterToken::Inline(token),
+                        tollgate_core::settings::Unreachable::Refuse,
+                    )
                     .expect_err("must be refused")
                     .to_string(),
                 Err(e) => e.to_string(),
@@ -283,15 +353,28 @@ mod tests {
         assert_eq!(e.wasm.as_deref(), Some("/etc/tollgate/f.wasm"));
         assert_eq!(e.ca_bundle, super::DEFAULT_CA_BUNDLE);
         assert_eq!(
-            e.control_plane.host.to_string(),
+            e.control_plane[0].host.to_string(),
             "127.0.0.1",
             "0.0.0.0 is dialed as loopback"
         );
-        assert_eq!(e.control_plane.port, 7000);
+        assert_eq!(e.control_plane.len(), 1);
+        assert_eq!(e.control_plane[0].port, 7000);
+        assert_eq!(e.filter_from_control_plane, None);
+        assert!(!e.filter_token_from_env);
         assert_eq!(e.buffer_limit_bytes, 16 << 20);
         let no_section = load("").unwrap();
         assert_eq!(no_section.envoy.wasm, None);
-        assert_eq!(no_section.envoy.control_plane.port, 50051);
+        assert_eq!(no_section.envoy.control_plane[0].port, 50051);
+        let replicas =
+            load("[envoy]\ncontrol_plane = [\"cp-0:50051\", \"10.0.0.2:50052\"]\n").unwrap();
+        let ports: Vec<u16> = replicas
+            .envoy
+            .control_plane
+            .iter()
+            .map(|a| a.port)
+            .collect();
+        assert_eq!(ports, [50051, 50052]);
+        assert_eq!(replicas.envoy.control_plane[0].host.to_string(), "cp-0");
     }
 
     #[test]
@@ -315,7 +398,7 @@ mod tests {
         let resolved = c
             .envoy
             .resolve_filter(
-                c.server.filter_token().unwrap(),
+                super::FilterToken::Inline(c.server.filter_token().unwrap()),
                 tollgate_core::settings::Unreachable::Refuse,
             )
             .unwrap();
@@ -339,6 +422,19 @@ mod tests {
                 "envoy.admin",
             ),
             ("[envoy]\ncontrol_plane = \"cp\"", "envoy.control_plane"),
+            ("[envoy]\ncontrol_plane = []", "envoy.control_plane"),
+            (
+                "[envoy]\ncontrol_plane = [\"cp:1\", \"cp\"]",
+                "envoy.control_plane[1]",
+            ),
+            (
+                "[envoy]\nfilter_from_control_plane = \"tollgate:8080\"",
+                "envoy.filter_from_control_plane",
+            ),
+            (
+                "[envoy.filter]\ncontrol_plane_token_env = \"X\"",
+                "envoy.filter.control_plane_token_env",
+            ),
             (
                 "[envoy]\nbuffer_limit_bytes = 1000",
                 "envoy.buffer_limit_bytes",
