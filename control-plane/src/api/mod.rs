@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod state;
+pub mod usage;
 pub mod users;
 
 #[cfg(test)]
@@ -72,6 +73,7 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(ops::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(usage::routes())
 }
 
 /// The API, ready to serve.
