@@ -10,7 +10,9 @@ pub mod auth;
 pub mod caller;
 pub mod error;
 pub mod extract;
+pub mod models;
 pub mod ops;
+pub mod providers;
 pub mod state;
 pub mod users;
 
@@ -72,6 +74,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(ops::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(providers::routes())
+        .merge(models::routes())
 }
 
 /// The API, ready to serve.

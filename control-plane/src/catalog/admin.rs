@@ -75,7 +75,7 @@ fn invalid(field: &str, problem: impl Into<String>) -> CatalogError {
 
 /// A provider as the API describes it: every field but the key, of which only a
 /// fingerprint is shown.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     /// Name; also its Envoy cluster.
     pub name: String,
@@ -100,7 +100,7 @@ pub struct ProviderView {
 }
 
 /// A price as the API shows it: US dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DollarPrice {
     /// Uncached prompt tokens.
     pub input: f64,
@@ -140,7 +140,7 @@ impl DollarPrice {
 }
 
 /// One price of a model's history.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PriceView {
     /// From when, Unix ms; `None`: since the start (the config file's price).
     pub effective_from_ms: Option<i64>,
@@ -150,7 +150,7 @@ pub struct PriceView {
 }
 
 /// A model as the API describes it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ModelView {
     /// Name clients use.
     pub name: String,
