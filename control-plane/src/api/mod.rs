@@ -6,6 +6,7 @@
 //! a body limit, CORS for the configured origins only, security headers, and request
 //! tracing that never records headers (where tokens and cookies travel) or query strings.
 
+pub mod audit;
 pub mod auth;
 pub mod caller;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod ops;
 pub mod providers;
 pub mod state;
+pub mod teams;
 pub mod users;
 
 #[cfg(test)]
@@ -74,6 +76,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(ops::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(teams::routes())
+        .merge(audit::routes())
         .merge(providers::routes())
         .merge(models::routes())
 }
