@@ -9,6 +9,7 @@ use crate::budgets::{Subject, subjects_of};
 use crate::catalog::{Catalog, LiveCatalog};
 use crate::clock::Clock;
 use crate::config::{BudgetSettings, GatewaySettings, LimitSettings};
+use crate::keys::{self, Standing};
 use crate::shares::{self, Grant, ShareAsk, ShareSubject};
 use crate::store::{KeyGrantRow, LeaseAsk, LeaseOutcome, Limits, PoolAsk, Store, UsageRow};
 use std::sync::Arc;
@@ -162,9 +163,10 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal("control plane storage error")
 }
 
-/// The route to `model` as the filter receives it.
-fn route(catalog: &Catalog, model: &str) -> Option<Route> {
+/// The route to `model` as the filter receives it, priced as at `now_ms`.
+fn route(catalog: &Catalog, model: &str, now_ms: i64) -> Option<Route> {
     let (model, provider) = catalog.route(model)?;
+    let price = model.prices.at(now_ms);
     Some(Route {
         provider: provider.name.clone(),
         auth_header: provider.auth_header.clone(),
@@ -175,10 +177,10 @@ fn route(catalog: &Catalog, model: &str) -> Option<Route> {
         forward_headers: provider.forward_headers.clone(),
         allow_background: provider.allow_background,
         price: Some(ModelPrice {
-            input: model.price.input,
-            output: model.price.output,
-            cache_read: model.price.cache_read,
-            cache_write: model.price.cache_write,
+            input: price.input,
+            output: price.output,
+            cache_read: price.cache_read,
+            cache_write: price.cache_write,
             max_output_tokens: model.max_output_tokens,
         }),
     })
@@ -222,8 +224,9 @@ impl GatewayService {
     }
 }
 
-/// Prices a record with the catalog in force, or with a model's last price if a reload
-/// removed it; a model never served costs nothing, never a guess.
+/// Prices a record at the price in force when its call was admitted (when it finished,
+/// less its duration), from the catalog in force or, for a model removed since, its last
+/// prices; a model never served costs nothing, never a guess.
 fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
     let reported = Usage {
         input_uncached: r.input_uncached,
@@ -238,7 +241,8 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         Some(estimate) => estimated_usage(&r.model, estimate, reported),
         None => reported,
     };
-    let cost = match catalog.price(&r.model) {
+    let admitted_at_ms = r.finished_at_ms.saturating_sub(i64::from(r.duration_ms));
+    let cost = match catalog.price_at(&r.model, admitted_at_ms) {
         Some(price) => price.cost_picos(&usage),
         None => {
             tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model never configured; cost recorded as 0");
@@ -436,18 +440,30 @@ impl Gateway for GatewayService {
             .key_grant_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
+        let now_ms = self.clock.now_ms();
+        // How long the filter may keep this answer: never past the instant the key's
+        // standing changes on its own (its expiry, or the end of a rotation's grace).
+        let mut cache_ttl_ms = self.settings.key_cache_ttl_ms;
         let (state, grant) = match key {
             None => (KeyState::Unknown, KeyGrant::default()),
-            Some(row) if row.key.revoked_at_ms.is_some() => (
-                KeyState::Revoked,
-                KeyGrant {
-                    status: KeyStatus::Revoked as i32,
-                    key_id: row.key.id,
-                    allowed_models: row.key.models,
-                    ..KeyGrant::default()
-                },
-            ),
-            Some(row) => (KeyState::Active, self.active_grant(row).await?),
+            Some(row) => match keys::standing(&row.key, row.secret, now_ms) {
+                Standing::Usable { until_ms } => {
+                    if let Some(until) = until_ms {
+                        let left = until.saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
+                        cache_ttl_ms = cache_ttl_ms.min(u32::try_from(left).unwrap_or(0));
+                    }
+                    (KeyState::Active, self.active_grant(row).await?)
+                }
+                Standing::Revoked | Standing::Expired | Standing::SecretRetired => (
+                    KeyState::Revoked,
+                    KeyGrant {
+                        status: KeyStatus::Revoked as i32,
+                        key_id: row.key.id,
+                        allowed_models: row.key.models,
+                        ..KeyGrant::default()
+                    },
+                ),
+            },
         };
         tracing::debug!(key_id = %grant.key_id, model = %req.model, status = ?grant.status(), "authorize");
         let catalog = self.catalog.current();
@@ -455,7 +471,7 @@ impl Gateway for GatewayService {
         let route = if listing {
             None
         } else {
-            route(&catalog, &req.model)
+            route(&catalog, &req.model, self.clock.now_ms())
         };
         let model_served = route.is_some();
         // The provider's credential goes only with a call the filter will admit, by the
@@ -465,7 +481,7 @@ impl Gateway for GatewayService {
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
             route: route.filter(|_| admitted),
-            cache_ttl_ms: self.settings.key_cache_ttl_ms,
+            cache_ttl_ms,
             served_models: if listing {
                 served_models(&catalog)
             } else {
@@ -636,6 +652,7 @@ impl Gateway for GatewayService {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::collections::HashMap;
 
     fn whole(texts: &[&str]) -> TextSample {
         TextSample {
@@ -670,6 +687,62 @@ mod tests {
         assert_eq!(
             estimated_usage("gpt-4o", exact, reported).input_uncached,
             99
+        );
+    }
+
+    #[test]
+    fn a_call_is_priced_by_the_price_in_force_when_it_was_admitted() {
+        use crate::catalog::{Model, PriceChange, PriceSchedule, Provider};
+        use tollgate_core::pricing::Price;
+        let per_input = |input| PriceChange {
+            effective_from_ms: 0,
+            price: Price {
+                input,
+                ..Price::default()
+            },
+        };
+        // $1 per 1M input tokens until t = 10 000, then $3.
+        let prices = PriceSchedule::from_changes([
+            per_input(1_000_000),
+            PriceChange {
+                effective_from_ms: 10_000,
+                ..per_input(3_000_000)
+            },
+        ])
+        .unwrap();
+        let catalog = Catalog {
+            providers: HashMap::from([("p".to_owned(), Provider::for_tests("p"))]),
+            models: HashMap::from([(
+                "m".to_owned(),
+                Model {
+                    name: "m".into(),
+                    provider: "p".into(),
+                    upstream_model: None,
+                    prices,
+                    max_output_tokens: 100,
+                },
+            )]),
+            retired_prices: HashMap::new(),
+        };
+        let call = |finished_at_ms, duration_ms| UsageRecord {
+            model: "m".into(),
+            input_uncached: 1_000,
+            finished_at_ms,
+            duration_ms,
+            ..UsageRecord::default()
+        };
+        // Admitted at 9 000, finished after the change: the price of its admission.
+        assert_eq!(
+            usage_row(&catalog, call(12_000, 3_000)).cost_picos,
+            1_000_000_000
+        );
+        assert_eq!(
+            usage_row(&catalog, call(12_000, 1_000)).cost_picos,
+            3_000_000_000
+        );
+        assert_eq!(
+            usage_row(&catalog, call(10_000, 0)).cost_picos,
+            3_000_000_000
         );
     }
 
@@ -809,6 +882,94 @@ mod tests {
             },
             store,
         )
+    }
+
+    #[tokio::test]
+    async fn an_expiring_key_and_a_rotated_secret_are_cached_only_until_they_stop() {
+        use crate::clock::ManualClock;
+        use crate::keys::{self, KeySpec};
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[gateway]\nkey_cache_ttl_ms = 10000\n\
+             [[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"local\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let time = ManualClock::at(1_000_000);
+        let issued = keys::create(
+            &store,
+            &catalog,
+            &time.clock(),
+            KeySpec {
+                name: "k".into(),
+                expires_at_ms: Some(1_060_000),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let old_hash = issued.row.key_hash.clone();
+        let service = service_with(config, store.clone(), time.clock());
+        let ask = |key_hash: &str| {
+            service.authorize(Request::new(AuthorizeRequest {
+                key_hash: key_hash.to_owned(),
+                model: "m".into(),
+            }))
+        };
+        let answer = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(answer.key.unwrap().status(), KeyStatus::Active);
+        assert_eq!(
+            answer.cache_ttl_ms, 10_000,
+            "expiry a minute away: the configured TTL"
+        );
+
+        time.advance_ms(55_000);
+        let answer = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(
+            answer.cache_ttl_ms, 5_000,
+            "cached no longer than the 5 s it has left"
+        );
+
+        let rotated = keys::rotate(
+            &store,
+            &time.clock(),
+            &issued.row.id,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        let old = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(
+            old.key.unwrap().status(),
+            KeyStatus::Active,
+            "the old secret in its grace"
+        );
+        assert_eq!(old.cache_ttl_ms, 2_000, "cached no longer than its grace");
+        let new_hash = tollgate_core::keys::hash_key(rotated.secret.as_bytes());
+        assert_eq!(
+            ask(&new_hash).await.unwrap().into_inner().cache_ttl_ms,
+            5_000
+        );
+
+        time.advance_ms(2_000);
+        let old = ask(&old_hash).await.unwrap().into_inner();
+        assert_eq!(old.key.unwrap().status(), KeyStatus::Revoked, "grace over");
+        assert!(
+            old.route.is_none(),
+            "no provider credential for a refused key"
+        );
+        let new = ask(&new_hash).await.unwrap().into_inner();
+        assert_eq!(new.key.unwrap().status(), KeyStatus::Active);
+
+        time.advance_ms(3_000);
+        let new = ask(&new_hash).await.unwrap().into_inner();
+        assert_eq!(new.key.unwrap().status(), KeyStatus::Revoked, "expired");
+        assert!(new.route.is_none());
     }
 
     #[tokio::test]

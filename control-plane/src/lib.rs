@@ -16,6 +16,7 @@ pub mod http;
 pub mod keys;
 pub mod lease_sweeper;
 pub mod reload;
+pub mod secrets;
 pub mod server;
 pub mod shares;
 pub mod store;

@@ -4,13 +4,20 @@
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
 mod budgets;
+mod catalog;
+mod key_rotation;
 mod limits;
 mod rollups;
 mod shares;
 mod usage_reports;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
-pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit};
+pub use catalog::{
+    ModelRecord, PriceRecord, ProviderRecord, ProviderRemoval, Rewrapped, StoredCatalog,
+    StoredPrice,
+};
+pub use key_rotation::Rotation;
+pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit, SecretMatch};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
 pub use usage_reports::{CallsPage, UsageSums};
 
@@ -74,6 +81,10 @@ pub struct KeyRow {
     pub user: Option<String>,
     /// The team the key belongs to, if any.
     pub team: Option<String>,
+    /// When the key stops working on its own, Unix ms; `None`: never.
+    pub expires_at_ms: Option<i64>,
+    /// After a rotation, until when the replaced secret still works, Unix ms.
+    pub previous_until_ms: Option<i64>,
 }
 
 /// One call's usage and cost as stored.
@@ -149,7 +160,7 @@ const USAGE_COLUMNS: [&str; 17] = [
 
 /// Columns of `virtual_keys` that [`key_row`] reads.
 const KEY_COLUMNS: &str = "id, name, key_hash, key_prefix, models, created_at_ms, revoked_at_ms, \
-     requests_per_minute, tokens_per_minute, user_name, team";
+     requests_per_minute, tokens_per_minute, user_name, team, expires_at_ms, previous_key_until_ms";
 
 /// Rows per INSERT statement. Measured (benches/ingest.rs): binding costs grow faster
 /// than linearly with a statement's parameters, so 10-row statements in one transaction
@@ -251,8 +262,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO virtual_keys \
              (id, name, key_hash, key_prefix, models, created_at_ms, requests_per_minute, \
-              tokens_per_minute, user_name, team) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+              tokens_per_minute, user_name, team, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -264,6 +275,7 @@ impl Store {
         .bind(tpm)
         .bind(key.user.clone())
         .bind(key.team.clone())
+        .bind(key.expires_at_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -460,6 +472,8 @@ pub(crate) fn key_row(row: &sqlx::any::AnyRow) -> Result<KeyRow, StoreError> {
         tokens_per_minute: unsigned(row, "tokens_per_minute")?,
         user: row.try_get("user_name")?,
         team: row.try_get("team")?,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+        previous_until_ms: row.try_get("previous_key_until_ms")?,
     })
 }
 
@@ -509,7 +523,7 @@ fn flag(row: &sqlx::any::AnyRow, column: &str) -> Result<bool, StoreError> {
 }
 
 #[cfg(test)]
-mod test_stores;
+pub(crate) mod test_stores;
 
 #[cfg(test)]
 mod tests {
@@ -554,6 +568,8 @@ mod tests {
             tokens_per_minute: Some(u64::try_from(i64::MAX).unwrap()),
             user: Some("alice".into()),
             team: None,
+            expires_at_ms: None,
+            previous_until_ms: None,
         };
         store.insert_key(&key).await.unwrap();
         // A key's own limit keeps 0 apart from none.

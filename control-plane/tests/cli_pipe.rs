@@ -37,6 +37,8 @@ async fn a_listing_read_only_in_part_exits_cleanly() {
             tokens_per_minute: None,
             user: None,
             team: None,
+            expires_at_ms: None,
+            previous_until_ms: None,
         };
         store.insert_key(&row).await.unwrap();
     }

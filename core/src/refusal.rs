@@ -18,8 +18,8 @@ pub enum Refusal {
     /// No virtual key has this hash.
     #[error("Incorrect API key provided. Check the key or ask your administrator for a new one.")]
     UnknownKey,
-    /// The key was revoked by an operator.
-    #[error("This API key has been revoked.")]
+    /// The key was revoked by an operator, expired, or presented by a rotated-out secret.
+    #[error("This API key has been revoked or has expired.")]
     RevokedKey,
     /// The key's allow-list does not name the model.
     #[error("This API key is not allowed to use the model `{model}`.")]

@@ -74,6 +74,53 @@ def test_revoked_key_is_refused_within_the_cache_ttl(stack):
     print(f"revocation took effect after {elapsed:.2f}s (cache TTL {KEY_CACHE_TTL_MS} ms)")
 
 
+def test_a_rotated_keys_old_secret_works_for_its_grace_then_stops(stack):
+    old = stack.create_key("to-rotate")
+    assert chat(stack, old)[0] == 200  # cached under the old secret
+    out = stack.cli("keys", "rotate", stack.key_id("to-rotate"), "--grace", "3s", "--quiet")
+    rotated_at = time.monotonic()
+    new = out.strip()
+    assert new.startswith("tg-") and new != old
+    # Both secrets work during the grace, and calls under either are the same key's.
+    status, headers, data = chat(stack, new)
+    assert status == 200, data
+    assert stack.usage(headers["x-tollgate-request-id"])["key_id"] == stack.key_id("to-rotate")
+    status, _, data = chat(stack, old)
+    assert status == 200, data
+    while True:
+        status, _, data = chat(stack, old)
+        if status == 401:
+            break
+        assert status == 200, data
+        # The filter was told to cache the old secret's answer only as long as its grace.
+        assert time.monotonic() - rotated_at < 3.0 + 1.0, "the old secret outlived its grace"
+        time.sleep(0.1)
+    assert time.monotonic() - rotated_at >= 3.0 - 0.5, "the old secret stopped before its grace"
+    assert "revoked or has expired" in error_of(data)["message"]
+    assert chat(stack, new)[0] == 200
+
+
+def test_an_expiring_key_is_refused_from_its_expiry_whatever_the_cache(stack):
+    # Calls every 50 ms keep the key's answer cached: without the control plane capping the
+    # cache at the expiry, a call just before it would keep the key working for up to a
+    # whole cache TTL (1 s here) after it.
+    assert KEY_CACHE_TTL_MS >= 1_000
+    key = stack.cli("keys", "create", "--name", "short-lived", "--expires-in", "1500ms",
+                    "--quiet").strip()
+    created_at = time.monotonic()
+    assert chat(stack, key)[0] == 200
+    while True:
+        status, _, data = chat(stack, key)
+        if status == 401:
+            break
+        assert status == 200, data
+        assert time.monotonic() - created_at < 1.5 + 0.4, "an expired key was still admitted"
+        time.sleep(0.05)
+    assert "revoked or has expired" in error_of(data)["message"]
+    listed = [json.loads(line) for line in stack.cli("keys", "list", "--json").splitlines()]
+    assert [k["status"] for k in listed if k["name"] == "short-lived"] == ["expired"]
+
+
 def test_model_outside_the_keys_allow_list_is_403(stack):
     key = stack.create_key("mini-only", models=["gpt-4o-mini"])
     assert chat(stack, key, model="gpt-4o-mini")[0] == 200

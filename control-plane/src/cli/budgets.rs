@@ -305,6 +305,7 @@ mod tests {
             tokens_per_minute: None,
             user: Some("alice".into()),
             team: Some("ml".into()),
+            expires_at_ms: None,
         };
         let kept = crate::keys::create(&store, &config.catalog, &clock, spec("kept"))
             .await

@@ -1,6 +1,6 @@
-//! `tollgate keys create | list | revoke | update`.
+//! `tollgate keys create | list | revoke | update | rotate`.
 
-use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs, UpdateKeyArgs};
+use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs, RotateKeyArgs, UpdateKeyArgs};
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::keys::{self, KeySpec};
@@ -22,6 +22,7 @@ pub(super) async fn create(
         tokens_per_minute: args.tpm,
         user: args.user,
         team: args.team,
+        expires_at_ms: args.expires_in.map(|d| from_now(clock, d)),
     };
     let issued = keys::create(store, catalog, clock, spec).await?;
     if args.quiet {
@@ -36,13 +37,15 @@ pub(super) async fn create(
 /// Prints every key, oldest first: one line each, as a table or as JSON.
 pub(super) async fn list(
     store: &Store,
+    clock: &Clock,
     args: &ListKeysArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    let now_ms = clock.now_ms();
     for k in store.list_keys().await? {
         let (model_limits, _) = store.model_limits_and_budgets(&k.id, &[]).await?;
         if args.json {
-            let mut line = json_line(&k);
+            let mut line = json_line(&k, now_ms);
             line["model_limits"] = model_limits
                 .iter()
                 .map(|m| {
@@ -83,11 +86,23 @@ pub(super) async fn list(
             if let Some(team) = &k.team {
                 extra.push_str(&format!("  team={team}"));
             }
+            if let Some(at) = k.expires_at_ms.filter(|_| k.revoked_at_ms.is_none()) {
+                extra.push_str(&format!(
+                    "  expires={}",
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + ms_duration(at))
+                ));
+            }
+            if let Some(until) = k.previous_until_ms.filter(|&u| u > now_ms) {
+                extra.push_str(&format!(
+                    "  old_secret_until={}",
+                    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + ms_duration(until))
+                ));
+            }
             writeln!(
                 out,
                 "{}  {:8}  {}…  models={}  rpm={} tpm={}{}  {}",
                 k.id,
-                status(&k),
+                status(&k, now_ms),
                 k.key_prefix,
                 models,
                 limit(k.requests_per_minute.map(u64::from)),
@@ -100,10 +115,11 @@ pub(super) async fn list(
     Ok(())
 }
 
-/// Changes a key's limits, user or team, and its per-model limits.
+/// Changes a key's limits, user, team or expiry, and its per-model limits.
 pub(super) async fn update(
     store: &Store,
     catalog: &Catalog,
+    clock: &Clock,
     args: UpdateKeyArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
@@ -115,10 +131,15 @@ pub(super) async fn update(
         tokens_per_minute: args.tpm.map(|l| l.0),
         user: clear_or(args.no_user, args.user),
         team: clear_or(args.no_team, args.team),
+        expires_at_ms: if args.no_expiry {
+            Some(None)
+        } else {
+            args.expires_in.map(|d| Some(from_now(clock, d)))
+        },
     };
     if update == KeyUpdate::default() && args.model_limits.is_empty() {
         return Err(CliError::NothingToChange(
-            "--rpm, --tpm, --user, --no-user, --team, --no-team, --model-limit",
+            "--rpm, --tpm, --user, --no-user, --team, --no-team, --expires-in, --no-expiry, --model-limit",
         ));
     }
     let model_limits: Vec<(String, Limits)> = args
@@ -132,7 +153,7 @@ pub(super) async fn update(
             (m.model.clone(), limits)
         })
         .collect();
-    keys::update(store, catalog, &args.id, update, &model_limits).await?;
+    keys::update(store, catalog, clock, &args.id, update, &model_limits).await?;
     writeln!(
         out,
         "Updated {}. Gateways apply it within their key cache time.",
@@ -157,18 +178,67 @@ pub(super) async fn revoke(
     Ok(())
 }
 
-fn status(k: &KeyRow) -> &'static str {
+/// Gives a key a new secret and prints it, the only time it is shown.
+pub(super) async fn rotate(
+    store: &Store,
+    clock: &Clock,
+    args: &RotateKeyArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let issued = keys::rotate(store, clock, &args.id, args.grace).await?;
+    if args.quiet {
+        writeln!(out, "{}", issued.secret)?;
+        return Ok(());
+    }
+    writeln!(out, "Rotated {} ({}).", issued.row.id, issued.row.name)?;
+    writeln!(
+        out,
+        "New secret (shown once, store it now): {}",
+        issued.secret
+    )?;
+    match issued.row.previous_until_ms {
+        Some(until) => writeln!(
+            out,
+            "The old secret works until {} ({}).",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + ms_duration(until)),
+            humantime::format_duration(args.grace)
+        )?,
+        None => writeln!(
+            out,
+            "The old secret is refused within the gateways' key cache time."
+        )?,
+    }
+    Ok(())
+}
+
+/// `clock`'s now plus `d`, in Unix ms, saturating.
+fn from_now(clock: &Clock, d: std::time::Duration) -> i64 {
+    clock
+        .now_ms()
+        .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A non-negative Unix ms instant as a duration since the epoch.
+fn ms_duration(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn status(k: &KeyRow, now_ms: i64) -> &'static str {
     if k.revoked_at_ms.is_some() {
         "revoked"
+    } else if k.expires_at_ms.is_some_and(|at| at <= now_ms) {
+        "expired"
     } else {
         "active"
     }
 }
 
-fn json_line(k: &KeyRow) -> serde_json::Value {
+fn json_line(k: &KeyRow, now_ms: i64) -> serde_json::Value {
     serde_json::json!({
         "id": k.id, "name": k.name, "prefix": k.key_prefix, "models": k.models,
-        "status": status(k), "created_at_ms": k.created_at_ms, "revoked_at_ms": k.revoked_at_ms,
+        "status": status(k, now_ms), "created_at_ms": k.created_at_ms,
+        "revoked_at_ms": k.revoked_at_ms, "expires_at_ms": k.expires_at_ms,
+        "old_secret_until_ms": k.previous_until_ms.filter(|&until| until > now_ms),
         "requests_per_minute": k.requests_per_minute,
         "tokens_per_minute": k.tokens_per_minute, "user": k.user, "team": k.team,
     })
@@ -210,6 +280,7 @@ mod tests {
             tpm: None,
             user: None,
             team: None,
+            expires_in: None,
         };
         create(&store, &catalog, &clock, args, &mut out)
             .await
@@ -222,9 +293,14 @@ mod tests {
         assert_eq!(secret.lines().count(), 1);
 
         let mut out = Vec::new();
-        list(&store, &ListKeysArgs { json: true }, &mut out)
-            .await
-            .unwrap();
+        list(
+            &store,
+            &Clock::system(),
+            &ListKeysArgs { json: true },
+            &mut out,
+        )
+        .await
+        .unwrap();
         let line: serde_json::Value = serde_json::from_str(text(out).trim()).unwrap();
         assert_eq!(line["name"], "ci");
         assert_eq!(line["models"], serde_json::json!(["m"]));
@@ -243,9 +319,14 @@ mod tests {
         assert_eq!(row.revoked_at_ms, Some(1_500));
 
         let mut out = Vec::new();
-        list(&store, &ListKeysArgs { json: false }, &mut out)
-            .await
-            .unwrap();
+        list(
+            &store,
+            &Clock::system(),
+            &ListKeysArgs { json: false },
+            &mut out,
+        )
+        .await
+        .unwrap();
         let table = text(out);
         assert!(
             table.starts_with(&format!(
@@ -267,6 +348,7 @@ mod tests {
             tpm: None,
             user: None,
             team: None,
+            expires_in: None,
         };
         let mut out = Vec::new();
         let e = create(&store, &catalog, &Clock::system(), args, &mut out)
@@ -334,6 +416,141 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keys_expire_when_told_and_rotate_with_a_grace_for_the_old_secret() {
+        let (_dir, store, catalog) = setup().await;
+        let time = ManualClock::at(1_000_000);
+        let clock = time.clock();
+        let super::super::KeysCommand::Create(args) =
+            keys_command(&["create", "--name", "k", "--expires-in", "1h", "--quiet"])
+        else {
+            panic!("create");
+        };
+        let mut out = Vec::new();
+        create(&store, &catalog, &clock, args, &mut out)
+            .await
+            .unwrap();
+        let old_secret = text(out).trim().to_owned();
+        let key = store.list_keys().await.unwrap().remove(0);
+        assert_eq!(key.expires_at_ms, Some(1_000_000 + 3_600_000));
+
+        let super::super::KeysCommand::Rotate(args) =
+            keys_command(&["rotate", &key.id, "--grace", "10m"])
+        else {
+            panic!("rotate");
+        };
+        let mut out = Vec::new();
+        rotate(&store, &clock, &args, &mut out).await.unwrap();
+        let printed = text(out);
+        let new_secret = printed
+            .lines()
+            .find_map(|l| l.strip_prefix("New secret (shown once, store it now): "))
+            .unwrap()
+            .to_owned();
+        assert_ne!(new_secret, old_secret);
+        assert!(printed.contains("The old secret works until"), "{printed}");
+        let old = store
+            .key_grant_by_hash(&tollgate_core::keys::hash_key(old_secret.as_bytes()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(old.key.previous_until_ms, Some(1_000_000 + 600_000));
+
+        let mut out = Vec::new();
+        list(&store, &clock, &ListKeysArgs { json: true }, &mut out)
+            .await
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_str(text(out).trim()).unwrap();
+        assert_eq!(line["old_secret_until_ms"], 1_600_000);
+        assert_eq!(line["expires_at_ms"], 4_600_000);
+        assert!(
+            !line.to_string().contains(&new_secret),
+            "a listing never holds a secret"
+        );
+
+        // Past the expiry the listing says so; clearing the expiry needs the key active.
+        time.advance_ms(3_600_000);
+        let mut out = Vec::new();
+        list(&store, &clock, &ListKeysArgs { json: false }, &mut out)
+            .await
+            .unwrap();
+        assert!(text(out).contains(" expired "), "expired keys are marked");
+        let super::super::KeysCommand::Update(args) =
+            keys_command(&["update", &key.id, "--no-expiry"])
+        else {
+            panic!("update");
+        };
+        update(&store, &catalog, &clock, args, &mut Vec::new())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        list(&store, &clock, &ListKeysArgs { json: true }, &mut out)
+            .await
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_str(text(out).trim()).unwrap();
+        assert_eq!(
+            (line["status"].as_str(), &line["expires_at_ms"]),
+            (Some("active"), &serde_json::Value::Null)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expiry_in_the_past_and_an_overlong_grace_are_refused() {
+        let (_dir, store, catalog) = setup().await;
+        let clock = Clock::system();
+        let super::super::KeysCommand::Create(args) =
+            keys_command(&["create", "--name", "k", "--expires-in", "0s"])
+        else {
+            panic!("create");
+        };
+        let e = create(&store, &catalog, &clock, args, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("must be in the future"), "{e}");
+        assert!(
+            store.list_keys().await.unwrap().is_empty(),
+            "nothing stored"
+        );
+
+        let issued = crate::keys::create(
+            &store,
+            &catalog,
+            &clock,
+            KeySpec {
+                name: "k".into(),
+                ..KeySpec::default()
+            },
+        )
+        .await
+        .unwrap();
+        let super::super::KeysCommand::Rotate(args) =
+            keys_command(&["rotate", &issued.row.id, "--grace", "31d"])
+        else {
+            panic!("rotate");
+        };
+        let e = rotate(&store, &clock, &args, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 30 days"), "{e}");
+        assert_eq!(
+            store
+                .key_by_id(&issued.row.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .key_hash,
+            issued.row.key_hash,
+            "not rotated"
+        );
+        assert!(
+            parse_error(&["keys", "rotate", &issued.row.id]).contains("--grace"),
+            "the grace is never implied"
+        );
+        assert!(
+            parse_error(&["keys", "create", "--name", "k", "--expires-in", "soon"]).contains("90d")
+        );
+    }
+
+    #[tokio::test]
     async fn keys_are_created_with_user_team_and_tpm_and_updated() {
         let (_dir, store, catalog) = setup().await;
         let super::super::KeysCommand::Create(args) = keys_command(&[
@@ -370,7 +587,9 @@ mod tests {
             panic!("update");
         };
         let mut out = Vec::new();
-        update(&store, &catalog, args, &mut out).await.unwrap();
+        update(&store, &catalog, &Clock::system(), args, &mut out)
+            .await
+            .unwrap();
         assert!(text(out).starts_with(&format!("Updated {}.", key.id)));
         let grant = store
             .key_grant_by_hash(&key.key_hash)
@@ -397,18 +616,28 @@ mod tests {
         );
         // The operator can see what was set.
         let mut out = Vec::new();
-        list(&store, &ListKeysArgs { json: false }, &mut out)
-            .await
-            .unwrap();
+        list(
+            &store,
+            &Clock::system(),
+            &ListKeysArgs { json: false },
+            &mut out,
+        )
+        .await
+        .unwrap();
         let table = text(out);
         assert!(
             table.contains("rpm=12 tpm=default  model_limits=m:5:none  user=bob"),
             "{table}"
         );
         let mut out = Vec::new();
-        list(&store, &ListKeysArgs { json: true }, &mut out)
-            .await
-            .unwrap();
+        list(
+            &store,
+            &Clock::system(),
+            &ListKeysArgs { json: true },
+            &mut out,
+        )
+        .await
+        .unwrap();
         let line: serde_json::Value = serde_json::from_str(text(out).trim()).unwrap();
         assert_eq!(
             line["model_limits"],
@@ -420,7 +649,7 @@ mod tests {
         else {
             panic!("update");
         };
-        update(&store, &catalog, args, &mut Vec::new())
+        update(&store, &catalog, &Clock::system(), args, &mut Vec::new())
             .await
             .unwrap();
         let (models, _) = store.model_limits_and_budgets(&key.id, &[]).await.unwrap();
@@ -433,7 +662,7 @@ mod tests {
         let super::super::KeysCommand::Update(args) = keys_command(&["update", "key_nope"]) else {
             panic!("update");
         };
-        let e = update(&store, &catalog, args, &mut Vec::new())
+        let e = update(&store, &catalog, &Clock::system(), args, &mut Vec::new())
             .await
             .unwrap_err()
             .to_string();
@@ -443,7 +672,7 @@ mod tests {
         else {
             panic!("update");
         };
-        let e = update(&store, &catalog, args, &mut Vec::new())
+        let e = update(&store, &catalog, &Clock::system(), args, &mut Vec::new())
             .await
             .unwrap_err()
             .to_string();
@@ -453,7 +682,7 @@ mod tests {
         else {
             panic!("update");
         };
-        let e = update(&store, &catalog, args, &mut Vec::new())
+        let e = update(&store, &catalog, &Clock::system(), args, &mut Vec::new())
             .await
             .unwrap_err()
             .to_string();

@@ -4,6 +4,7 @@
 mod budgets;
 mod check_config;
 mod keys;
+mod secrets;
 mod serve;
 mod usage;
 mod users;
@@ -36,6 +37,9 @@ pub enum CliError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A catalog change (a master-key rotation) was refused or failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::admin::CatalogError),
     /// A key operation was refused.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -103,6 +107,19 @@ pub enum Command {
     /// Manage spend limits of keys, users and teams.
     #[command(subcommand)]
     Budgets(BudgetsCommand),
+    /// Manage the master key that seals provider keys at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `tollgate secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random master key (base64), for TOLLGATE_MASTER_KEY or a key file.
+    GenerateKey,
+    /// Re-wrap every stored provider key under the configured master key, opening them
+    /// with it or with `secrets.previous_master_key_*`; all in one transaction.
+    RotateMaster,
 }
 
 /// `tollgate keys …`.
@@ -114,8 +131,15 @@ pub enum KeysCommand {
     List(ListKeysArgs),
     /// Revoke a key by id; gateways refuse it once their cache expires.
     Revoke(RevokeKeyArgs),
-    /// Change a key's limits, user or team; gateways apply it once their cache expires.
+    /// Change a key's limits, user, team or expiry; gateways apply it once their cache expires.
     Update(UpdateKeyArgs),
+    /// Give a key a new secret; the old one keeps working for the grace period.
+    Rotate(RotateKeyArgs),
+}
+
+/// A duration typed by a person: `90d`, `12h`, `30m`, `1h 30m`.
+fn duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 90d, 12h, 30m)"))
 }
 
 /// A limit given on the command line: a number, or `none` for no value of its own.
@@ -203,6 +227,12 @@ pub struct UpdateKeyArgs {
     /// The key belongs to no team any more.
     #[arg(long)]
     pub no_team: bool,
+    /// The key stops working this long from now (`90d`, `12h`).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, conflicts_with = "no_expiry")]
+    pub expires_in: Option<std::time::Duration>,
+    /// The key no longer expires.
+    #[arg(long)]
+    pub no_expiry: bool,
     /// A limit for one model, `MODEL:RPM:TPM` (`none` for either: no such limit; both
     /// `none` removes it); repeat for several models.
     #[arg(long = "model-limit", value_name = "MODEL:RPM:TPM", value_parser = model_limit_arg)]
@@ -300,6 +330,22 @@ pub struct CreateKeyArgs {
     /// The team the key belongs to: its budgets apply to it.
     #[arg(long)]
     pub team: Option<String>,
+    /// The key stops working this long from now (`90d`, `12h`); default: never.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub expires_in: Option<std::time::Duration>,
+}
+
+/// `tollgate keys rotate`.
+#[derive(Debug, Args)]
+pub struct RotateKeyArgs {
+    /// The key's id (`key_…`).
+    pub id: String,
+    /// How long the old secret keeps working (`0s`: it stops at once; at most 30d).
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub grace: std::time::Duration,
+    /// Print the new secret alone, for scripts.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// `tollgate keys list`.
@@ -363,16 +409,30 @@ pub async fn run(
             serve::run(source, config, clock, crate::server::terminate_signal()).await
         }
         Command::CheckConfig => check_config::run(source.path(), &config, out),
-        Command::EnvoyConfig(args) => Ok(crate::envoy_config::run(&config, &args)?),
+        Command::EnvoyConfig(args) => {
+            let mut config = config;
+            if args.stored_providers {
+                let stored = open_store(&config).await?.stored_catalog().await?;
+                let providers = crate::catalog::stored::providers_without_keys(&stored)
+                    .map_err(crate::catalog::admin::CatalogError::from)?;
+                for p in providers {
+                    config.catalog.providers.entry(p.name.clone()).or_insert(p);
+                }
+            }
+            Ok(crate::envoy_config::run(&config, &args)?)
+        }
         Command::Keys(command) => {
             let store = open_store(&config).await?;
             match command {
                 KeysCommand::Create(args) => {
                     keys::create(&store, &config.catalog, &clock, args, out).await
                 }
-                KeysCommand::List(args) => keys::list(&store, &args, out).await,
+                KeysCommand::List(args) => keys::list(&store, &clock, &args, out).await,
                 KeysCommand::Revoke(args) => keys::revoke(&store, &clock, &args, out).await,
-                KeysCommand::Update(args) => keys::update(&store, &config.catalog, args, out).await,
+                KeysCommand::Update(args) => {
+                    keys::update(&store, &config.catalog, &clock, args, out).await
+                }
+                KeysCommand::Rotate(args) => keys::rotate(&store, &clock, &args, out).await,
             }
         }
         Command::Users(UsersCommand::Limit(args)) => {
@@ -386,6 +446,11 @@ pub async fn run(
                 BudgetsCommand::List(args) => budgets::list(&store, &clock, &args, out).await,
                 BudgetsCommand::Delete(args) => budgets::delete(&store, &args, out).await,
             }
+        }
+        Command::Secrets(SecretsCommand::GenerateKey) => secrets::generate_key(out),
+        Command::Secrets(SecretsCommand::RotateMaster) => {
+            let store = open_store(&config).await?;
+            secrets::rotate(&store, &config, out).await
         }
         Command::Usage(UsageCommand::List(args)) => {
             let store = open_store(&config).await?;

@@ -19,6 +19,10 @@ pub(super) struct File {
     #[serde(default)]
     pub budgets: BudgetsFile,
     #[serde(default)]
+    pub secrets: SecretsFile,
+    #[serde(default)]
+    pub catalog: CatalogFile,
+    #[serde(default)]
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
     pub models: Vec<ModelFile>,
@@ -106,21 +110,47 @@ impl Default for BudgetsFile {
     }
 }
 
-/// One `[[providers]]` entry.
-#[derive(Debug, Deserialize)]
+/// `[secrets]`: each key from a variable or a file, not both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct SecretsFile {
+    pub master_key_env: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub previous_master_key_env: Option<String>,
+    pub previous_master_key_file: Option<PathBuf>,
+}
+
+/// `[catalog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct CatalogFile {
+    pub allow_private_upstreams: bool,
+}
+
+/// One `[[providers]]` entry, and the fields of a provider the HTTP API adds.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ProviderFile {
+pub struct ProviderFile {
+    /// Name; also its Envoy cluster.
     pub name: String,
+    /// Where it is reached, e.g. `https://api.openai.com`.
     pub url: Option<String>,
+    /// The API it speaks (default `openai`).
     #[serde(default)]
     pub kind: Option<String>,
+    /// Header carrying its key (default: the kind's).
     pub auth_header: Option<String>,
+    /// How the key is written into it (default: the kind's).
     pub auth_scheme: Option<AuthScheme>,
+    /// The environment variable holding its key (the config file only).
     pub api_key_env: Option<String>,
+    /// Longest whole answer, ms.
     #[serde(default)]
     pub timeout_ms: Option<u32>,
+    /// Client headers passed on beyond the gateway's allow-list.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Responses `background: true` allowed.
     #[serde(default)]
     pub allow_background: bool,
 }
@@ -136,9 +166,9 @@ pub enum AuthScheme {
 }
 
 /// One `[[models]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ModelFile {
+pub(crate) struct ModelFile {
     pub name: String,
     pub provider: String,
     #[serde(default)]

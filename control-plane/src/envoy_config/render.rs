@@ -772,6 +772,7 @@ mod tests {
                     [envoy.filter]\nroute_header = \"x-route\"\n";
         let config = Config::parse(text, Path::new("/srv"), |v| match v {
             "TOLLGATE_FILTER_TOKEN" => Some(TOKEN.to_owned()),
+            "TOLLGATE_MASTER_KEY" => None,
             _ => Some("sk-x".to_owned()),
         })
         .unwrap();

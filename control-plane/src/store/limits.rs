@@ -45,11 +45,22 @@ pub struct ModelLimit {
     pub limits: Limits,
 }
 
+/// Which of a key's secrets a lookup matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMatch {
+    /// The key's secret.
+    Current,
+    /// The secret a rotation replaced, which works until the key's `previous_until_ms`.
+    Previous,
+}
+
 /// A key with its user's stored limits, as one lookup by hash returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyGrantRow {
     /// The key.
     pub key: KeyRow,
+    /// Which of its secrets was presented.
+    pub secret: SecretMatch,
     /// Its user's own limits (`None` inside: the config's default).
     pub user_limits: Limits,
 }
@@ -65,10 +76,13 @@ pub struct KeyUpdate {
     pub user: Option<Option<String>>,
     /// Its team (cleared: none).
     pub team: Option<Option<String>>,
+    /// When it stops working, Unix ms (cleared: never).
+    pub expires_at_ms: Option<Option<i64>>,
 }
 
 impl Store {
-    /// The key with this hash and its user's limits: one query, for `Authorize`.
+    /// The key whose secret, or whose secret before its last rotation, has this hash, with
+    /// its user's limits: one query, for `Authorize`.
     pub async fn key_grant_by_hash(
         &self,
         key_hash: &str,
@@ -76,16 +90,24 @@ impl Store {
         let row = sqlx::query(
             "SELECT k.id, k.name, k.key_hash, k.key_prefix, k.models, k.created_at_ms, \
              k.revoked_at_ms, k.requests_per_minute, k.tokens_per_minute, k.user_name, k.team, \
+             k.expires_at_ms, k.previous_key_until_ms, \
              u.requests_per_minute AS user_rpm, u.tokens_per_minute AS user_tpm \
              FROM virtual_keys k LEFT JOIN user_limits u ON u.user_name = k.user_name \
-             WHERE k.key_hash = $1",
+             WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
         )
         .bind(key_hash)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
+            let key = key_row(&r)?;
+            let secret = if key.key_hash == key_hash {
+                SecretMatch::Current
+            } else {
+                SecretMatch::Previous
+            };
             Ok(KeyGrantRow {
-                key: key_row(&r)?,
+                key,
+                secret,
                 user_limits: Limits::read(&r, "user_rpm", "user_tpm")?,
             })
         })
@@ -187,6 +209,9 @@ impl Store {
         if update.team.is_some() {
             sets.push("team");
         }
+        if update.expires_at_ms.is_some() {
+            sets.push("expires_at_ms");
+        }
         if !sets.is_empty() {
             let assignments: Vec<String> = sets
                 .iter()
@@ -209,6 +234,9 @@ impl Store {
             }
             if let Some(team) = &update.team {
                 query = query.bind(team.clone());
+            }
+            if let Some(expires_at_ms) = update.expires_at_ms {
+                query = query.bind(expires_at_ms);
             }
             query.execute(&mut *tx).await?;
         }
@@ -323,6 +351,8 @@ mod tests {
             tokens_per_minute: None,
             user: None,
             team: None,
+            expires_at_ms: None,
+            previous_until_ms: None,
         };
         store.insert_key(&row).await.unwrap();
         let update = KeyUpdate {

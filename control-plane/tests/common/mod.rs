@@ -74,6 +74,8 @@ pub async fn charged(
         provider: "alpha".into(),
         status: 200,
         input_uncached: 1_000,
+        // Made now: a call is priced by the price in force when it was made.
+        finished_at_ms: tollgate_control_plane::clock::Clock::system().now_ms(),
         ..UsageRecord::default()
     };
     let ack = client
