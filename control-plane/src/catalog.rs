@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tollgate_core::pricing::Price;
 use tollgate_core::providers::ProviderKind;
 
-/// A provider the gateway can send calls to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A provider the gateway can send calls to; its `Debug` never shows the credential.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Provider {
     /// Name; also the Envoy cluster that reaches it.
     pub name: String,
@@ -36,6 +36,25 @@ pub struct Provider {
     pub forward_headers: Vec<String>,
     /// Responses `background: true` (usage never seen by the gateway) is allowed.
     pub allow_background: bool,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("kind", &self.kind)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("auth_header", &self.auth_header)
+            // Catalogs reach logs through the structures holding them.
+            .field(
+                "auth_value",
+                &self.auth_value.as_ref().map(|_| "<redacted>"),
+            )
+            .field("forward_headers", &self.forward_headers)
+            .field("allow_background", &self.allow_background)
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -357,6 +376,21 @@ mod tests {
             live.clone().current().route("n").is_some(),
             "clones share it"
         );
+    }
+
+    #[test]
+    fn a_provider_printed_for_a_log_never_shows_its_credential() {
+        let p = Provider {
+            auth_value: Some("Bearer sk-PRINTED-NEVER".into()),
+            ..Provider::for_tests("p")
+        };
+        let live = LiveCatalog::new(Catalog {
+            providers: HashMap::from([("p".to_owned(), p.clone())]),
+            ..Catalog::default()
+        });
+        let printed = format!("{p:?} {live:?}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+        assert!(!printed.contains("PRINTED"), "{printed}");
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //! Tests start it in-process on port 0 and learn the bound addresses from [`Running`];
 //! the `tollgate serve` command starts it the same way with the config's addresses.
 
+use crate::api::{self, ApiState};
 use crate::catalog::LiveCatalog;
 use crate::catalog::admin::{AdminSettings, CatalogAdmin, CatalogError};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
 use crate::filter_modules::{FilterModules, FilterModulesError};
 use crate::gateway;
-use crate::http;
 use crate::lease_sweeper;
 use crate::reload::{ReloadOutcome, Reloader};
 use crate::secrets::{Keyring, SecretsError};
@@ -182,6 +182,7 @@ pub async fn serve(
         clock,
     } = setup;
     let token = config.server.filter_token()?.clone();
+    let session_secret = config.api.session_secret()?.clone();
     let filter_modules = config
         .server
         .filter_dir
@@ -236,6 +237,13 @@ pub async fn serve(
         share_clock_skew_ms = config.limits.share_clock_skew_ms,
         "tollgate control plane serving"
     );
+    let api_state = ApiState {
+        store: store.clone(),
+        clock: clock.clone(),
+        catalog: catalog.clone(),
+        session_secret,
+        settings: std::sync::Arc::new(config.api.clone()),
+    };
     let reloader = Reloader::new(source, config, catalog.clone(), clock.clone());
 
     let (stop, stopped) = watch::channel(false);
@@ -262,11 +270,15 @@ pub async fn serve(
         until_stopped(stopped.clone()),
     );
     let routes = match filter_modules {
-        Some(modules) => http::router(store).merge(modules.router()),
-        None => http::router(store),
+        Some(modules) => api::router(api_state).merge(modules.router()),
+        None => api::router(api_state),
     };
-    let http =
-        axum::serve(listeners.http, routes).with_graceful_shutdown(until_stopped(stopped.clone()));
+    // The peer's address is what logins are limited and audited by.
+    let http = axum::serve(
+        listeners.http,
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(until_stopped(stopped.clone()));
     let trigger = {
         let stop = stop.clone();
         let stopped = until_stopped(stopped.clone());

@@ -1,12 +1,14 @@
-//! Persistence: virtual keys and usage records, in SQLite (embedded default) or PostgreSQL.
+//! Persistence: virtual keys, usage records, people and the audit log, in SQLite (embedded default) or PostgreSQL.
 //!
 //! One set of queries serves both through sqlx's `Any` driver: placeholders are `$N`,
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
+mod audit;
 mod budgets;
 mod catalog;
 mod key_rotation;
 mod limits;
+mod people;
 mod rollups;
 mod shares;
 mod usage_reports;
@@ -18,6 +20,7 @@ pub use catalog::{
 };
 pub use key_rotation::Rotation;
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit, SecretMatch};
+pub use people::{SessionRow, UserRow};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
 pub use usage_reports::{CallsPage, UsageSums};
 

@@ -58,6 +58,12 @@ pub enum CliError {
     /// No budget has that id.
     #[error("no budget with id `{0}`")]
     NoSuchBudget(String),
+    /// A user could not be created or changed.
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
+    /// The password and its confirmation at the prompt differ.
+    #[error("the two passwords differ")]
+    PasswordsDiffer,
     /// A command was given nothing to do.
     #[error("nothing to change: give at least one of {0}")]
     NothingToChange(&'static str),
@@ -101,7 +107,7 @@ pub enum Command {
     /// Inspect recorded usage.
     #[command(subcommand)]
     Usage(UsageCommand),
-    /// Set users' rate limits.
+    /// Manage the people who use the HTTP API, and users' rate limits.
     #[command(subcommand)]
     Users(UsersCommand),
     /// Manage spend limits of keys, users and teams.
@@ -242,8 +248,38 @@ pub struct UpdateKeyArgs {
 /// `tollgate users …`.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
+    /// Create a user who signs in to the API; the password is read from standard input
+    /// (first line) or, on a terminal, prompted for without echo. Never an argument:
+    /// arguments are visible to every user of the machine.
+    Create(CreateUserArgs),
+    /// List users (never their password hashes).
+    List(ListUsersArgs),
     /// Set a user's own rate limits, shared by all their keys.
     Limit(UserLimitArgs),
+}
+
+/// `tollgate users create`.
+#[derive(Debug, Args)]
+pub struct CreateUserArgs {
+    /// The user's name: the one their keys, budgets and usage carry.
+    pub name: String,
+    /// `admin` (everything), `member` (own keys and usage) or `viewer` (read-only).
+    #[arg(long, default_value = "member", value_parser = role_arg)]
+    pub role: crate::users::Role,
+}
+
+/// Parses a role name.
+fn role_arg(text: &str) -> Result<crate::users::Role, String> {
+    text.parse()
+        .map_err(|e: crate::users::UnknownRole| e.to_string())
+}
+
+/// `tollgate users list`.
+#[derive(Debug, Args)]
+pub struct ListUsersArgs {
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tollgate users limit`.
@@ -435,9 +471,16 @@ pub async fn run(
                 KeysCommand::Rotate(args) => keys::rotate(&store, &clock, &args, out).await,
             }
         }
-        Command::Users(UsersCommand::Limit(args)) => {
+        Command::Users(command) => {
             let store = open_store(&config).await?;
-            users::limit(&store, &config.limits, &args, out).await
+            match command {
+                UsersCommand::Create(args) => {
+                    let password = users::read_password()?;
+                    users::create(&store, &clock, &args, password, out).await
+                }
+                UsersCommand::List(args) => users::list(&store, &args, out).await,
+                UsersCommand::Limit(args) => users::limit(&store, &config.limits, &args, out).await,
+            }
         }
         Command::Budgets(command) => {
             let store = open_store(&config).await?;

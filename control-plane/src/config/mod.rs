@@ -5,6 +5,7 @@
 //! so a bad deploy stops with a message a person can act on instead of a gateway that
 //! misprices calls.
 
+mod api;
 mod budgets;
 mod gateway;
 mod limits;
@@ -15,6 +16,7 @@ mod secrets;
 mod server;
 mod storage;
 
+pub use api::ApiSettings;
 pub use budgets::BudgetSettings;
 pub use gateway::GatewaySettings;
 pub use limits::LimitSettings;
@@ -113,6 +115,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// `[storage]`: the database.
     pub storage: StorageSettings,
+    /// `[api]`: sessions, CORS and limits of the HTTP API.
+    pub api: ApiSettings,
     /// `[gateway]`: what the filter is told about caching.
     pub gateway: GatewaySettings,
     /// `[limits]`: the defaults of every key's limits.
@@ -171,6 +175,7 @@ impl Config {
         let base = base.as_path();
         let server = server::validate(file.server, &env, base)?;
         let storage = storage::validate(file.storage, base, &env)?;
+        let api = api::validate(file.api, &env)?;
         let gateway = gateway::validate(file.gateway)?;
         let limits = limits::validate(file.limits)?;
         let providers = providers::validate(file.providers, &env)?;
@@ -184,6 +189,7 @@ impl Config {
         Ok(Config {
             server,
             storage,
+            api,
             gateway,
             limits,
             budgets,
@@ -212,6 +218,7 @@ impl Config {
                     || old.filter_token != new.filter_token,
             ),
             ("storage", self.storage != newer.storage),
+            ("api", self.api != newer.api),
             ("gateway", self.gateway != newer.gateway),
             // The default output cap goes into the models, which the reload applies.
             (

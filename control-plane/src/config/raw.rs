@@ -13,6 +13,8 @@ pub(super) struct File {
     #[serde(default)]
     pub storage: StorageFile,
     #[serde(default)]
+    pub api: ApiFile,
+    #[serde(default)]
     pub gateway: GatewayFile,
     #[serde(default)]
     pub limits: LimitsFile,
@@ -47,6 +49,35 @@ impl Default for ServerFile {
             http_listen: "127.0.0.1:8080".into(),
             filter_token_env: "TOLLGATE_FILTER_TOKEN".into(),
             filter_dir: None,
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ApiFile {
+    pub session_secret_env: String,
+    pub session_ttl_ms: u64,
+    pub cors_origins: Vec<String>,
+    pub body_limit_bytes: usize,
+    pub login_failures_per_user: u32,
+    pub login_failures_per_ip: u32,
+    pub login_window_ms: u64,
+    pub metrics_token_env: String,
+}
+
+impl Default for ApiFile {
+    fn default() -> Self {
+        Self {
+            session_secret_env: "TOLLGATE_SESSION_SECRET".into(),
+            session_ttl_ms: 12 * 3_600_000,
+            cors_origins: Vec::new(),
+            body_limit_bytes: 1 << 20,
+            login_failures_per_user: 5,
+            login_failures_per_ip: 20,
+            login_window_ms: 15 * 60_000,
+            metrics_token_env: "TOLLGATE_METRICS_TOKEN".into(),
         }
     }
 }

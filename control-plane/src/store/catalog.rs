@@ -208,12 +208,7 @@ impl Store {
         .bind(p.updated_at_ms)
         .execute(&mut *tx)
         .await?;
-        let inserted = done.rows_affected() == 1;
-        if inserted {
-            sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(inserted)
+        finish(tx, done.rows_affected() == 1).await
     }
 
     /// Replaces the stored provider named `p.name` (its creation time kept); `false` if
@@ -243,38 +238,37 @@ impl Store {
         .bind(p.updated_at_ms)
         .execute(&mut *tx)
         .await?;
-        let updated = done.rows_affected() == 1;
-        if updated {
-            sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(updated)
+        finish(tx, done.rows_affected() == 1).await
     }
 
     /// Removes the stored provider `name`, unless a stored model still names it.
     pub async fn delete_provider(&self, name: &str) -> Result<ProviderRemoval, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The write first: a SQLite transaction that reads and then writes fails when
+        // another connection wrote in between.
+        let done = sqlx::query(
+            "DELETE FROM providers WHERE name = $1 \
+             AND NOT EXISTS (SELECT 1 FROM models WHERE provider = $1)",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if finish(tx, done.rows_affected() == 1).await? {
+            return Ok(ProviderRemoval::Removed);
+        }
         let users: Vec<String> =
             sqlx::query("SELECT name FROM models WHERE provider = $1 ORDER BY name")
                 .bind(name)
-                .fetch_all(&mut *tx)
+                .fetch_all(&self.pool)
                 .await?
                 .iter()
                 .map(|row| row.try_get("name"))
                 .collect::<Result<_, _>>()?;
-        if !users.is_empty() {
-            return Ok(ProviderRemoval::InUse(users));
+        if users.is_empty() {
+            Ok(ProviderRemoval::NotFound)
+        } else {
+            Ok(ProviderRemoval::InUse(users))
         }
-        let done = sqlx::query("DELETE FROM providers WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(ProviderRemoval::NotFound);
-        }
-        sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(ProviderRemoval::Removed)
     }
 
     /// Stores a new model with its first price; `false` (nothing stored) if a model has
@@ -301,6 +295,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
+            tx.rollback().await?;
             return Ok(false);
         }
         // A model of that name removed earlier left its prices: the new one starts afresh
@@ -324,29 +319,24 @@ impl Store {
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let deleted = done.rows_affected() == 1;
-        if deleted {
-            sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(deleted)
+        finish(tx, done.rows_affected() == 1).await
     }
 
     /// Adds a price to a stored model; `false` (nothing stored) if the model is not
     /// stored or already has a price from that instant.
     pub async fn insert_price(&self, p: &PriceRecord<'_>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The write first (see `delete_provider`), undone if the model is not stored.
+        if !insert_price(&mut tx, p).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         let exists = sqlx::query("SELECT name FROM models WHERE name = $1")
             .bind(p.model)
             .fetch_optional(&mut *tx)
             .await?
             .is_some();
-        if !exists || !insert_price(&mut tx, p).await? {
-            return Ok(false);
-        }
-        sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(true)
+        finish(tx, exists).await
     }
 
     /// Every provider key as stored, with its provider's name, for a master-key rotation.
@@ -383,6 +373,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() != 1 {
+                tx.rollback().await?;
                 return Ok(false);
             }
         }
@@ -392,6 +383,22 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// Commits `tx` with the catalog's change count bumped when `changed`, else rolls it back
+/// (at once: a dropped transaction would hold SQLite's write lock until its connection's
+/// next use); returns `changed`.
+async fn finish(
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    changed: bool,
+) -> Result<bool, StoreError> {
+    if changed {
+        sqlx::query(BUMP_VERSION).execute(&mut *tx).await?;
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(changed)
 }
 
 /// Inserts a price unless its model has one from that instant; whether it did.
