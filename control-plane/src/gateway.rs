@@ -446,7 +446,12 @@ impl Gateway for GatewayService {
         let mut cache_ttl_ms = self.settings.key_cache_ttl_ms;
         let (state, grant) = match key {
             None => (KeyState::Unknown, KeyGrant::default()),
-            Some(row) => match keys::standing(&row.key, row.secret, now_ms) {
+            // A disabled user's keys are refused as revoked ones are, until re-enabled.
+            Some(row) => match if row.owner_disabled {
+                Standing::Revoked
+            } else {
+                keys::standing(&row.key, row.secret, now_ms)
+            } {
                 Standing::Usable { until_ms } => {
                     if let Some(until) = until_ms {
                         let left = until.saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
@@ -970,6 +975,74 @@ mod tests {
         let new = ask(&new_hash).await.unwrap().into_inner();
         assert_eq!(new.key.unwrap().status(), KeyStatus::Revoked, "expired");
         assert!(new.route.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_disabled_users_keys_are_refused_until_they_are_enabled() {
+        use crate::clock::ManualClock;
+        use crate::keys::{self, KeySpec};
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"local\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let clock = ManualClock::at(1_000_000).clock();
+        let alice = crate::users::create(
+            &store,
+            &clock,
+            "alice",
+            crate::users::Role::Member,
+            "alice's long password".into(),
+        )
+        .await
+        .unwrap();
+        let key_of = async |user: &str| {
+            let spec = KeySpec {
+                name: format!("{user}'s key"),
+                user: Some(user.to_owned()),
+                ..KeySpec::default()
+            };
+            keys::create(&store, &catalog, &clock, spec)
+                .await
+                .unwrap()
+                .row
+                .key_hash
+        };
+        let (hers, unregistered) = (key_of("alice").await, key_of("bob").await);
+        let service = service_with(config, store.clone(), clock.clone());
+        let status = async |key_hash: &str| {
+            let answer = service
+                .authorize(Request::new(AuthorizeRequest {
+                    key_hash: key_hash.to_owned(),
+                    model: "m".into(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            (answer.key.unwrap().status(), answer.route.is_some())
+        };
+        assert_eq!(status(&hers).await, (KeyStatus::Active, true));
+        store
+            .set_user_disabled(&alice.id, Some(1_000_001))
+            .await
+            .unwrap();
+        assert_eq!(
+            status(&hers).await,
+            (KeyStatus::Revoked, false),
+            "refused, and no provider credential"
+        );
+        assert_eq!(
+            status(&unregistered).await,
+            (KeyStatus::Active, true),
+            "a user name with no account is not a disabled account"
+        );
+        store.set_user_disabled(&alice.id, None).await.unwrap();
+        assert_eq!(status(&hers).await, (KeyStatus::Active, true));
     }
 
     #[tokio::test]

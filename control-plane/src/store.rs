@@ -11,6 +11,7 @@ mod limits;
 mod people;
 mod rollups;
 mod shares;
+mod teams;
 mod usage_reports;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
@@ -22,6 +23,7 @@ pub use key_rotation::Rotation;
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit, SecretMatch};
 pub use people::{SessionRow, UserRow};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
+pub use teams::TeamRow;
 pub use usage_reports::{CallsPage, UsageSums};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

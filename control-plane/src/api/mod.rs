@@ -6,12 +6,14 @@
 //! a body limit, CORS for the configured origins only, security headers, and request
 //! tracing that never records headers (where tokens and cookies travel) or query strings.
 
+pub mod audit;
 pub mod auth;
 pub mod caller;
 pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod state;
+pub mod teams;
 pub mod users;
 
 #[cfg(test)]
@@ -72,6 +74,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(ops::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(teams::routes())
+        .merge(audit::routes())
 }
 
 /// The API, ready to serve.

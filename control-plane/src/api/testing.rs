@@ -286,6 +286,11 @@ impl TestClient {
         self.call(Method::PATCH, path, Some(body)).await
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.call(Method::DELETE, path, None).await
