@@ -296,6 +296,17 @@ impl Store {
         rows.iter().map(key_row).collect()
     }
 
+    /// The keys of the user `user`, oldest first.
+    pub async fn list_keys_of_user(&self, user: &str) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE user_name = $1 ORDER BY created_at_ms, id"
+        ))
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_row).collect()
+    }
+
     /// The key with this secret hash, revoked or not.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRow>, StoreError> {
         let row = sqlx::query(&format!(
@@ -594,6 +605,11 @@ mod tests {
             Some(&key)
         );
         assert!(store.list_keys().await.unwrap().contains(&key));
+        let alices = store.list_keys_of_user("alice").await.unwrap();
+        assert!(alices.contains(&key));
+        assert!(alices.iter().all(|k| k.user.as_deref() == Some("alice")));
+        let nobody = format!("nobody-{}", hex::encode(rand::random::<[u8; 6]>()));
+        assert!(store.list_keys_of_user(&nobody).await.unwrap().is_empty());
         assert!(store.revoke_key(&key.id, 99).await.unwrap());
         assert!(
             !store.revoke_key(&key.id, 100).await.unwrap(),

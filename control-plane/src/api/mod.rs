@@ -8,9 +8,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod budgets;
 pub mod caller;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod ops;
 pub mod state;
 pub mod teams;
@@ -76,6 +78,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(users::routes())
         .merge(teams::routes())
         .merge(audit::routes())
+        .merge(keys::routes())
+        .merge(budgets::routes())
 }
 
 /// The API, ready to serve.
