@@ -15,9 +15,12 @@ pub mod caller;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod models;
 pub mod ops;
+pub mod providers;
 pub mod state;
 pub mod teams;
+pub mod usage;
 pub mod users;
 
 #[cfg(test)]
@@ -83,6 +86,9 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(audit::routes())
         .merge(keys::routes())
         .merge(budgets::routes())
+        .merge(providers::routes())
+        .merge(models::routes())
+        .merge(usage::routes())
 }
 
 /// The API, ready to serve, and the dashboard (if given) at every path outside it.
