@@ -5,11 +5,15 @@ import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { call } from "./api.js";
 import { KeysPage } from "./keys.jsx";
+import { UsagePage } from "./usage.jsx";
+import { OverviewPage } from "./overview.jsx";
 import { ErrorNote } from "./parts.jsx";
 import "./style.css";
 
 const PAGES = [
+  { path: "/", title: "Overview", page: OverviewPage },
   { path: "/keys", title: "Keys", page: KeysPage },
+  { path: "/usage", title: "Usage", page: UsagePage },
 ];
 
 function pageOf(path) {

@@ -1,12 +1,15 @@
 """The dashboard in real headless Chromium (Debian's, driven by Playwright), served by the
 real control plane in front of the real Envoy: sign-in, keys whose secret shows once and
-calls through Envoy, what members and viewers may see and do, and hostile names shown as
-text with no script run."""
+calls through Envoy, a metered call in the usage table at its exact cost and in the
+overview, the CSV download equal to the table, what members and viewers may see and do,
+and hostile names shown as text with no script run."""
 
 from __future__ import annotations
 
 import json
 import secrets
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -82,6 +85,12 @@ class Watched:
         self.context.close()
 
 
+def exact_dollars(picos: int) -> str:
+    """Pico-dollars as the dashboard writes money: exact, trailing zeros dropped, at least cents."""
+    whole, _, fraction = f"{Decimal(picos) / Decimal(10**12):.12f}".partition(".")
+    return f"${whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
 def key_names(page) -> list[str]:
     page.get_by_test_id("keys").wait_for()
     return page.locator("[data-testid=keys] tbody tr td:first-child").all_inner_texts()
@@ -111,6 +120,70 @@ def test_a_key_shows_its_secret_once_and_the_secret_calls_through_envoy(stack, p
     assert status == 200, body
     stored = stack.usage(headers["x-tollgate-request-id"])
     assert stored["key_id"] == stack.key_id(HOSTILE_KEY)
+    w.close()
+
+
+def test_a_call_is_in_the_usage_table_at_its_exact_cost_and_in_the_overview(stack, people, browser):
+    key = stack.create_key("usage-key", user="root")
+    status, headers, body = request("POST", stack.gateway_url + "/v1/chat/completions",
+                                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}]},
+                                    headers={"authorization": f"Bearer {key}"})
+    assert status == 200, body
+    request_id = headers["x-tollgate-request-id"]
+    usage = json.loads(body)["usage"]
+    inp, out, _, _ = PRICES["gpt-4o-mini"]
+    # Micro-dollars per 1M tokens times tokens: pico-dollars.
+    picos = usage["prompt_tokens"] * round(inp * 1e6) + usage["completion_tokens"] * round(out * 1e6)
+    assert stack.usage(request_id)["cost_picos"] == picos
+
+    w = Watched(browser)
+    page = w.sign_in(stack, "root", people["root"])
+    page.get_by_role("link", name="Usage").click()
+    page.get_by_label("key").fill(stack.key_id("usage-key"))
+    page.get_by_role("button", name="Filter").click()
+    row = page.locator(f"[data-testid=calls] tr[data-request-id='{request_id}']")
+    row.wait_for()
+    assert row.get_by_test_id("cost").inner_text() == exact_dollars(picos)
+    cells = row.locator("td").all_inner_texts()
+    assert str(usage["prompt_tokens"]) in cells and str(usage["completion_tokens"]) in cells
+    page.get_by_label("key").fill("")
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_test_id("calls").wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "usage.png"), full_page=True)
+
+    # The overview sums every call of the stack's day, this one among them.
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("button", name="24h").click()
+    page.get_by_test_id("spend-chart").wait_for()
+    stored = stack.cli("usage", "list", "--limit", "1000", "--json").splitlines()
+    everything = sum(json.loads(line)["cost_picos"] for line in stored)
+    assert page.get_by_test_id("total-spend").inner_text() == exact_dollars(everything)
+    page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
+    w.close()
+
+
+def test_the_csv_download_holds_the_tables_rows(stack, people, browser):
+    key = stack.create_key("csv-key", user="root")
+    for _ in range(2):
+        status, _, body = request("POST", stack.gateway_url + "/v1/chat/completions",
+                                  {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+                                  headers={"authorization": f"Bearer {key}"})
+        assert status == 200, body
+    key_id = stack.key_id("csv-key")
+    w = Watched(browser)
+    page = w.sign_in(stack, "root", people["root"])
+    page.get_by_role("link", name="Usage").click()
+    page.get_by_label("key").fill(key_id)
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("[data-testid=calls] tbody tr")
+    rows.first.wait_for()
+    shown = sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.requestId)"))
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    header = lines[0].split(",")
+    ids = sorted(line.split(",")[header.index("request_id")] for line in lines[1:])
+    assert len(shown) == 2 and ids == shown
     w.close()
 
 
