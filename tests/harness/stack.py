@@ -91,6 +91,8 @@ def request(method: str, url: str, body: bytes | dict | None = None,
 # Where the control plane reads the token the filter sends.
 FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
 SESSION_SECRET_ENV = "TOLLGATE_SESSION_SECRET"
+# The master key sealing provider keys added through the API; the demo makes one per stack.
+MASTER_KEY_ENV = "TOLLGATE_MASTER_KEY"
 
 # The headers tests send the offline provider to make it fail or report cached and
 # reasoning tokens; the gateway forwards them only because the operator (here, the
@@ -182,6 +184,8 @@ class Stack:
     session_secret: str = field(default_factory=lambda: secrets.token_hex(32))
     # Serve the dashboard `./dev build` left in dashboard/dist (server.dashboard_dir).
     dashboard: bool = False
+    # The master key (MASTER_KEY_ENV, 64 hex digits); replicas share it.
+    master_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # -- URLs -------------------------------------------------------------------------
 
@@ -352,6 +356,7 @@ class Stack:
         env.setdefault("TOLLGATE_LOG", "info")
         env[FILTER_TOKEN_ENV] = self.sidecar_token
         env[SESSION_SECRET_ENV] = self.session_secret
+        env[MASTER_KEY_ENV] = self.master_key
         for p in self.providers:
             if p.api_key:
                 env[_key_env(p.name)] = p.api_key
@@ -399,6 +404,9 @@ class Stack:
             *(["dashboard_dir = " + _toml(str(DASHBOARD_DIR))] if self.dashboard else []),
             "[storage]",
             storage,
+            # The offline providers listen on loopback: the API may add providers there.
+            "[catalog]",
+            "allow_private_upstreams = true",
             "[gateway]",
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
             "[limits]",
