@@ -164,6 +164,8 @@ class Stack:
     # `i % replicas`; the first of each uses the ports above, the others free ones.
     replicas: int = 1
     envoys: int = 1
+    # Every Envoy lists every replica (one health-checked cluster) instead of asking one.
+    envoys_see_all_replicas: bool = False
     # (grpc, http) ports of replicas and (listen, admin) ports of Envoys after the first.
     _extra_replica_ports: list = field(default_factory=list)
     _extra_envoy_ports: list = field(default_factory=list)
@@ -241,7 +243,8 @@ class Stack:
                 grpc = self.grpc_port if replica == 0 else self._extra_replica_ports[replica - 1][0]
                 path = self.workdir / f"tollgate-envoy{e}.toml"
                 self._write_config(path, gateway_port=listen, admin_port=admin,
-                                   control_plane=f"127.0.0.1:{grpc}")
+                                   control_plane=(None if self.envoys_see_all_replicas
+                                                  else f"127.0.0.1:{grpc}"))
                 rendered = self.workdir / f"envoy{e}.yaml"
                 rendered.write_text(self.cli("envoy-config", config=path))
                 self._start_envoy(f"envoy-{e}", rendered, f"http://127.0.0.1:{admin}")
@@ -403,7 +406,8 @@ class Stack:
             "[envoy]",
             f'listen = "127.0.0.1:{gateway_port or self.gateway_port}"',
             f'admin = "127.0.0.1:{admin_port or self.admin_port}"',
-            *([f"control_plane = {_toml(control_plane)}"] if control_plane else []),
+            *([f"control_plane = {_toml(control_plane or self._all_replicas())}"]
+              if control_plane or self.envoys_see_all_replicas else []),
             # The counting build only where counting before admission is asked for.
             "wasm = " + _toml(str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM)),
             "[envoy.filter]",
@@ -430,6 +434,10 @@ class Stack:
                 if model in p.upstream_models:
                     lines.append(f'upstream_model = "{p.upstream_models[model]}"')
         (path or self.config_path).write_text("\n".join(lines) + "\n")
+
+    def _all_replicas(self) -> list[str]:
+        """Every replica's gRPC address, the first one's first."""
+        return [f"127.0.0.1:{self.grpc_port}"] + [f"127.0.0.1:{g}" for g, _ in self._extra_replica_ports]
 
     def render_envoy(self) -> str:
         """Writes tollgate.toml and returns the Envoy bootstrap `tollgate envoy-config`

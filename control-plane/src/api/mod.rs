@@ -13,7 +13,9 @@ pub mod caller;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod models;
 pub mod ops;
+pub mod providers;
 pub mod state;
 pub mod teams;
 pub mod users;
@@ -84,6 +86,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(audit::routes())
         .merge(keys::routes())
         .merge(budgets::routes())
+        .merge(providers::routes())
+        .merge(models::routes())
 }
 
 /// The API, ready to serve.

@@ -602,7 +602,7 @@ pub async fn run(
         Command::Secrets(SecretsCommand::GenerateKey) => secrets::generate_key(out),
         Command::Secrets(SecretsCommand::RotateMaster) => {
             let store = open_store(&config).await?;
-            secrets::rotate(&store, &config, out).await
+            secrets::rotate(&store, &config, &clock, out).await
         }
         Command::Backup(args) => {
             let store = open_store(&config).await?;
