@@ -117,3 +117,21 @@ def test_the_sidecar_pod_holds_no_provider_key(rendered):
     bootstrap = find(objects, "ConfigMap", "demo-app-envoy")["data"]["envoy.yaml"]
     assert "Holds no secret" in bootstrap and "control_plane_token_env" in bootstrap
     assert '"control_plane_token"' not in bootstrap
+
+
+def test_the_sidecars_admin_interface_is_out_of_the_applications_reach(rendered):
+    # The application shares the pod's network: on 127.0.0.1 it could raise Envoy's log
+    # level (the router then logs the provider credential the filter adds to each
+    # upstream request), read config_dump or stop the sidecar. On a Unix socket in a
+    # volume only the envoy container mounts, it cannot even name it.
+    objects = rendered["examples/sidecar"]
+    bootstrap = yaml.safe_load(find(objects, "ConfigMap", "demo-app-envoy")["data"]["envoy.yaml"])
+    address = bootstrap["admin"]["address"]
+    assert "socket_address" not in address, address
+    socket = address["pipe"]["path"]
+    assert address["pipe"]["mode"] == 0o600, address
+    app = find(objects, "Deployment", "demo-app")["spec"]["template"]["spec"]
+    mounts = {c["name"]: [m["mountPath"] for m in c.get("volumeMounts", [])]
+              for c in [*app["initContainers"], *app["containers"]]}
+    assert any(socket.startswith(p.rstrip("/") + "/") for p in mounts["envoy"]), mounts
+    assert not any(socket.startswith(p.rstrip("/") + "/") for p in mounts["app"]), mounts

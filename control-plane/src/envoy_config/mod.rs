@@ -8,7 +8,8 @@ mod upstream;
 
 pub use render::{RenderError, Variant, render};
 pub use section::{
-    ControlPlaneAddress, DEFAULT_CA_BUNDLE, EnvoyFile, EnvoySection, FilterToken, ResolvedFilter,
+    AdminAddress, ControlPlaneAddress, DEFAULT_CA_BUNDLE, EnvoyFile, EnvoySection, FilterToken,
+    ResolvedFilter,
 };
 pub use upstream::{Host, Transport, Upstream};
 

@@ -3,7 +3,7 @@
 //! Values enter as data, never as text pasted into a template, so no provider name, path
 //! or header can change the file's structure; the YAML writer quotes what needs quoting.
 
-use super::section::{FilterToken, ResolvedFilter};
+use super::section::{AdminAddress, FilterToken, ResolvedFilter};
 use super::upstream::{Host, Transport, Upstream};
 use crate::catalog::Provider;
 use crate::config::{Config, ConfigError, LimitSettings, field_error};
@@ -117,7 +117,7 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
     clusters.extend(providers.iter().map(|p| provider_cluster(config, p)));
 
     let bootstrap = json!({
-        "admin": { "address": socket_address(&config.envoy.admin.ip().to_string(), config.envoy.admin.port()) },
+        "admin": { "address": admin_address(&config.envoy.admin) },
         "overload_manager": overload_manager(config),
         "static_resources": {
             "listeners": [listener(config, &filter, http_filters)],
@@ -162,6 +162,15 @@ fn socket_address(address: &str, port: u16) -> Value {
 /// Envoy's own bounds, whatever the filter does: past 90% of its heap Envoy returns memory
 /// to the system, past 95% it refuses new requests (503) until it is back under; and it
 /// holds at most this many client connections in all.
+/// The admin socket; a Unix one is the owner's only (0600), so no other user in the pod
+/// that can see its path may connect either.
+fn admin_address(admin: &AdminAddress) -> Value {
+    match admin {
+        AdminAddress::Tcp(address) => socket_address(&address.ip().to_string(), address.port()),
+        AdminAddress::Unix(path) => json!({ "pipe": { "path": path, "mode": 0o600 } }),
+    }
+}
+
 fn overload_manager(config: &Config) -> Value {
     json!({
         "refresh_interval": "0.25s",
@@ -833,6 +842,23 @@ mod tests {
                 .to_string();
             assert!(e.contains("envoy.wasm") && e.contains(problem), "{e}");
         }
+    }
+
+    #[test]
+    fn the_admin_interface_on_a_unix_socket_is_a_private_pipe() {
+        let (_, b) = rendered(
+            "[envoy]\nadmin = \"unix:/tmp/envoy-admin.sock\"\n",
+            Variant::WithoutFilter,
+        );
+        assert_eq!(
+            b["admin"]["address"],
+            json!({ "pipe": { "path": "/tmp/envoy-admin.sock", "mode": 384 } })
+        );
+        let (_, b) = rendered("", Variant::WithoutFilter);
+        assert_eq!(
+            b["admin"]["address"],
+            json!({ "socket_address": { "address": "127.0.0.1", "port_value": 9901 } })
+        );
     }
 
     #[test]

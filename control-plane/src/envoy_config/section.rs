@@ -46,14 +46,43 @@ pub struct ControlPlaneAddress {
     pub port: u16,
 }
 
+/// Where Envoy's admin interface listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminAddress {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket (`unix:/abs/path`), reachable only by whoever can see the path: in a
+    /// pod, not by an application container that shares Envoy's loopback.
+    Unix(String),
+}
+
+impl AdminAddress {
+    /// Parses `admin`: `unix:` and an absolute path, or an address like 127.0.0.1:9901.
+    fn parse(value: &str) -> Result<Self, ConfigError> {
+        let invalid = || {
+            field_error(
+                "envoy.admin",
+                "must be an address like 127.0.0.1:9901 or unix: and an absolute path",
+            )
+        };
+        match value.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') && !path.contains('\0') => {
+                Ok(Self::Unix(path.to_owned()))
+            }
+            Some(_) => Err(invalid()),
+            None => value.parse().map(Self::Tcp).map_err(|_| invalid()),
+        }
+    }
+}
+
 /// The validated `[envoy]` section.
 #[derive(Debug, Clone)]
 pub struct EnvoySection {
     /// Where the gateway's listener accepts clients (`listen`, default 127.0.0.1:10000).
     pub listen: SocketAddr,
-    /// Envoy's admin interface (`admin`, default 127.0.0.1:9901). It shows the whole
-    /// configuration, the filter's token included: keep it off public networks.
-    pub admin: SocketAddr,
+    /// Envoy's admin interface (`admin`, default 127.0.0.1:9901, or `unix:/abs/path`). It
+    /// shows the whole configuration, the filter's token included: keep it off public networks.
+    pub admin: AdminAddress,
     /// The filter's `.wasm` (`wasm`); required to render Envoy with the filter.
     pub wasm: Option<String>,
     /// CA bundle that https providers' certificates are checked against (`ca_bundle`).
@@ -111,9 +140,9 @@ impl EnvoySection {
                 })
         };
         let listen = address("listen", file.listen, "127.0.0.1:10000")?;
-        let admin = address("admin", file.admin, "127.0.0.1:9901")?;
+        let admin = AdminAddress::parse(file.admin.as_deref().unwrap_or("127.0.0.1:9901"))?;
         // Envoy validates such a file, then cannot bind the second at start.
-        if admin == listen {
+        if admin == AdminAddress::Tcp(listen) {
             return Err(field_error(
                 "envoy.admin",
                 "must differ from envoy.listen: both are Envoy listeners",
@@ -310,6 +339,7 @@ fn reachable(ip: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use super::AdminAddress;
     use crate::config::Config;
     use std::path::Path;
 
@@ -349,7 +379,7 @@ mod tests {
             load("[server]\ngrpc_listen = \"0.0.0.0:7000\"\n[envoy]\nwasm = \"f.wasm\"\n").unwrap();
         let e = &c.envoy;
         assert_eq!(e.listen.to_string(), "127.0.0.1:10000");
-        assert_eq!(e.admin.to_string(), "127.0.0.1:9901");
+        assert_eq!(e.admin, AdminAddress::Tcp(([127, 0, 0, 1], 9901).into()));
         assert_eq!(e.wasm.as_deref(), Some("/etc/tollgate/f.wasm"));
         assert_eq!(e.ca_bundle, super::DEFAULT_CA_BUNDLE);
         assert_eq!(
@@ -417,6 +447,7 @@ mod tests {
         for (envoy, field) in [
             ("[envoy]\nlisten = \"10000\"", "envoy.listen"),
             ("[envoy]\nadmin = \"localhost:9901\"", "envoy.admin"),
+            ("[envoy]\nadmin = \"unix:admin.sock\"", "envoy.admin"),
             (
                 "[envoy]\nlisten = \"127.0.0.1:9901\"\nadmin = \"127.0.0.1:9901\"",
                 "envoy.admin",
