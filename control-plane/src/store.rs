@@ -182,6 +182,13 @@ pub struct Store {
     backend: Backend,
 }
 
+/// Whether a usage insert adds to the rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollups {
+    Kept,
+    Skipped,
+}
+
 /// The databases the store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -346,6 +353,22 @@ impl Store {
     /// adds it to the usage rollups (a retried record is never charged or counted twice);
     /// returns how many were new.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        self.insert_usage_keeping(rows, Rollups::Kept).await
+    }
+
+    /// [`Store::insert_usage`] without adding to the rollups, which then miss the rows
+    /// until [`Store::rebuild_usage_rollups`]: the usage benchmark's baseline, measuring
+    /// what keeping them costs.
+    #[doc(hidden)]
+    pub async fn insert_usage_without_rollups(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        self.insert_usage_keeping(rows, Rollups::Skipped).await
+    }
+
+    async fn insert_usage_keeping(
+        &self,
+        rows: &[UsageRow],
+        rollups: Rollups,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         // RETURNING names only the rows inserted: ON CONFLICT skipped the others.
         let mut new_ids = std::collections::HashSet::new();
@@ -387,7 +410,9 @@ impl Store {
             .filter(|r| new_ids.remove(&r.request_id))
             .collect();
         budgets::settle(&mut tx, &fresh).await?;
-        rollups::add(&mut tx, &fresh, self.placeholder()).await?;
+        if rollups == Rollups::Kept {
+            rollups::add(&mut tx, &fresh, self.placeholder()).await?;
+        }
         tx.commit().await?;
         Ok(stored)
     }

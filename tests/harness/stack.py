@@ -89,6 +89,8 @@ def request(method: str, url: str, body: bytes | dict | None = None,
 # Where the control plane reads the token the filter sends.
 FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
 SESSION_SECRET_ENV = "TOLLGATE_SESSION_SECRET"
+# The master key sealing provider keys added through the API; the demo makes one per stack.
+MASTER_KEY_ENV = "TOLLGATE_MASTER_KEY"
 
 # The headers tests send the offline provider to make it fail or report cached and
 # reasoning tokens; the gateway forwards them only because the operator (here, the
@@ -178,6 +180,8 @@ class Stack:
     sidecar_token: str = field(default_factory=lambda: secrets.token_hex(32))
     # What the control plane signs API sessions with (SESSION_SECRET_ENV); replicas share it.
     session_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # The master key (MASTER_KEY_ENV, 64 hex digits); replicas share it.
+    master_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # -- URLs -------------------------------------------------------------------------
 
@@ -348,6 +352,7 @@ class Stack:
         env.setdefault("TOLLGATE_LOG", "info")
         env[FILTER_TOKEN_ENV] = self.sidecar_token
         env[SESSION_SECRET_ENV] = self.session_secret
+        env[MASTER_KEY_ENV] = self.master_key
         for p in self.providers:
             if p.api_key:
                 env[_key_env(p.name)] = p.api_key
@@ -394,6 +399,9 @@ class Stack:
             f'filter_token_env = "{FILTER_TOKEN_ENV}"',
             "[storage]",
             storage,
+            # The offline providers listen on loopback: the API may add providers there.
+            "[catalog]",
+            "allow_private_upstreams = true",
             "[gateway]",
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
             "[limits]",

@@ -18,6 +18,7 @@ pub mod ops;
 pub mod providers;
 pub mod state;
 pub mod teams;
+pub mod usage;
 pub mod users;
 
 #[cfg(test)]
@@ -84,6 +85,7 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(budgets::routes())
         .merge(providers::routes())
         .merge(models::routes())
+        .merge(usage::routes())
 }
 
 /// The API, ready to serve.

@@ -484,6 +484,9 @@ pub struct RevokeKeyArgs {
 pub enum UsageCommand {
     /// Show the newest usage records.
     List(ListUsageArgs),
+    /// Recompute the hourly and daily usage rollups from the stored records (after
+    /// records were loaded, restored or deleted by hand; ingest keeps them otherwise).
+    RebuildRollups,
 }
 
 /// `tollgate usage list`.
@@ -598,6 +601,10 @@ pub async fn run(
         Command::Usage(UsageCommand::List(args)) => {
             let store = open_store(&config).await?;
             usage::list(&store, &args, out).await
+        }
+        Command::Usage(UsageCommand::RebuildRollups) => {
+            let store = open_store(&config).await?;
+            usage::rebuild_rollups(&store, out).await
         }
     }
 }
