@@ -4,6 +4,7 @@
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
 mod audit;
+mod backup;
 mod budgets;
 mod catalog;
 mod key_rotation;
@@ -43,6 +44,12 @@ pub enum StoreError {
     /// The SQLite file's folder could not be created.
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    /// `tollgate backup` on PostgreSQL.
+    #[error("backup copies SQLite only; back PostgreSQL up with pg_dump (see README)")]
+    BackupUnsupported,
+    /// The backup's file exists (or its path is not UTF-8).
+    #[error("will not overwrite {0}: give a new file")]
+    BackupExists(String),
     /// A number is larger than the store's signed 64-bit columns hold.
     #[error(
         "{field} is {value}, more than the largest value stored ({})",

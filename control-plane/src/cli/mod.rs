@@ -122,6 +122,8 @@ pub enum Command {
     /// Inspect recorded usage.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Write a consistent copy of the SQLite database to a new file, while it serves.
+    Backup(BackupArgs),
     /// Manage the people who use the HTTP API, and users' rate limits.
     #[command(subcommand)]
     Users(UsersCommand),
@@ -298,6 +300,13 @@ pub struct CreateUserArgs {
 fn role_arg(text: &str) -> Result<crate::users::Role, String> {
     text.parse()
         .map_err(|e: crate::users::UnknownRole| e.to_string())
+}
+
+/// `tollgate backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new file to write (it must not exist).
+    pub path: PathBuf,
 }
 
 /// `tollgate users set-role`.
@@ -597,6 +606,12 @@ pub async fn run(
         Command::Secrets(SecretsCommand::RotateMaster) => {
             let store = open_store(&config).await?;
             secrets::rotate(&store, &config, &clock, out).await
+        }
+        Command::Backup(args) => {
+            let store = open_store(&config).await?;
+            store.backup_to(&args.path).await?;
+            writeln!(out, "Backed up to {}.", args.path.display())?;
+            Ok(())
         }
         Command::Usage(UsageCommand::List(args)) => {
             let store = open_store(&config).await?;

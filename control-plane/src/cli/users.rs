@@ -289,6 +289,7 @@ mod tests {
             name: "root".into(),
             role: Role::Viewer,
         };
+        time.advance_ms(1);
         set_role(&store, &clock, &demote, &mut out).await.unwrap();
         // Entries of one millisecond have no order among them: each step gets its own.
         time.advance_ms(1);
@@ -306,7 +307,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .disabled_at_ms,
-            Some(5_001)
+            Some(5_002)
         );
         time.advance_ms(1);
         set_disabled(&store, &clock, "root", false, &mut out)
