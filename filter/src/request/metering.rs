@@ -355,6 +355,11 @@ fn final_usage(admitted: &Admitted) -> (Usage, Option<Estimate>) {
     }
 }
 
+/// Whether the answer was an event stream.
+pub(super) fn streamed(admitted: &Admitted) -> bool {
+    matches!(admitted.response.mode, ResponseMode::Stream(_))
+}
+
 /// Output tokens of the text the client got, by the gateway's count.
 fn output_seen(admitted: &Admitted) -> u64 {
     let text = match &admitted.response.mode {
