@@ -163,9 +163,10 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal("control plane storage error")
 }
 
-/// The route to `model` as the filter receives it.
-fn route(catalog: &Catalog, model: &str) -> Option<Route> {
+/// The route to `model` as the filter receives it, priced as at `now_ms`.
+fn route(catalog: &Catalog, model: &str, now_ms: i64) -> Option<Route> {
     let (model, provider) = catalog.route(model)?;
+    let price = model.prices.at(now_ms);
     Some(Route {
         provider: provider.name.clone(),
         auth_header: provider.auth_header.clone(),
@@ -176,10 +177,10 @@ fn route(catalog: &Catalog, model: &str) -> Option<Route> {
         forward_headers: provider.forward_headers.clone(),
         allow_background: provider.allow_background,
         price: Some(ModelPrice {
-            input: model.price.input,
-            output: model.price.output,
-            cache_read: model.price.cache_read,
-            cache_write: model.price.cache_write,
+            input: price.input,
+            output: price.output,
+            cache_read: price.cache_read,
+            cache_write: price.cache_write,
             max_output_tokens: model.max_output_tokens,
         }),
     })
@@ -223,8 +224,9 @@ impl GatewayService {
     }
 }
 
-/// Prices a record with the catalog in force, or with a model's last price if a reload
-/// removed it; a model never served costs nothing, never a guess.
+/// Prices a record at the price in force when its call was admitted (when it finished,
+/// less its duration), from the catalog in force or, for a model removed since, its last
+/// prices; a model never served costs nothing, never a guess.
 fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
     let reported = Usage {
         input_uncached: r.input_uncached,
@@ -239,7 +241,8 @@ fn usage_row(catalog: &Catalog, mut r: UsageRecord) -> UsageRow {
         Some(estimate) => estimated_usage(&r.model, estimate, reported),
         None => reported,
     };
-    let cost = match catalog.price(&r.model) {
+    let admitted_at_ms = r.finished_at_ms.saturating_sub(i64::from(r.duration_ms));
+    let cost = match catalog.price_at(&r.model, admitted_at_ms) {
         Some(price) => price.cost_picos(&usage),
         None => {
             tracing::warn!(model = %r.model, request_id = %r.request_id, "usage for a model never configured; cost recorded as 0");
@@ -443,7 +446,12 @@ impl Gateway for GatewayService {
         let mut cache_ttl_ms = self.settings.key_cache_ttl_ms;
         let (state, grant) = match key {
             None => (KeyState::Unknown, KeyGrant::default()),
-            Some(row) => match keys::standing(&row.key, row.secret, now_ms) {
+            // A disabled user's keys are refused as revoked ones are, until re-enabled.
+            Some(row) => match if row.owner_disabled {
+                Standing::Revoked
+            } else {
+                keys::standing(&row.key, row.secret, now_ms)
+            } {
                 Standing::Usable { until_ms } => {
                     if let Some(until) = until_ms {
                         let left = until.saturating_sub(now_ms).clamp(0, i64::from(u32::MAX));
@@ -468,7 +476,7 @@ impl Gateway for GatewayService {
         let route = if listing {
             None
         } else {
-            route(&catalog, &req.model)
+            route(&catalog, &req.model, self.clock.now_ms())
         };
         let model_served = route.is_some();
         // The provider's credential goes only with a call the filter will admit, by the
@@ -649,6 +657,7 @@ impl Gateway for GatewayService {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::collections::HashMap;
 
     fn whole(texts: &[&str]) -> TextSample {
         TextSample {
@@ -683,6 +692,62 @@ mod tests {
         assert_eq!(
             estimated_usage("gpt-4o", exact, reported).input_uncached,
             99
+        );
+    }
+
+    #[test]
+    fn a_call_is_priced_by_the_price_in_force_when_it_was_admitted() {
+        use crate::catalog::{Model, PriceChange, PriceSchedule, Provider};
+        use tollgate_core::pricing::Price;
+        let per_input = |input| PriceChange {
+            effective_from_ms: 0,
+            price: Price {
+                input,
+                ..Price::default()
+            },
+        };
+        // $1 per 1M input tokens until t = 10 000, then $3.
+        let prices = PriceSchedule::from_changes([
+            per_input(1_000_000),
+            PriceChange {
+                effective_from_ms: 10_000,
+                ..per_input(3_000_000)
+            },
+        ])
+        .unwrap();
+        let catalog = Catalog {
+            providers: HashMap::from([("p".to_owned(), Provider::for_tests("p"))]),
+            models: HashMap::from([(
+                "m".to_owned(),
+                Model {
+                    name: "m".into(),
+                    provider: "p".into(),
+                    upstream_model: None,
+                    prices,
+                    max_output_tokens: 100,
+                },
+            )]),
+            retired_prices: HashMap::new(),
+        };
+        let call = |finished_at_ms, duration_ms| UsageRecord {
+            model: "m".into(),
+            input_uncached: 1_000,
+            finished_at_ms,
+            duration_ms,
+            ..UsageRecord::default()
+        };
+        // Admitted at 9 000, finished after the change: the price of its admission.
+        assert_eq!(
+            usage_row(&catalog, call(12_000, 3_000)).cost_picos,
+            1_000_000_000
+        );
+        assert_eq!(
+            usage_row(&catalog, call(12_000, 1_000)).cost_picos,
+            3_000_000_000
+        );
+        assert_eq!(
+            usage_row(&catalog, call(10_000, 0)).cost_picos,
+            3_000_000_000
         );
     }
 
@@ -910,6 +975,74 @@ mod tests {
         let new = ask(&new_hash).await.unwrap().into_inner();
         assert_eq!(new.key.unwrap().status(), KeyStatus::Revoked, "expired");
         assert!(new.route.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_disabled_users_keys_are_refused_until_they_are_enabled() {
+        use crate::clock::ManualClock;
+        use crate::keys::{self, KeySpec};
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::parse(
+            "[[providers]]\nname = \"local\"\nurl = \"http://127.0.0.1:8000\"\n\
+             [[models]]\nname = \"m\"\nprovider = \"local\"\nfree = true\n",
+            dir.path(),
+            |_| None,
+        )
+        .unwrap();
+        let catalog = config.catalog.clone();
+        let store = Store::open(&config.storage.database_url).await.unwrap();
+        let clock = ManualClock::at(1_000_000).clock();
+        let alice = crate::users::create(
+            &store,
+            &clock,
+            "alice",
+            crate::users::Role::Member,
+            "alice's long password".into(),
+        )
+        .await
+        .unwrap();
+        let key_of = async |user: &str| {
+            let spec = KeySpec {
+                name: format!("{user}'s key"),
+                user: Some(user.to_owned()),
+                ..KeySpec::default()
+            };
+            keys::create(&store, &catalog, &clock, spec)
+                .await
+                .unwrap()
+                .row
+                .key_hash
+        };
+        let (hers, unregistered) = (key_of("alice").await, key_of("bob").await);
+        let service = service_with(config, store.clone(), clock.clone());
+        let status = async |key_hash: &str| {
+            let answer = service
+                .authorize(Request::new(AuthorizeRequest {
+                    key_hash: key_hash.to_owned(),
+                    model: "m".into(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            (answer.key.unwrap().status(), answer.route.is_some())
+        };
+        assert_eq!(status(&hers).await, (KeyStatus::Active, true));
+        store
+            .set_user_disabled(&alice.id, Some(1_000_001))
+            .await
+            .unwrap();
+        assert_eq!(
+            status(&hers).await,
+            (KeyStatus::Revoked, false),
+            "refused, and no provider credential"
+        );
+        assert_eq!(
+            status(&unregistered).await,
+            (KeyStatus::Active, true),
+            "a user name with no account is not a disabled account"
+        );
+        store.set_user_disabled(&alice.id, None).await.unwrap();
+        assert_eq!(status(&hers).await, (KeyStatus::Active, true));
     }
 
     #[tokio::test]

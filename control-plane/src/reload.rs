@@ -117,7 +117,7 @@ impl Reloader {
                 let restart_needed = inner.started.restart_needed(&config);
                 let providers = config.catalog.providers.len();
                 let models = config.catalog.models.len();
-                inner.catalog.replace(config.catalog);
+                inner.catalog.replace(config.catalog, inner.clock.now_ms());
                 tracing::info!(
                     file = %inner.source.path().display(),
                     providers,
@@ -192,7 +192,8 @@ mod tests {
     }
 
     fn input_price(r: &Reloader) -> u64 {
-        r.catalog().current().models["m"].price.input
+        // The price in force from now on.
+        r.catalog().current().models["m"].prices.at(i64::MAX).input
     }
 
     #[test]

@@ -5,18 +5,22 @@
 //! Tests start it in-process on port 0 and learn the bound addresses from [`Running`];
 //! the `tollgate serve` command starts it the same way with the config's addresses.
 
+use crate::api::{self, ApiState};
 use crate::catalog::LiveCatalog;
+use crate::catalog::admin::{AdminSettings, CatalogAdmin, CatalogError};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
 use crate::filter_modules::{FilterModules, FilterModulesError};
 use crate::gateway;
-use crate::http;
 use crate::lease_sweeper;
 use crate::reload::{ReloadOutcome, Reloader};
+use crate::secrets::{Keyring, SecretsError};
 use crate::store::Store;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -55,6 +59,13 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(io::Error),
+    /// A master key of `[secrets]` could not be loaded.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The providers and models stored through the API could not be served (e.g. a
+    /// provider key under a master key this process lacks).
+    #[error("the stored catalog: {0}")]
+    Catalog(#[from] CatalogError),
     /// The task running the servers panicked or was cancelled.
     #[error("server task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -109,6 +120,7 @@ pub struct Running {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     reloader: Reloader,
+    catalog_admin: CatalogAdmin,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -127,6 +139,11 @@ impl Running {
     /// The catalog in force.
     pub fn catalog(&self) -> &LiveCatalog {
         self.reloader.catalog()
+    }
+
+    /// What changes the catalog's stored part (the HTTP API's providers and models).
+    pub fn catalog_admin(&self) -> &CatalogAdmin {
+        &self.catalog_admin
     }
 
     /// Reloads the catalog from the config file now, as SIGHUP does.
@@ -165,6 +182,7 @@ pub async fn serve(
         clock,
     } = setup;
     let token = config.server.filter_token()?.clone();
+    let session_secret = config.api.session_secret()?.clone();
     let filter_modules = config
         .server
         .filter_dir
@@ -185,6 +203,20 @@ pub async fn serve(
     let hangups = Hangups::new()?;
 
     let catalog = LiveCatalog::new(config.catalog.clone());
+    let keys = Arc::new(Keyring::load(config.secrets.clone())?);
+    let catalog_admin = CatalogAdmin::new(
+        store.clone(),
+        keys,
+        catalog.clone(),
+        clock.clone(),
+        AdminSettings {
+            allow_private_upstreams: config.catalog_settings.allow_private_upstreams,
+            default_max_output_tokens: config.limits.max_output_tokens,
+            budgets: config.budgets,
+        },
+    );
+    // Before serving: a stored provider whose key cannot be opened stops the start.
+    catalog_admin.refresh().await?;
     let gateway_settings = gateway::Settings {
         gateway: config.gateway,
         limits: config.limits,
@@ -205,6 +237,13 @@ pub async fn serve(
         share_clock_skew_ms = config.limits.share_clock_skew_ms,
         "tollgate control plane serving"
     );
+    let api_state = ApiState {
+        store: store.clone(),
+        clock: clock.clone(),
+        catalog: catalog.clone(),
+        session_secret,
+        settings: std::sync::Arc::new(config.api.clone()),
+    };
     let reloader = Reloader::new(source, config, catalog.clone(), clock.clone());
 
     let (stop, stopped) = watch::channel(false);
@@ -231,11 +270,15 @@ pub async fn serve(
         until_stopped(stopped.clone()),
     );
     let routes = match filter_modules {
-        Some(modules) => http::router(store).merge(modules.router()),
-        None => http::router(store),
+        Some(modules) => api::router(api_state).merge(modules.router()),
+        None => api::router(api_state),
     };
-    let http =
-        axum::serve(listeners.http, routes).with_graceful_shutdown(until_stopped(stopped.clone()));
+    // The peer's address is what logins are limited and audited by.
+    let http = axum::serve(
+        listeners.http,
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(until_stopped(stopped.clone()));
     let trigger = {
         let stop = stop.clone();
         let stopped = until_stopped(stopped.clone());
@@ -249,9 +292,11 @@ pub async fn serve(
             }
         }
     };
+    let refreshes = refresh_stored_catalog(catalog_admin.clone(), until_stopped(stopped.clone()));
     let reloads = reload_on_hangup(hangups, reloader.clone(), until_stopped(stopped));
     let task = tokio::spawn(async move {
-        let (grpc, http, (), (), ()) = tokio::join!(grpc, http, trigger, reloads, sweeper);
+        let (grpc, http, (), (), (), ()) =
+            tokio::join!(grpc, http, trigger, reloads, sweeper, refreshes);
         grpc?;
         http.map_err(ServeError::Http)
     });
@@ -259,9 +304,34 @@ pub async fn serve(
         grpc_addr,
         http_addr,
         reloader,
+        catalog_admin,
         stop,
         task,
     })
+}
+
+/// How often a replica checks whether another one (or the CLI) changed the stored
+/// catalog: such changes are served everywhere within this.
+const CATALOG_REFRESH: Duration = Duration::from_secs(2);
+
+/// Reads the stored catalog again whenever its change count moved, until `stopped`.
+async fn refresh_stored_catalog(admin: CatalogAdmin, stopped: impl Future<Output = ()>) {
+    tokio::pin!(stopped);
+    let mut ticks = tokio::time::interval(CATALOG_REFRESH);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            _ = ticks.tick() => {
+                // The catalog in force stays when this fails; the next tick tries again.
+                match admin.refresh_if_changed().await {
+                    Ok(true) => tracing::info!("stored catalog changed elsewhere; read again"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("stored catalog not read again: {e}"),
+                }
+            }
+        }
+    }
 }
 
 /// Reloads on each SIGHUP until `stopped` completes.

@@ -1,19 +1,29 @@
-//! Persistence: virtual keys and usage records, in SQLite (embedded default) or PostgreSQL.
+//! Persistence: virtual keys, usage records, people and the audit log, in SQLite (embedded default) or PostgreSQL.
 //!
 //! One set of queries serves both through sqlx's `Any` driver: placeholders are `$N`,
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
+mod audit;
 mod budgets;
+mod catalog;
 mod key_rotation;
 mod limits;
+mod people;
 mod rollups;
 mod shares;
+mod teams;
 mod usage_reports;
 
 pub use budgets::{BudgetRow, BudgetSet, BudgetStatus, Lease, LeaseAsk, LeaseOutcome, Reclaimed};
+pub use catalog::{
+    ModelRecord, PriceRecord, ProviderRecord, ProviderRemoval, Rewrapped, StoredCatalog,
+    StoredPrice,
+};
 pub use key_rotation::Rotation;
 pub use limits::{KeyGrantRow, KeyUpdate, Limits, ModelLimit, SecretMatch};
+pub use people::{SessionRow, UserRow};
 pub use shares::{PoolAsk, ReclaimedShare, ShareLease, StoredShare};
+pub use teams::TeamRow;
 pub use usage_reports::{CallsPage, UsageSums};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -281,6 +291,17 @@ impl Store {
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at_ms, id"
         ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_row).collect()
+    }
+
+    /// The keys of the user `user`, oldest first.
+    pub async fn list_keys_of_user(&self, user: &str) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE user_name = $1 ORDER BY created_at_ms, id"
+        ))
+        .bind(user)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(key_row).collect()
@@ -584,6 +605,11 @@ mod tests {
             Some(&key)
         );
         assert!(store.list_keys().await.unwrap().contains(&key));
+        let alices = store.list_keys_of_user("alice").await.unwrap();
+        assert!(alices.contains(&key));
+        assert!(alices.iter().all(|k| k.user.as_deref() == Some("alice")));
+        let nobody = format!("nobody-{}", hex::encode(rand::random::<[u8; 6]>()));
+        assert!(store.list_keys_of_user(&nobody).await.unwrap().is_empty());
         assert!(store.revoke_key(&key.id, 99).await.unwrap());
         assert!(
             !store.revoke_key(&key.id, 100).await.unwrap(),

@@ -60,3 +60,64 @@ async fn a_listing_read_only_in_part_exits_cleanly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("Broken pipe"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_first_admin_is_created_with_the_password_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("t.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9\"\n\
+         [[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n",
+    )
+    .unwrap();
+    let tollgate = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = tollgate(
+        &["users", "create", "root", "--role", "admin"],
+        "the first admin's password\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("created with role admin"), "{stdout}");
+    let out = tollgate(&["users", "list"], "");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("root") && listing.contains("admin") && listing.contains("active"),
+        "{listing}"
+    );
+    let store = Store::open(&format!(
+        "sqlite://{}/.tollgate/tollgate.db",
+        dir.path().display()
+    ))
+    .await
+    .unwrap();
+    let root = store.user_by_name("root").await.unwrap().unwrap();
+    assert!(tollgate_control_plane::passwords::verify(
+        "the first admin's password",
+        &root.password_hash
+    ));
+    let out = tollgate(&["users", "create", "weak", "--role", "admin"], "short\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12"));
+}

@@ -12,16 +12,24 @@ use tollgate_proto::v1::gateway_client::GatewayClient;
 use tonic::Code;
 
 const TOKEN: &str = "in-process-token-in-process-token-012345";
+const SESSION_SECRET: &str = "in-process-session-secret-in-process-01";
 const CONFIG: &str = "[storage]\ndata_dir = \"data\"\n[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n\
     [[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n";
 
-async fn setup(dir: &std::path::Path, token: Option<&'static str>) -> Setup {
+async fn setup(
+    dir: &std::path::Path,
+    token: Option<&'static str>,
+    session_secret: Option<&'static str>,
+) -> Setup {
     let path = dir.join("tollgate.toml");
     std::fs::write(&path, CONFIG).expect("config written");
     let source = ConfigSource::new(path, move |var| {
-        token
-            .filter(|_| var == "TOLLGATE_FILTER_TOKEN")
-            .map(str::to_owned)
+        match var {
+            "TOLLGATE_FILTER_TOKEN" => token,
+            "TOLLGATE_SESSION_SECRET" => session_secret,
+            _ => None,
+        }
+        .map(str::to_owned)
     });
     let config = source.load().expect("valid config");
     let store = Store::open(&config.storage.database_url)
@@ -45,7 +53,7 @@ async fn serves_on_given_listeners_until_its_shutdown_future_completes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = server::serve(
-        setup(dir.path(), Some(TOKEN)).await,
+        setup(dir.path(), Some(TOKEN), Some(SESSION_SECRET)).await,
         listeners().await,
         async {
             let _ = stopped.await;
@@ -79,7 +87,7 @@ async fn serves_on_given_listeners_until_its_shutdown_future_completes() {
 async fn without_the_filter_token_nothing_is_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let refused = server::serve(
-        setup(dir.path(), None).await,
+        setup(dir.path(), None, Some(SESSION_SECRET)).await,
         listeners().await,
         std::future::pending(),
     )
@@ -87,4 +95,19 @@ async fn without_the_filter_token_nothing_is_served() {
     .expect_err("an open gRPC API is refused");
     assert!(matches!(refused, ServeError::Config(_)), "{refused:?}");
     assert!(refused.to_string().contains("server.filter_token_env"));
+}
+
+#[tokio::test]
+async fn without_a_session_secret_nothing_is_served() {
+    // A default secret would let anyone who reads this code forge an admin's session.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = server::serve(
+        setup(dir.path(), Some(TOKEN), None).await,
+        listeners().await,
+        std::future::pending(),
+    )
+    .await
+    .expect_err("sessions nobody can trust are refused");
+    assert!(matches!(refused, ServeError::Config(_)), "{refused:?}");
+    assert!(refused.to_string().contains("api.session_secret_env"));
 }

@@ -62,6 +62,10 @@ impl ControlPlane {
             .arg(&self.config)
             .env("TEST_PROVIDER_KEY", PROVIDER_SECRET)
             .env("TOLLGATE_FILTER_TOKEN", token)
+            .env(
+                "TOLLGATE_SESSION_SECRET",
+                "sidecar-auth-session-secret-0123456789",
+            )
             .env_remove("TOLLGATE_CONFIG");
         c
     }

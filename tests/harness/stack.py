@@ -88,6 +88,7 @@ def request(method: str, url: str, body: bytes | dict | None = None,
 
 # Where the control plane reads the token the filter sends.
 FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
+SESSION_SECRET_ENV = "TOLLGATE_SESSION_SECRET"
 
 # The headers tests send the offline provider to make it fail or report cached and
 # reasoning tokens; the gateway forwards them only because the operator (here, the
@@ -176,6 +177,8 @@ class Stack:
     # The secret the filter and the control plane share, new for every stack: the filter
     # gets it in its settings, the control plane from FILTER_TOKEN_ENV.
     sidecar_token: str = field(default_factory=lambda: secrets.token_hex(32))
+    # What the control plane signs API sessions with (SESSION_SECRET_ENV); replicas share it.
+    session_secret: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # -- URLs -------------------------------------------------------------------------
 
@@ -300,10 +303,12 @@ class Stack:
 
     # -- the control plane's CLI -------------------------------------------------------
 
-    def cli(self, *args: str, config: Path | None = None) -> str:
+    def cli(self, *args: str, config: Path | None = None, stdin: str | None = None) -> str:
+        """Runs `tollgate ARGS` on the stack's config; `stdin` is what it reads (a password)."""
         config = config or self.config_path
         out = subprocess.run([str(native_bin("tollgate")), "--config", str(config), *args],
-                             env=self._env(), capture_output=True, text=True, timeout=60)
+                             env=self._env(), capture_output=True, text=True, timeout=60,
+                             input=stdin if stdin is not None else "")
         if out.returncode != 0:
             raise RuntimeError(f"tollgate {' '.join(args)} failed: {out.stderr}")
         return out.stdout
@@ -342,6 +347,7 @@ class Stack:
         env = os.environ.copy()
         env.setdefault("TOLLGATE_LOG", "info")
         env[FILTER_TOKEN_ENV] = self.sidecar_token
+        env[SESSION_SECRET_ENV] = self.session_secret
         for p in self.providers:
             if p.api_key:
                 env[_key_env(p.name)] = p.api_key

@@ -10,6 +10,7 @@ TOLLGATE_ADMIN_PORT, TOLLGATE_PROVIDER_PORT).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
@@ -34,6 +35,18 @@ def port(var: str, default: int) -> int:
     return int(value)
 
 
+def kept_session_secret(workdir: Path) -> str:
+    """The demo's session secret, made once and kept (owner-only) so a restart keeps people
+    signed in."""
+    path = workdir / "session-secret"
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
 def main() -> None:
     real_key = os.environ.get("OPENAI_API_KEY", "").strip()
     if real_key:
@@ -43,8 +56,10 @@ def main() -> None:
         provider = Provider("offline", DEMO_MODELS, port=port("TOLLGATE_PROVIDER_PORT", 9000))
         where = "the offline provider (no OPENAI_API_KEY set)"
 
+    workdir = ROOT / ".tollgate" / "demo"
     stack = Stack(
-        workdir=ROOT / ".tollgate" / "demo",
+        workdir=workdir,
+        session_secret=kept_session_secret(workdir),
         providers=[provider],
         gateway_port=port("TOLLGATE_GATEWAY_PORT", 10000),
         http_port=port("TOLLGATE_HTTP_PORT", 8080),

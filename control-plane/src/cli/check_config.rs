@@ -51,13 +51,18 @@ pub(super) fn run(path: &Path, config: &Config, out: &mut impl Write) -> Result<
 mod tests {
     use super::*;
 
+    /// Every variable is set (to a valid token), except the master key's.
+    fn any_variable_but_the_master_key(var: &str) -> Option<String> {
+        (var != "TOLLGATE_MASTER_KEY").then(|| "t".repeat(32))
+    }
+
     const FILE: &str = "[storage]\ndatabase_url = \"postgres://u:secret@db/t\"\n\
         [[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n[[models]]\nname = \"m\"\nprovider = \"p\"\nfree = true\n\
         [[models]]\nname = \"n\"\nprovider = \"p\"\nfree = true\n";
 
     #[test]
     fn a_valid_file_is_summarized_without_the_database_password() {
-        let config = Config::parse(FILE, Path::new("/"), |_| Some("t".repeat(32))).unwrap();
+        let config = Config::parse(FILE, Path::new("/"), any_variable_but_the_master_key).unwrap();
         let mut out = Vec::new();
         run(Path::new("t.toml"), &config, &mut out).unwrap();
         assert_eq!(
@@ -71,7 +76,7 @@ mod tests {
         // 0 blocks and absent is unlimited: a file that writes 0 meaning "no limit" is
         // valid, and would refuse every call of keys without their own limit.
         let file = format!("[limits]\nrequests_per_minute = 0\nuser_tokens_per_minute = 0\n{FILE}");
-        let config = Config::parse(&file, Path::new("/"), |_| Some("t".repeat(32))).unwrap();
+        let config = Config::parse(&file, Path::new("/"), any_variable_but_the_master_key).unwrap();
         let mut out = Vec::new();
         run(Path::new("t.toml"), &config, &mut out).unwrap();
         let said = String::from_utf8(out).unwrap();
@@ -91,7 +96,7 @@ mod tests {
         let file = FILE
             .replace("name = \"p\"", "name = \"tollgate_control_plane\"")
             .replace("provider = \"p\"", "provider = \"tollgate_control_plane\"");
-        let config = Config::parse(&file, Path::new("/"), |_| Some("t".repeat(32))).unwrap();
+        let config = Config::parse(&file, Path::new("/"), any_variable_but_the_master_key).unwrap();
         let mut out = Vec::new();
         let e = run(Path::new("t.toml"), &config, &mut out).unwrap_err();
         assert!(

@@ -4,6 +4,7 @@
 mod budgets;
 mod check_config;
 mod keys;
+mod secrets;
 mod serve;
 mod usage;
 mod users;
@@ -36,6 +37,9 @@ pub enum CliError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A catalog change (a master-key rotation) was refused or failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::admin::CatalogError),
     /// A key operation was refused.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -54,6 +58,12 @@ pub enum CliError {
     /// No budget has that id.
     #[error("no budget with id `{0}`")]
     NoSuchBudget(String),
+    /// A user could not be created or changed.
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
+    /// The password and its confirmation at the prompt differ.
+    #[error("the two passwords differ")]
+    PasswordsDiffer,
     /// A command was given nothing to do.
     #[error("nothing to change: give at least one of {0}")]
     NothingToChange(&'static str),
@@ -97,12 +107,25 @@ pub enum Command {
     /// Inspect recorded usage.
     #[command(subcommand)]
     Usage(UsageCommand),
-    /// Set users' rate limits.
+    /// Manage the people who use the HTTP API, and users' rate limits.
     #[command(subcommand)]
     Users(UsersCommand),
     /// Manage spend limits of keys, users and teams.
     #[command(subcommand)]
     Budgets(BudgetsCommand),
+    /// Manage the master key that seals provider keys at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `tollgate secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a new random master key (base64), for TOLLGATE_MASTER_KEY or a key file.
+    GenerateKey,
+    /// Re-wrap every stored provider key under the configured master key, opening them
+    /// with it or with `secrets.previous_master_key_*`; all in one transaction.
+    RotateMaster,
 }
 
 /// `tollgate keys …`.
@@ -225,8 +248,38 @@ pub struct UpdateKeyArgs {
 /// `tollgate users …`.
 #[derive(Debug, Subcommand)]
 pub enum UsersCommand {
+    /// Create a user who signs in to the API; the password is read from standard input
+    /// (first line) or, on a terminal, prompted for without echo. Never an argument:
+    /// arguments are visible to every user of the machine.
+    Create(CreateUserArgs),
+    /// List users (never their password hashes).
+    List(ListUsersArgs),
     /// Set a user's own rate limits, shared by all their keys.
     Limit(UserLimitArgs),
+}
+
+/// `tollgate users create`.
+#[derive(Debug, Args)]
+pub struct CreateUserArgs {
+    /// The user's name: the one their keys, budgets and usage carry.
+    pub name: String,
+    /// `admin` (everything), `member` (own keys and usage) or `viewer` (read-only).
+    #[arg(long, default_value = "member", value_parser = role_arg)]
+    pub role: crate::users::Role,
+}
+
+/// Parses a role name.
+fn role_arg(text: &str) -> Result<crate::users::Role, String> {
+    text.parse()
+        .map_err(|e: crate::users::UnknownRole| e.to_string())
+}
+
+/// `tollgate users list`.
+#[derive(Debug, Args)]
+pub struct ListUsersArgs {
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `tollgate users limit`.
@@ -392,7 +445,18 @@ pub async fn run(
             serve::run(source, config, clock, crate::server::terminate_signal()).await
         }
         Command::CheckConfig => check_config::run(source.path(), &config, out),
-        Command::EnvoyConfig(args) => Ok(crate::envoy_config::run(&config, &args)?),
+        Command::EnvoyConfig(args) => {
+            let mut config = config;
+            if args.stored_providers {
+                let stored = open_store(&config).await?.stored_catalog().await?;
+                let providers = crate::catalog::stored::providers_without_keys(&stored)
+                    .map_err(crate::catalog::admin::CatalogError::from)?;
+                for p in providers {
+                    config.catalog.providers.entry(p.name.clone()).or_insert(p);
+                }
+            }
+            Ok(crate::envoy_config::run(&config, &args)?)
+        }
         Command::Keys(command) => {
             let store = open_store(&config).await?;
             match command {
@@ -407,9 +471,16 @@ pub async fn run(
                 KeysCommand::Rotate(args) => keys::rotate(&store, &clock, &args, out).await,
             }
         }
-        Command::Users(UsersCommand::Limit(args)) => {
+        Command::Users(command) => {
             let store = open_store(&config).await?;
-            users::limit(&store, &config.limits, &args, out).await
+            match command {
+                UsersCommand::Create(args) => {
+                    let password = users::read_password()?;
+                    users::create(&store, &clock, &args, password, out).await
+                }
+                UsersCommand::List(args) => users::list(&store, &args, out).await,
+                UsersCommand::Limit(args) => users::limit(&store, &config.limits, &args, out).await,
+            }
         }
         Command::Budgets(command) => {
             let store = open_store(&config).await?;
@@ -418,6 +489,11 @@ pub async fn run(
                 BudgetsCommand::List(args) => budgets::list(&store, &clock, &args, out).await,
                 BudgetsCommand::Delete(args) => budgets::delete(&store, &args, out).await,
             }
+        }
+        Command::Secrets(SecretsCommand::GenerateKey) => secrets::generate_key(out),
+        Command::Secrets(SecretsCommand::RotateMaster) => {
+            let store = open_store(&config).await?;
+            secrets::rotate(&store, &config, out).await
         }
         Command::Usage(UsageCommand::List(args)) => {
             let store = open_store(&config).await?;

@@ -1,10 +1,91 @@
-//! `tollgate users limit`.
+//! `tollgate users create|list|limit`.
 
-use super::{CliError, UserLimitArgs};
+use super::{CliError, CreateUserArgs, ListUsersArgs, UserLimitArgs};
+use crate::audit::AuditEntry;
+use crate::clock::Clock;
 use crate::config::LimitSettings;
 use crate::keys::owner_name;
 use crate::store::Store;
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
+
+/// The new user's password: prompted for twice without echo on a terminal, else the first
+/// line of standard input (`printf '%s\n' "$PW" | tollgate users create …`).
+pub(super) fn read_password() -> Result<String, CliError> {
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("Password: ")?;
+        if rpassword::prompt_password("Password again: ")? != password {
+            return Err(CliError::PasswordsDiffer);
+        }
+        return Ok(password);
+    }
+    first_line(std::io::stdin().lock())
+}
+
+/// The first line of `input` without its line ending.
+fn first_line(mut input: impl BufRead) -> Result<String, CliError> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
+}
+
+/// Creates a user with `password` and records it in the audit log.
+pub(super) async fn create(
+    store: &Store,
+    clock: &Clock,
+    args: &CreateUserArgs,
+    password: String,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let user = crate::users::create(store, clock, &args.name, args.role, password).await?;
+    store
+        .record_audit(&AuditEntry::cli("user.create", &user.name, clock.now_ms()))
+        .await?;
+    writeln!(
+        out,
+        "User {} ({}) created with role {}. They sign in with POST /api/auth/login.",
+        user.name, user.id, user.role
+    )?;
+    Ok(())
+}
+
+/// Lists users: a table, or JSON lines.
+pub(super) async fn list(
+    store: &Store,
+    args: &ListUsersArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let users = store.list_users().await?;
+    if args.json {
+        for user in &users {
+            let line = serde_json::json!({
+                "id": user.id,
+                "name": user.name,
+                "role": user.role,
+                "created_at_ms": user.created_at_ms,
+                "disabled_at_ms": user.disabled_at_ms,
+            });
+            writeln!(out, "{line}")?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "{:<22} {:<24} {:<7} STATUS", "ID", "NAME", "ROLE")?;
+    for user in &users {
+        let status = if user.disabled_at_ms.is_some() {
+            "disabled"
+        } else {
+            "active"
+        };
+        writeln!(
+            out,
+            "{:<22} {:<24} {:<7} {status}",
+            user.id,
+            user.name,
+            user.role.as_str()
+        )?;
+    }
+    Ok(())
+}
 
 /// Sets a user's own limits, or clears them back to the config's defaults (`none`).
 pub(super) async fn limit(
@@ -56,6 +137,84 @@ pub(super) async fn limit(
 mod tests {
     use super::*;
     use crate::store::Limits;
+    use crate::users::Role;
+
+    #[test]
+    fn the_password_is_the_first_line_without_its_ending() {
+        let read = |input: &str| first_line(std::io::Cursor::new(input.to_owned())).unwrap();
+        assert_eq!(read("pass word 123\nsecond"), "pass word 123");
+        assert_eq!(read("crlf password\r\n"), "crlf password");
+        assert_eq!(read("no newline"), "no newline");
+        assert_eq!(read(""), "");
+    }
+
+    #[tokio::test]
+    async fn create_stores_a_hash_audits_and_list_shows_no_secret() {
+        let (_dir, store) = crate::store::test_stores::sqlite().await;
+        let clock = crate::clock::ManualClock::at(5_000).clock();
+        let args = CreateUserArgs {
+            name: " root ".into(),
+            role: Role::Admin,
+        };
+        let mut out = Vec::new();
+        create(
+            &store,
+            &clock,
+            &args,
+            "a good long password".into(),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let printed = String::from_utf8(out).unwrap();
+        assert!(
+            printed.starts_with("User root (usr_") && printed.contains("role admin"),
+            "{printed}"
+        );
+        let root = store.user_by_name("root").await.unwrap().unwrap();
+        assert_eq!(root.role, Role::Admin);
+        assert!(crate::passwords::verify(
+            "a good long password",
+            &root.password_hash
+        ));
+        let audit = store.list_audit(None, 5).await.unwrap();
+        assert_eq!(
+            audit[0].entry,
+            AuditEntry::cli("user.create", "root", 5_000)
+        );
+
+        let e = create(
+            &store,
+            &clock,
+            &args,
+            "a good long password".into(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("exists"), "{e}");
+        let short = CreateUserArgs {
+            name: "bob".into(),
+            role: Role::Member,
+        };
+        let e = create(&store, &clock, &short, "short".into(), &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("at least 12"), "{e}");
+
+        for json in [false, true] {
+            let mut out = Vec::new();
+            list(&store, &ListUsersArgs { json }, &mut out)
+                .await
+                .unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("root") && text.contains("admin"), "{text}");
+            assert!(
+                !text.contains("argon2") && !text.contains("good long"),
+                "{text}"
+            );
+        }
+    }
 
     fn args(argv: &[&str]) -> UserLimitArgs {
         use clap::Parser;

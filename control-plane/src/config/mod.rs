@@ -5,19 +5,26 @@
 //! so a bad deploy stops with a message a person can act on instead of a gateway that
 //! misprices calls.
 
+mod api;
 mod budgets;
 mod gateway;
 mod limits;
 mod models;
 mod providers;
 mod raw;
+mod secrets;
 mod server;
 mod storage;
 
+pub use api::ApiSettings;
 pub use budgets::BudgetSettings;
 pub use gateway::GatewaySettings;
 pub use limits::LimitSettings;
+pub(crate) use models::model as validate_model;
+pub(crate) use providers::provider_with_key as validate_provider;
 pub use raw::AuthScheme;
+pub(crate) use raw::ModelFile;
+pub use raw::ProviderFile;
 pub use server::ServerSettings;
 pub use storage::StorageSettings;
 
@@ -87,6 +94,14 @@ fn by_name<T>(
     Ok(named)
 }
 
+/// The validated `[catalog]` section; applied only when the process starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogSettings {
+    /// Providers added through the API may be on loopback or a private network (and
+    /// speak plain http): for local model servers, never needed for hosted providers.
+    pub allow_private_upstreams: bool,
+}
+
 /// Resolves an environment variable's name to its value (the process's, or a test's).
 type Env<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
@@ -100,6 +115,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// `[storage]`: the database.
     pub storage: StorageSettings,
+    /// `[api]`: sessions, CORS and limits of the HTTP API.
+    pub api: ApiSettings,
     /// `[gateway]`: what the filter is told about caching.
     pub gateway: GatewaySettings,
     /// `[limits]`: the defaults of every key's limits.
@@ -108,6 +125,10 @@ pub struct Config {
     pub budgets: BudgetSettings,
     /// `[[providers]]` and `[[models]]`: what is served, the part that reloads live.
     pub catalog: Catalog,
+    /// `[catalog]`: what the HTTP API may add to it.
+    pub catalog_settings: CatalogSettings,
+    /// `[secrets]`: the master key that seals provider keys stored through the API.
+    pub secrets: crate::secrets::SecretsSettings,
     /// `[envoy]`: the Envoy in front of the filter, for `tollgate envoy-config`.
     pub envoy: EnvoySection,
 }
@@ -154,15 +175,21 @@ impl Config {
         let base = base.as_path();
         let server = server::validate(file.server, &env, base)?;
         let storage = storage::validate(file.storage, base, &env)?;
+        let api = api::validate(file.api, &env)?;
         let gateway = gateway::validate(file.gateway)?;
         let limits = limits::validate(file.limits)?;
         let providers = providers::validate(file.providers, &env)?;
         let models = models::validate(file.models, &providers, limits.max_output_tokens)?;
         let budgets = budgets::validate(file.budgets, &providers)?;
         let envoy = EnvoySection::from_file(file.envoy, server.grpc_listen, base)?;
+        let secrets = secrets::validate(file.secrets, &env, base)?;
+        let catalog_settings = CatalogSettings {
+            allow_private_upstreams: file.catalog.allow_private_upstreams,
+        };
         Ok(Config {
             server,
             storage,
+            api,
             gateway,
             limits,
             budgets,
@@ -171,6 +198,8 @@ impl Config {
                 models,
                 retired_prices: HashMap::new(),
             },
+            catalog_settings,
+            secrets,
             envoy,
         })
     }
@@ -189,6 +218,7 @@ impl Config {
                     || old.filter_token != new.filter_token,
             ),
             ("storage", self.storage != newer.storage),
+            ("api", self.api != newer.api),
             ("gateway", self.gateway != newer.gateway),
             // The default output cap goes into the models, which the reload applies.
             (
@@ -199,6 +229,8 @@ impl Config {
                 } != newer.limits,
             ),
             ("budgets", self.budgets != newer.budgets),
+            ("catalog", self.catalog_settings != newer.catalog_settings),
+            ("secrets", self.secrets != newer.secrets),
         ]
         .into_iter()
         .filter_map(|(field, changed)| changed.then_some(field))
@@ -366,13 +398,16 @@ mod tests {
                 .as_deref(),
             Some("claude-sonnet-4-20250514")
         );
-        assert_eq!(c.catalog.models["gpt-4o"].price.input, 2_500_000);
-        assert_eq!(c.catalog.models["gpt-4o"].price.cache_read, 1_250_000);
+        assert_eq!(c.catalog.models["gpt-4o"].prices.at(0).input, 2_500_000);
         assert_eq!(
-            c.catalog.models["claude-sonnet-4"].price.cache_write,
+            c.catalog.models["gpt-4o"].prices.at(0).cache_read,
+            1_250_000
+        );
+        assert_eq!(
+            c.catalog.models["claude-sonnet-4"].prices.at(0).cache_write,
             3_750_000
         );
-        assert_eq!(c.catalog.models["llama"].price, Price::default());
+        assert_eq!(*c.catalog.models["llama"].prices.at(0), Price::default());
     }
 
     #[test]

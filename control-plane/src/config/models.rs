@@ -2,7 +2,7 @@
 
 use super::raw::ModelFile;
 use super::{ConfigError, by_name, field_error};
-use crate::catalog::{Model, Provider};
+use crate::catalog::{Model, PriceSchedule, Provider};
 use std::collections::HashMap;
 use tollgate_core::pricing::{self, Price};
 
@@ -18,7 +18,11 @@ pub(super) fn validate(
     let entries = files.into_iter().enumerate();
     let models = by_name(
         "models",
-        entries.map(|(i, m)| model(i, m, providers, default_max_output_tokens)),
+        entries.map(|(i, m)| {
+            model(m, providers, default_max_output_tokens, &|f| {
+                format!("models[{i}].{f}")
+            })
+        }),
         |m| &m.name,
     )?;
     if models.is_empty() {
@@ -27,37 +31,37 @@ pub(super) fn validate(
     Ok(models)
 }
 
-fn model(
-    i: usize,
+/// Validates one model against the `providers` it may name; `field` names a field of it
+/// in errors (`models[0].input` for the config file, `input` for the HTTP API).
+pub(crate) fn model(
     m: ModelFile,
     providers: &HashMap<String, Provider>,
     default_max_output_tokens: u64,
+    field: &dyn Fn(&str) -> String,
 ) -> Result<Model, ConfigError> {
     if m.name.trim().is_empty() || m.name.len() > MAX_NAME_BYTES {
-        return Err(field_error(
-            format!("models[{i}].name"),
-            "must be 1 to 256 bytes",
-        ));
+        return Err(field_error(field("name"), "must be 1 to 256 bytes"));
     }
     if !providers.contains_key(&m.provider) {
         return Err(field_error(
-            format!("models[{i}].provider"),
-            format!("names `{}`, which is not in [[providers]]", m.provider),
+            field("provider"),
+            format!("names `{}`, which is not a provider", m.provider),
         ));
     }
-    let price_of = |field: &str, value: Option<f64>, required: bool| -> Result<u64, ConfigError> {
+    let price_of = |name: &str, value: Option<f64>, required: bool| -> Result<u64, ConfigError> {
         match value {
             None if required && !m.free => Err(field_error(
-                format!("models[{i}].{field}"),
+                field(name),
                 "is missing: give the price in USD per 1M tokens, or set `free = true`",
             )),
             None => Ok(0),
             Some(_) if m.free => Err(field_error(
-                format!("models[{i}].{field}"),
+                field(name),
                 "is set on a model marked `free = true`",
             )),
-            Some(v) => pricing::micros_per_mtok(v)
-                .map_err(|e| field_error(format!("models[{i}].{field}"), e.to_string())),
+            Some(v) => {
+                pricing::micros_per_mtok(v).map_err(|e| field_error(field(name), e.to_string()))
+            }
         }
     };
     let price = Price {
@@ -71,20 +75,20 @@ fn model(
         .is_some_and(|u| u.trim().is_empty() || u.len() > MAX_NAME_BYTES)
     {
         return Err(field_error(
-            format!("models[{i}].upstream_model"),
+            field("upstream_model"),
             "must be 1 to 256 bytes",
         ));
     }
     let max_output_tokens = m
         .max_output_tokens
-        .map(|n| super::limits::max_output_tokens(&format!("models[{i}].max_output_tokens"), n))
+        .map(|n| super::limits::max_output_tokens(&field("max_output_tokens"), n))
         .transpose()?
         .unwrap_or(default_max_output_tokens);
     Ok(Model {
         name: m.name,
         provider: m.provider,
         upstream_model: m.upstream_model,
-        price,
+        prices: PriceSchedule::fixed(price),
         max_output_tokens,
     })
 }
@@ -127,10 +131,10 @@ mod tests {
             ..priced("free", 0.0, 0.0)
         };
         let m = validate(vec![priced("m", 0.15, 0.6), free], &providers(), 16_384).unwrap();
-        assert_eq!(m["m"].price.input, 150_000);
-        assert_eq!(m["m"].price.output, 600_000);
-        assert_eq!(m["m"].price.cache_read, 0);
-        assert_eq!(m["free"].price, Price::default());
+        assert_eq!(m["m"].prices.at(0).input, 150_000);
+        assert_eq!(m["m"].prices.at(0).output, 600_000);
+        assert_eq!(m["m"].prices.at(0).cache_read, 0);
+        assert_eq!(*m["free"].prices.at(0), Price::default());
     }
 
     #[test]

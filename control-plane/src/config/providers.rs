@@ -39,26 +39,45 @@ fn is_header_name(s: &str) -> bool {
 }
 
 fn provider(i: usize, p: ProviderFile, env: &Env<'_>) -> Result<Provider, ConfigError> {
+    let key = match &p.api_key_env {
+        None => None,
+        Some(var) => Some(env(var).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+            field_error(
+                format!("providers[{i}].api_key_env"),
+                format!("names the environment variable `{var}`, which is not set"),
+            )
+        })?),
+    };
+    provider_with_key(p, key.as_deref(), &|f| format!("providers[{i}].{f}"))
+}
+
+/// Validates one provider whose key (if any) is `key`; `field` names a field of it in
+/// errors (`providers[0].url` for the config file, `url` for the HTTP API).
+pub(crate) fn provider_with_key(
+    p: ProviderFile,
+    key: Option<&str>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<Provider, ConfigError> {
     if !is_name(&p.name) {
         return Err(field_error(
-            format!("providers[{i}].name"),
+            field("name"),
             "must be a non-empty name of letters, digits, '-', '_' or '.' (it is also an Envoy cluster name)",
         ));
     }
     // Required: a provider without an address cannot be reached.
     let url = p.url.as_deref().ok_or_else(|| {
         field_error(
-            format!("providers[{i}].url"),
+            field("url"),
             "is missing: give the provider's address, e.g. https://api.openai.com",
         )
     })?;
-    let url = Upstream::parse(url).map_err(|e| field_error(format!("providers[{i}].url"), e))?;
+    let url = Upstream::parse(url).map_err(|e| field_error(field("url"), e))?;
     let kind = match p.kind.as_deref() {
         None => ProviderKind::OpenAi,
         Some(k) => ProviderKind::from_name(k).ok_or_else(|| {
             let kinds: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
             field_error(
-                format!("providers[{i}].kind"),
+                field("kind"),
                 format!("`{k}` is not one of {}", kinds.join(", ")),
             )
         })?,
@@ -71,36 +90,25 @@ fn provider(i: usize, p: ProviderFile, env: &Env<'_>) -> Result<Provider, Config
     let auth_scheme = p.auth_scheme.unwrap_or(default_scheme);
     if !is_header_name(&auth_header) {
         return Err(field_error(
-            format!("providers[{i}].auth_header"),
+            field("auth_header"),
             "must be a lower-case header name",
         ));
     }
-    let auth_value = match p.api_key_env {
-        None => None,
-        Some(var) => {
-            let key = env(&var).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
-                field_error(
-                    format!("providers[{i}].api_key_env"),
-                    format!("names the environment variable `{var}`, which is not set"),
-                )
-            })?;
-            Some(match auth_scheme {
-                AuthScheme::Bearer => format!("Bearer {}", key.trim()),
-                AuthScheme::Raw => key.trim().to_owned(),
-            })
-        }
-    };
+    let auth_value = key.map(|key| match auth_scheme {
+        AuthScheme::Bearer => format!("Bearer {}", key.trim()),
+        AuthScheme::Raw => key.trim().to_owned(),
+    });
     let timeout_ms = p.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     if !(1..=3_600_000).contains(&timeout_ms) {
         return Err(field_error(
-            format!("providers[{i}].timeout_ms"),
+            field("timeout_ms"),
             "must be between 1 and 3600000",
         ));
     }
     for (j, h) in p.forward_headers.iter().enumerate() {
         if !is_header_name(h) || headers::never_forwarded(h) || *h == auth_header {
             return Err(field_error(
-                format!("providers[{i}].forward_headers[{j}]"),
+                field(&format!("forward_headers[{j}]")),
                 format!(
                     "`{h}` must be a lower-case header name that is not a credential, a cookie \
                      or a header the gateway sets"

@@ -13,11 +13,17 @@ pub(super) struct File {
     #[serde(default)]
     pub storage: StorageFile,
     #[serde(default)]
+    pub api: ApiFile,
+    #[serde(default)]
     pub gateway: GatewayFile,
     #[serde(default)]
     pub limits: LimitsFile,
     #[serde(default)]
     pub budgets: BudgetsFile,
+    #[serde(default)]
+    pub secrets: SecretsFile,
+    #[serde(default)]
+    pub catalog: CatalogFile,
     #[serde(default)]
     pub providers: Vec<ProviderFile>,
     #[serde(default)]
@@ -43,6 +49,35 @@ impl Default for ServerFile {
             http_listen: "127.0.0.1:8080".into(),
             filter_token_env: "TOLLGATE_FILTER_TOKEN".into(),
             filter_dir: None,
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ApiFile {
+    pub session_secret_env: String,
+    pub session_ttl_ms: u64,
+    pub cors_origins: Vec<String>,
+    pub body_limit_bytes: usize,
+    pub login_failures_per_user: u32,
+    pub login_failures_per_ip: u32,
+    pub login_window_ms: u64,
+    pub metrics_token_env: String,
+}
+
+impl Default for ApiFile {
+    fn default() -> Self {
+        Self {
+            session_secret_env: "TOLLGATE_SESSION_SECRET".into(),
+            session_ttl_ms: 12 * 3_600_000,
+            cors_origins: Vec::new(),
+            body_limit_bytes: 1 << 20,
+            login_failures_per_user: 5,
+            login_failures_per_ip: 20,
+            login_window_ms: 15 * 60_000,
+            metrics_token_env: "TOLLGATE_METRICS_TOKEN".into(),
         }
     }
 }
@@ -106,21 +141,47 @@ impl Default for BudgetsFile {
     }
 }
 
-/// One `[[providers]]` entry.
-#[derive(Debug, Deserialize)]
+/// `[secrets]`: each key from a variable or a file, not both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct SecretsFile {
+    pub master_key_env: Option<String>,
+    pub master_key_file: Option<PathBuf>,
+    pub previous_master_key_env: Option<String>,
+    pub previous_master_key_file: Option<PathBuf>,
+}
+
+/// `[catalog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct CatalogFile {
+    pub allow_private_upstreams: bool,
+}
+
+/// One `[[providers]]` entry, and the fields of a provider the HTTP API adds.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ProviderFile {
+pub struct ProviderFile {
+    /// Name; also its Envoy cluster.
     pub name: String,
+    /// Where it is reached, e.g. `https://api.openai.com`.
     pub url: Option<String>,
+    /// The API it speaks (default `openai`).
     #[serde(default)]
     pub kind: Option<String>,
+    /// Header carrying its key (default: the kind's).
     pub auth_header: Option<String>,
+    /// How the key is written into it (default: the kind's).
     pub auth_scheme: Option<AuthScheme>,
+    /// The environment variable holding its key (the config file only).
     pub api_key_env: Option<String>,
+    /// Longest whole answer, ms.
     #[serde(default)]
     pub timeout_ms: Option<u32>,
+    /// Client headers passed on beyond the gateway's allow-list.
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Responses `background: true` allowed.
     #[serde(default)]
     pub allow_background: bool,
 }
@@ -136,9 +197,9 @@ pub enum AuthScheme {
 }
 
 /// One `[[models]]` entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ModelFile {
+pub(crate) struct ModelFile {
     pub name: String,
     pub provider: String,
     #[serde(default)]

@@ -30,6 +30,10 @@ pub struct EnvoyConfigArgs {
     /// The same Envoy without json_to_metadata and the Tollgate filter (benchmark baseline).
     #[arg(long)]
     pub without_filter: bool,
+    /// Also a cluster for each provider added through the HTTP API (read from the
+    /// database); the config file's provider wins a name both use.
+    #[arg(long)]
+    pub stored_providers: bool,
 }
 
 /// Why `tollgate envoy-config` failed.

@@ -885,7 +885,8 @@ mod tests {
                     [envoy.filter]\nroute_header = \"x-route\"\n";
         let config = Config::parse(text, Path::new("/srv"), |v| match v {
             "TOLLGATE_FILTER_TOKEN" => Some(TOKEN.to_owned()),
-            _ => Some("sk-x".to_owned()),
+            "K" => Some("sk-x".to_owned()),
+            _ => None,
         })
         .unwrap();
         let e = render(&config, Variant::WithoutFilter)

@@ -63,6 +63,8 @@ pub struct KeyGrantRow {
     pub secret: SecretMatch,
     /// Its user's own limits (`None` inside: the config's default).
     pub user_limits: Limits,
+    /// Its user is a disabled account: the key is refused like a revoked one.
+    pub owner_disabled: bool,
 }
 
 /// Changes to a key; `None`: unchanged, `Some(None)`: cleared.
@@ -91,8 +93,10 @@ impl Store {
             "SELECT k.id, k.name, k.key_hash, k.key_prefix, k.models, k.created_at_ms, \
              k.revoked_at_ms, k.requests_per_minute, k.tokens_per_minute, k.user_name, k.team, \
              k.expires_at_ms, k.previous_key_until_ms, \
-             u.requests_per_minute AS user_rpm, u.tokens_per_minute AS user_tpm \
+             u.requests_per_minute AS user_rpm, u.tokens_per_minute AS user_tpm, \
+             CASE WHEN p.disabled_at_ms IS NULL THEN 0 ELSE 1 END AS owner_disabled \
              FROM virtual_keys k LEFT JOIN user_limits u ON u.user_name = k.user_name \
+             LEFT JOIN users p ON p.name = k.user_name \
              WHERE k.key_hash = $1 OR k.previous_key_hash = $1",
         )
         .bind(key_hash)
@@ -109,6 +113,7 @@ impl Store {
                 key,
                 secret,
                 user_limits: Limits::read(&r, "user_rpm", "user_tpm")?,
+                owner_disabled: super::int(&r, "owner_disabled")? != 0,
             })
         })
         .transpose()

@@ -20,10 +20,16 @@ use tonic::transport::Channel;
 /// The filter token every test config names through `TOLLGATE_FILTER_TOKEN`.
 pub const TOKEN: &str = "in-process-test-token-in-process-test-0";
 
-/// The config at `path`, with `TOLLGATE_FILTER_TOKEN` set to [`TOKEN`].
+/// The session secret every test config names through `TOLLGATE_SESSION_SECRET`.
+pub const SESSION_SECRET: &str = "in-process-session-secret-in-process-0";
+
+/// The config at `path`, with `TOLLGATE_FILTER_TOKEN` set to [`TOKEN`] and
+/// `TOLLGATE_SESSION_SECRET` to [`SESSION_SECRET`].
 pub fn source(path: &Path) -> ConfigSource {
-    ConfigSource::new(path, |var| {
-        (var == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+    ConfigSource::new(path, |var| match var {
+        "TOLLGATE_FILTER_TOKEN" => Some(TOKEN.to_owned()),
+        "TOLLGATE_SESSION_SECRET" => Some(SESSION_SECRET.to_owned()),
+        _ => None,
     })
 }
 
@@ -74,6 +80,8 @@ pub async fn charged(
         provider: "alpha".into(),
         status: 200,
         input_uncached: 1_000,
+        // Made now: a call is priced by the price in force when it was made.
+        finished_at_ms: tollgate_control_plane::clock::Clock::system().now_ms(),
         ..UsageRecord::default()
     };
     let ack = client
