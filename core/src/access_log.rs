@@ -40,7 +40,7 @@ pub struct LogFields<'a> {
     /// What those tokens cost at the model's prices, in pico-dollars (exact), and as dollars.
     pub cost_picos: u64,
     pub cost_usd: String,
-    /// From the request's first byte to the answer's first byte (the first token, for a stream).
+    /// From the request's first byte to the answer's headers from the provider.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_byte_ms: Option<u64>,
     /// The answer was an event stream.

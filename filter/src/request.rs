@@ -190,7 +190,7 @@ pub struct Request<H: Host> {
     rate_headers: Vec<(&'static str, String)>,
     /// The failed-authentication brake of the client's address, if it has one.
     brake: Option<Brake>,
-    /// From the request's start to the answer's first body byte, once one came.
+    /// From the request's start to the answer's headers, for an admitted call.
     first_byte_ms: Option<u64>,
     /// The key's id and the model of a call refused after it was admitted, for its log line.
     refused_who: Option<(String, String)>,
@@ -676,15 +676,21 @@ impl<H: Host> HttpContext for Request<H> {
             self.host.set_response_header(name, Some(value));
         }
         if let Phase::Admitted(admitted) = &mut self.phase {
-            metering::on_response_headers(&self.host, admitted, &self.request_id, end_of_stream);
+            // One clock read for the metering and the log line's first byte.
+            let now = self.host.now_ms();
+            self.first_byte_ms = Some(now.saturating_sub(self.started_ms));
+            metering::on_response_headers(
+                &self.host,
+                admitted,
+                &self.request_id,
+                end_of_stream,
+                now,
+            );
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.first_byte_ms.is_none() && body_size > 0 {
-            self.first_byte_ms = Some(self.host.now_ms().saturating_sub(self.started_ms));
-        }
         match &mut self.phase {
             Phase::Admitted(admitted) => {
                 metering::on_response_body(&self.host, admitted, body_size, end_of_stream)

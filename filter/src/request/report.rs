@@ -36,7 +36,7 @@ pub(super) enum Ending<'a> {
 pub(super) struct Facts<'a> {
     /// The call's request id.
     pub(super) request_id: &'a str,
-    /// From the request's start to the answer's first body byte.
+    /// From the request's start to the answer's headers.
     pub(super) first_byte_ms: Option<u64>,
 }
 
