@@ -49,6 +49,43 @@ CREATE TABLE usage_daily (
     PRIMARY KEY (bucket_start_ms, key_id, user_name, team, model, provider)
 );
 
+-- The same per hour and per UTC day for (model, provider) only: questions about the whole
+-- gateway (its totals, per model or provider) read a dozen rows a bucket instead of one
+-- per key and model.
+CREATE TABLE usage_hourly_models (
+    bucket_start_ms BIGINT NOT NULL,
+    model           TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    calls           BIGINT NOT NULL,
+    input_uncached  BIGINT NOT NULL,
+    cache_read      BIGINT NOT NULL,
+    cache_write     BIGINT NOT NULL,
+    output          BIGINT NOT NULL,
+    reasoning       BIGINT NOT NULL,
+    cost_picos      BIGINT NOT NULL,
+    errors          BIGINT NOT NULL,
+    partial         BIGINT NOT NULL,
+    estimated       BIGINT NOT NULL,
+    PRIMARY KEY (bucket_start_ms, model, provider)
+);
+
+CREATE TABLE usage_daily_models (
+    bucket_start_ms BIGINT NOT NULL,
+    model           TEXT NOT NULL,
+    provider        TEXT NOT NULL,
+    calls           BIGINT NOT NULL,
+    input_uncached  BIGINT NOT NULL,
+    cache_read      BIGINT NOT NULL,
+    cache_write     BIGINT NOT NULL,
+    output          BIGINT NOT NULL,
+    reasoning       BIGINT NOT NULL,
+    cost_picos      BIGINT NOT NULL,
+    errors          BIGINT NOT NULL,
+    partial         BIGINT NOT NULL,
+    estimated       BIGINT NOT NULL,
+    PRIMARY KEY (bucket_start_ms, model, provider)
+);
+
 -- A member's view reads their own rows; key and team pages read theirs.
 CREATE INDEX usage_hourly_by_user ON usage_hourly (user_name, bucket_start_ms);
 CREATE INDEX usage_hourly_by_key ON usage_hourly (key_id, bucket_start_ms);
@@ -131,3 +168,63 @@ SELECT bucket_start_ms - bucket_start_ms % 86400000, key_id, user_name, team, mo
 FROM usage_hourly
 GROUP BY bucket_start_ms - bucket_start_ms % 86400000, key_id, user_name, team, model,
          provider;
+
+INSERT INTO usage_hourly_models
+SELECT bucket_start_ms, model, provider, SUM(calls),
+       CASE WHEN (CAST(SUM(input_uncached / 4294967296) AS BIGINT) + CAST(SUM(input_uncached % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(input_uncached / 4294967296) AS BIGINT) + CAST(SUM(input_uncached % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(input_uncached % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(cache_read / 4294967296) AS BIGINT) + CAST(SUM(cache_read % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(cache_read / 4294967296) AS BIGINT) + CAST(SUM(cache_read % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(cache_read % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(cache_write / 4294967296) AS BIGINT) + CAST(SUM(cache_write % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(cache_write / 4294967296) AS BIGINT) + CAST(SUM(cache_write % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(cache_write % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(output / 4294967296) AS BIGINT) + CAST(SUM(output % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(output / 4294967296) AS BIGINT) + CAST(SUM(output % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(output % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(reasoning / 4294967296) AS BIGINT) + CAST(SUM(reasoning % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(reasoning / 4294967296) AS BIGINT) + CAST(SUM(reasoning % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(reasoning % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(cost_picos / 4294967296) AS BIGINT) + CAST(SUM(cost_picos % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(cost_picos / 4294967296) AS BIGINT) + CAST(SUM(cost_picos % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(cost_picos % 4294967296) AS BIGINT) % 4294967296) END,
+       SUM(errors), SUM(partial), SUM(estimated)
+FROM usage_hourly
+GROUP BY bucket_start_ms, model, provider;
+
+INSERT INTO usage_daily_models
+SELECT bucket_start_ms, model, provider, SUM(calls),
+       CASE WHEN (CAST(SUM(input_uncached / 4294967296) AS BIGINT) + CAST(SUM(input_uncached % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(input_uncached / 4294967296) AS BIGINT) + CAST(SUM(input_uncached % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(input_uncached % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(cache_read / 4294967296) AS BIGINT) + CAST(SUM(cache_read % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(cache_read / 4294967296) AS BIGINT) + CAST(SUM(cache_read % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(cache_read % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(cache_write / 4294967296) AS BIGINT) + CAST(SUM(cache_write % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(cache_write / 4294967296) AS BIGINT) + CAST(SUM(cache_write % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(cache_write % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(output / 4294967296) AS BIGINT) + CAST(SUM(output % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(output / 4294967296) AS BIGINT) + CAST(SUM(output % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(output % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(reasoning / 4294967296) AS BIGINT) + CAST(SUM(reasoning % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(reasoning / 4294967296) AS BIGINT) + CAST(SUM(reasoning % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(reasoning % 4294967296) AS BIGINT) % 4294967296) END,
+       CASE WHEN (CAST(SUM(cost_picos / 4294967296) AS BIGINT) + CAST(SUM(cost_picos % 4294967296) AS BIGINT) / 4294967296) >= 2147483648
+            THEN 9223372036854775807
+            ELSE (CAST(SUM(cost_picos / 4294967296) AS BIGINT) + CAST(SUM(cost_picos % 4294967296) AS BIGINT) / 4294967296) * 4294967296
+                 + (CAST(SUM(cost_picos % 4294967296) AS BIGINT) % 4294967296) END,
+       SUM(errors), SUM(partial), SUM(estimated)
+FROM usage_daily
+GROUP BY bucket_start_ms, model, provider;

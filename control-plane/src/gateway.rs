@@ -435,11 +435,15 @@ impl Gateway for GatewayService {
         request: Request<AuthorizeRequest>,
     ) -> Result<Response<AuthorizeResponse>, Status> {
         let req = request.into_inner();
+        let started = std::time::Instant::now();
         let key = self
             .store
             .key_grant_by_hash(&req.key_hash)
             .await
             .map_err(internal)?;
+        if let Some(metrics) = crate::metrics::global() {
+            metrics.store_latency("key_grant", started.elapsed().as_secs_f64());
+        }
         let now_ms = self.clock.now_ms();
         // How long the filter may keep this answer: never past the instant the key's
         // standing changes on its own (its expiry, or the end of a rotation's grace).
@@ -481,8 +485,11 @@ impl Gateway for GatewayService {
         let model_served = route.is_some();
         // The provider's credential goes only with a call the filter will admit, by the
         // same decision the filter makes.
-        let admitted =
-            access::decide(state, &grant.allowed_models, &req.model, model_served).is_ok();
+        let decision = access::decide(state, &grant.allowed_models, &req.model, model_served);
+        if let (Err(refusal), Some(metrics)) = (&decision, crate::metrics::global()) {
+            metrics.refused(refusal.code());
+        }
+        let admitted = decision.is_ok();
         Ok(Response::new(AuthorizeResponse {
             key: Some(grant),
             route: route.filter(|_| admitted),
@@ -513,7 +520,12 @@ impl Gateway for GatewayService {
         }
         let total = records.len();
         let rows = self.usage_rows(records).await?;
+        let started = std::time::Instant::now();
         let stored = self.store.insert_usage(&rows).await.map_err(internal)?;
+        if let Some(metrics) = crate::metrics::global() {
+            metrics.store_latency("insert_usage", started.elapsed().as_secs_f64());
+            metrics.usage_stored(&rows, stored, self.clock.now_ms());
+        }
         let stored = u32::try_from(stored).unwrap_or(u32::MAX);
         let duplicates = u32::try_from(total)
             .unwrap_or(u32::MAX)

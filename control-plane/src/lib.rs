@@ -16,6 +16,7 @@ pub mod filter_modules;
 pub mod gateway;
 pub mod keys;
 pub mod lease_sweeper;
+pub mod metrics;
 pub mod passwords;
 pub mod reload;
 pub mod secrets;

@@ -241,6 +241,7 @@ pub async fn serve(
         store: store.clone(),
         clock: clock.clone(),
         catalog: catalog.clone(),
+        catalog_admin: catalog_admin.clone(),
         session_secret,
         settings: std::sync::Arc::new(config.api.clone()),
     };

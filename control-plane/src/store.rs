@@ -4,6 +4,7 @@
 //! which both accept, and the schema uses only types both share (times are Unix ms).
 
 mod audit;
+mod backup;
 mod budgets;
 mod catalog;
 mod key_rotation;
@@ -43,6 +44,12 @@ pub enum StoreError {
     /// The SQLite file's folder could not be created.
     #[error("cannot create the data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    /// `tollgate backup` on PostgreSQL.
+    #[error("backup copies SQLite only; back PostgreSQL up with pg_dump (see README)")]
+    BackupUnsupported,
+    /// The backup's file exists (or its path is not UTF-8).
+    #[error("will not overwrite {0}: give a new file")]
+    BackupExists(String),
     /// A number is larger than the store's signed 64-bit columns hold.
     #[error(
         "{field} is {value}, more than the largest value stored ({})",
@@ -180,6 +187,13 @@ pub struct Store {
     usage_writers: usize,
     /// Which database it is.
     backend: Backend,
+}
+
+/// Whether a usage insert adds to the rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rollups {
+    Kept,
+    Skipped,
 }
 
 /// The databases the store runs on.
@@ -346,6 +360,22 @@ impl Store {
     /// adds it to the usage rollups (a retried record is never charged or counted twice);
     /// returns how many were new.
     pub async fn insert_usage(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        self.insert_usage_keeping(rows, Rollups::Kept).await
+    }
+
+    /// [`Store::insert_usage`] without adding to the rollups, which then miss the rows
+    /// until [`Store::rebuild_usage_rollups`]: the usage benchmark's baseline, measuring
+    /// what keeping them costs.
+    #[doc(hidden)]
+    pub async fn insert_usage_without_rollups(&self, rows: &[UsageRow]) -> Result<u64, StoreError> {
+        self.insert_usage_keeping(rows, Rollups::Skipped).await
+    }
+
+    async fn insert_usage_keeping(
+        &self,
+        rows: &[UsageRow],
+        rollups: Rollups,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         // RETURNING names only the rows inserted: ON CONFLICT skipped the others.
         let mut new_ids = std::collections::HashSet::new();
@@ -387,7 +417,9 @@ impl Store {
             .filter(|r| new_ids.remove(&r.request_id))
             .collect();
         budgets::settle(&mut tx, &fresh).await?;
-        rollups::add(&mut tx, &fresh, self.placeholder()).await?;
+        if rollups == Rollups::Kept {
+            rollups::add(&mut tx, &fresh, self.placeholder()).await?;
+        }
         tx.commit().await?;
         Ok(stored)
     }

@@ -238,11 +238,17 @@ impl HourRange {
     }
 
     /// The parts of the range and the table each is read from, so that no answer in
-    /// buckets of `finest` or wider reads more rows than it must: whole days from the
-    /// daily table when days suffice, the hours at either end from the hourly one.
-    pub fn spans(self, finest: Bucket) -> Vec<Span> {
+    /// buckets of `finest` or wider reads more rows than it must: whole days from a
+    /// daily table when days suffice, the hours at either end from an hourly one; the
+    /// model-and-provider tables when `models_only` (see [`models_only`]).
+    pub fn spans(self, finest: Bucket, models_only: bool) -> Vec<Span> {
+        let (hours, days) = if models_only {
+            (Table::HourlyModels, Table::DailyModels)
+        } else {
+            (Table::Hourly, Table::Daily)
+        };
         let hourly = |from_ms, to_ms| Span {
-            table: Table::Hourly,
+            table: hours,
             from_ms,
             to_ms,
         };
@@ -256,7 +262,7 @@ impl HourRange {
             spans.push(hourly(self.from_ms, first_day));
         }
         spans.push(Span {
-            table: Table::Daily,
+            table: days,
             from_ms: first_day,
             to_ms: last_day,
         });
@@ -273,23 +279,61 @@ fn round_up(at_ms: i64, step: i64) -> i64 {
     if below == at_ms { at_ms } else { below + step }
 }
 
-/// A rollup table.
+/// A rollup table: its bucket width, and whether it keeps every dimension or only
+/// model and provider (a few rows per bucket, for questions about the whole gateway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
-    /// `usage_hourly`.
+    /// `usage_hourly`: per hour, key, user, team, model and provider.
     Hourly,
-    /// `usage_daily`.
+    /// `usage_daily`: the same per UTC day.
     Daily,
+    /// `usage_hourly_models`: per hour, model and provider.
+    HourlyModels,
+    /// `usage_daily_models`: the same per UTC day.
+    DailyModels,
 }
 
 impl Table {
+    /// Every rollup table, in the order ingest adds to them.
+    pub const ALL: [Table; 4] = [
+        Table::Hourly,
+        Table::Daily,
+        Table::HourlyModels,
+        Table::DailyModels,
+    ];
+
     /// Its name in SQL.
     pub fn name(self) -> &'static str {
         match self {
             Table::Hourly => "usage_hourly",
             Table::Daily => "usage_daily",
+            Table::HourlyModels => "usage_hourly_models",
+            Table::DailyModels => "usage_daily_models",
         }
     }
+
+    /// The width of its buckets.
+    pub fn bucket(self) -> Bucket {
+        match self {
+            Table::Hourly | Table::HourlyModels => Bucket::Hour,
+            Table::Daily | Table::DailyModels => Bucket::Day,
+        }
+    }
+
+    /// The dimensions its rows are kept per.
+    pub fn dimensions(self) -> &'static [Dimension] {
+        match self {
+            Table::Hourly | Table::Daily => &Dimension::ALL,
+            Table::HourlyModels | Table::DailyModels => &[Dimension::Model, Dimension::Provider],
+        }
+    }
+}
+
+/// Whether the model-and-provider rollups answer a question: when it filters and
+/// groups by nothing else.
+pub fn models_only(filter: &UsageFilter, group_by: Option<Dimension>) -> bool {
+    let coarse = |d: Dimension| matches!(d, Dimension::Model | Dimension::Provider);
+    filter.conditions().all(|(d, _)| coarse(d)) && group_by.is_none_or(coarse)
 }
 
 /// A part of a range read from one table: `[from_ms, to_ms)`.
@@ -447,7 +491,7 @@ mod tests {
     fn whole_days_are_read_from_the_daily_table_and_ragged_ends_from_the_hourly() {
         let r = HourRange::covering(D - 3 * H, 4 * D + 5 * H).unwrap();
         assert_eq!(
-            r.spans(Bucket::Day),
+            r.spans(Bucket::Day, false),
             vec![
                 Span {
                     table: Table::Hourly,
@@ -468,9 +512,9 @@ mod tests {
         );
         let days = HourRange::covering(D, 3 * D).unwrap();
         assert_eq!(
-            days.spans(Bucket::Day),
+            days.spans(Bucket::Day, true),
             vec![Span {
-                table: Table::Daily,
+                table: Table::DailyModels,
                 from_ms: D,
                 to_ms: 3 * D
             }]
@@ -487,7 +531,7 @@ mod tests {
             (HourRange::covering(0, 9 * D).unwrap(), Bucket::Hour),
         ] {
             assert_eq!(
-                r.spans(bucket),
+                r.spans(bucket, false),
                 vec![Span {
                     table: Table::Hourly,
                     from_ms: r.from_ms(),
@@ -495,6 +539,23 @@ mod tests {
                 }],
                 "{r:?} by {bucket:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_questions_about_models_and_providers_read_their_rollups() {
+        let mut f = UsageFilter::default();
+        assert!(models_only(&f, None));
+        assert!(models_only(&f, Some(Dimension::Model)));
+        assert!(models_only(&f, Some(Dimension::Provider)));
+        assert!(!models_only(&f, Some(Dimension::Key)));
+        f.set(Dimension::Provider, Some("openai".into()));
+        assert!(models_only(&f, Some(Dimension::Model)));
+        for d in [Dimension::Key, Dimension::User, Dimension::Team] {
+            let mut narrower = f.clone();
+            narrower.set(d, Some("x".into()));
+            assert!(!models_only(&narrower, None), "{d}");
+            assert!(!models_only(&narrower, Some(Dimension::Model)), "{d}");
         }
     }
 

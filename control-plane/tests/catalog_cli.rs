@@ -99,6 +99,15 @@ async fn an_operator_generates_a_key_renders_stored_providers_and_rotates_the_ma
         PROVIDER_KEY,
         "nothing lost"
     );
+    let audit = store.list_audit(None, 10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.entry.action == "secrets.rotate_master"
+                && e.entry.target == new.id()
+                && e.entry.actor == "cli"),
+        "{audit:?}"
+    );
     let again = tollgate(&config, &vars, &["secrets", "rotate-master"]);
     assert!(again.starts_with("0 provider key(s)"), "{again}");
 }

@@ -31,21 +31,24 @@ def kubectl() -> str:
     return found
 
 
-def render_sidecar_bootstrap(deploy: Path) -> str:
+def render_sidecar_bootstrap(deploy: Path, tollgate: Path | None = None,
+                             wasm: Path = WASM) -> str:
     """`tollgate envoy-config` on deploy/base/tollgate.toml, as the README has the user run
     it in the image. Only `wasm` differs: it names where this machine keeps the build the
     image ships as /filter/tollgate_filter.wasm; the bootstrap holds its digest and file
-    name only, so the output is the same bytes."""
+    name only, so the output is the same bytes. `tollgate` is the binary (this build's by
+    default, or the image's)."""
     config = (deploy / "base" / "tollgate.toml").read_text()
     image_path = 'wasm = "/filter/tollgate_filter.wasm"'
     assert image_path in config
     local = deploy / "base" / "tollgate.render.toml"
-    local.write_text(config.replace(image_path, f'wasm = "{WASM}"'))
+    local.write_text(config.replace(image_path, f'wasm = "{wasm}"'))
     # envoy-config reads the whole file, which names provider keys and the database by
     # variable; it writes none of them, so stand-ins do.
     env = {"PATH": "/usr/bin:/bin", "OPENAI_API_KEY": "stand-in",
            "TOLLGATE_DATABASE_URL": "sqlite::memory:"}
-    out = subprocess.run([str(native_bin("tollgate")), "--config", str(local), "envoy-config"],
+    out = subprocess.run([str(tollgate or native_bin("tollgate")), "--config", str(local),
+                          "envoy-config"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     local.unlink()

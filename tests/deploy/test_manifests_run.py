@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from deploy_manifests import find
+from deploy_manifests import DEPLOY, find
 from local_run import (Processes, base_env, http_ok, rewrite_bootstrap, rewrite_toml,
                        wait_until)
 from tests.harness.stack import (WASM, envoy_bin, free_port, native_bin, request)
@@ -63,9 +63,13 @@ def test_the_rendered_config_maps_serve_a_metered_completion(rendered, procs, tm
     }))
     database = {e["name"]: e["value"] for e in control_plane["env"] if "value" in e}
     assert database["TOLLGATE_DATABASE_URL"] == "sqlite:///var/lib/tollgate/tollgate.db"
-    filter_token = secrets.token_hex(32)
-    cp_env = base_env(TOLLGATE_FILTER_TOKEN=filter_token, OPENAI_API_KEY=PROVIDER_KEY,
-                      TOLLGATE_DATABASE_URL=f"sqlite://{tmp_path}/data/tollgate.db")
+    # The Secret tollgate-secrets as the README creates it: every key of the example, each
+    # secret `openssl rand -hex 32`, the provider's key the offline provider demands.
+    example = yaml.safe_load((DEPLOY / "base" / "secret.example.yaml").read_text())
+    secret = {name: secrets.token_hex(32) for name in example["stringData"]}
+    secret["OPENAI_API_KEY"] = PROVIDER_KEY
+    filter_token = secret["TOLLGATE_FILTER_TOKEN"]
+    cp_env = base_env(**secret, TOLLGATE_DATABASE_URL=f"sqlite://{tmp_path}/data/tollgate.db")
     args = [str(config_path) if a == "/etc/tollgate/tollgate.toml" else a
             for a in control_plane["args"]]
     procs.start("control-plane", [str(native_bin("tollgate")), *args], cp_env)

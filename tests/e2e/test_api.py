@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
+import time
 
 from tests.harness.stack import request
 
@@ -59,3 +60,29 @@ def test_no_session_and_a_forged_one_are_json_401s(stack):
         assert status == 401, body
         assert json.loads(body)["error"]["code"] == "unauthenticated"
         assert got["x-content-type-options"] == "nosniff"
+
+
+def test_a_disabled_users_keys_stop_within_the_cache_ttl(stack):
+    from conftest import KEY_CACHE_TTL_MS
+
+    name = f"leaver-{secrets.token_hex(4)}"
+    stack.cli("users", "create", name, stdin=secrets.token_urlsafe(18) + "\n")
+    key = stack.create_key(f"{name}-key", user=name)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    chat = lambda: request("POST", stack.gateway_url + "/v1/chat/completions", body,  # noqa: E731
+                           {"authorization": f"Bearer {key}"})
+    assert chat()[0] == 200  # cached now
+    stack.cli("users", "disable", name)
+    disabled_at = time.monotonic()
+    while True:
+        status, _, data = chat()
+        if status == 401:
+            break
+        assert status == 200, data
+        assert time.monotonic() - disabled_at < KEY_CACHE_TTL_MS / 1000 + 1.0, "still admitted"
+        time.sleep(0.05)
+    stack.cli("users", "enable", name)
+    enabled_at = time.monotonic()
+    while chat()[0] != 200:
+        assert time.monotonic() - enabled_at < KEY_CACHE_TTL_MS / 1000 + 1.0, "still refused"
+        time.sleep(0.05)

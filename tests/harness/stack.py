@@ -89,6 +89,8 @@ def request(method: str, url: str, body: bytes | dict | None = None,
 # Where the control plane reads the token the filter sends.
 FILTER_TOKEN_ENV = "TOLLGATE_FILTER_TOKEN"
 SESSION_SECRET_ENV = "TOLLGATE_SESSION_SECRET"
+# The master key sealing provider keys added through the API; the demo makes one per stack.
+MASTER_KEY_ENV = "TOLLGATE_MASTER_KEY"
 
 # The headers tests send the offline provider to make it fail or report cached and
 # reasoning tokens; the gateway forwards them only because the operator (here, the
@@ -167,6 +169,8 @@ class Stack:
     # `i % replicas`; the first of each uses the ports above, the others free ones.
     replicas: int = 1
     envoys: int = 1
+    # Every Envoy lists every replica (one health-checked cluster) instead of asking one.
+    envoys_see_all_replicas: bool = False
     # (grpc, http) ports of replicas and (listen, admin) ports of Envoys after the first.
     _extra_replica_ports: list = field(default_factory=list)
     _extra_envoy_ports: list = field(default_factory=list)
@@ -179,6 +183,8 @@ class Stack:
     sidecar_token: str = field(default_factory=lambda: secrets.token_hex(32))
     # What the control plane signs API sessions with (SESSION_SECRET_ENV); replicas share it.
     session_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # The master key (MASTER_KEY_ENV, 64 hex digits); replicas share it.
+    master_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     # -- URLs -------------------------------------------------------------------------
 
@@ -244,7 +250,8 @@ class Stack:
                 grpc = self.grpc_port if replica == 0 else self._extra_replica_ports[replica - 1][0]
                 path = self.workdir / f"tollgate-envoy{e}.toml"
                 self._write_config(path, gateway_port=listen, admin_port=admin,
-                                   control_plane=f"127.0.0.1:{grpc}")
+                                   control_plane=(None if self.envoys_see_all_replicas
+                                                  else f"127.0.0.1:{grpc}"))
                 rendered = self.workdir / f"envoy{e}.yaml"
                 rendered.write_text(self.cli("envoy-config", config=path))
                 self._start_envoy(f"envoy-{e}", rendered, f"http://127.0.0.1:{admin}")
@@ -348,6 +355,7 @@ class Stack:
         env.setdefault("TOLLGATE_LOG", "info")
         env[FILTER_TOKEN_ENV] = self.sidecar_token
         env[SESSION_SECRET_ENV] = self.session_secret
+        env[MASTER_KEY_ENV] = self.master_key
         for p in self.providers:
             if p.api_key:
                 env[_key_env(p.name)] = p.api_key
@@ -394,6 +402,9 @@ class Stack:
             f'filter_token_env = "{FILTER_TOKEN_ENV}"',
             "[storage]",
             storage,
+            # The offline providers listen on loopback: the API may add providers there.
+            "[catalog]",
+            "allow_private_upstreams = true",
             "[gateway]",
             f"key_cache_ttl_ms = {self.key_cache_ttl_ms}",
             "[limits]",
@@ -406,7 +417,8 @@ class Stack:
             "[envoy]",
             f'listen = "127.0.0.1:{gateway_port or self.gateway_port}"',
             f'admin = "127.0.0.1:{admin_port or self.admin_port}"',
-            *([f"control_plane = {_toml(control_plane)}"] if control_plane else []),
+            *([f"control_plane = {_toml(control_plane or self._all_replicas())}"]
+              if control_plane or self.envoys_see_all_replicas else []),
             # The counting build only where counting before admission is asked for.
             "wasm = " + _toml(str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM)),
             *(f"{k} = {_toml(v)}" for k, v in self.envoy_settings.items()),
@@ -436,6 +448,10 @@ class Stack:
                 if model in p.upstream_models:
                     lines.append(f'upstream_model = "{p.upstream_models[model]}"')
         (path or self.config_path).write_text("\n".join(lines) + "\n")
+
+    def _all_replicas(self) -> list[str]:
+        """Every replica's gRPC address, the first one's first."""
+        return [f"127.0.0.1:{self.grpc_port}"] + [f"127.0.0.1:{g}" for g, _ in self._extra_replica_ports]
 
     def render_envoy(self) -> str:
         """Writes tollgate.toml and returns the Envoy bootstrap `tollgate envoy-config`

@@ -13,9 +13,12 @@ pub mod caller;
 pub mod error;
 pub mod extract;
 pub mod keys;
+pub mod models;
 pub mod ops;
+pub mod providers;
 pub mod state;
 pub mod teams;
+pub mod usage;
 pub mod users;
 
 #[cfg(test)]
@@ -64,6 +67,10 @@ impl utoipa::Modify for SessionSchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(
+            "metrics_bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
             "session_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(caller::SESSION_COOKIE))),
         );
@@ -80,6 +87,9 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(audit::routes())
         .merge(keys::routes())
         .merge(budgets::routes())
+        .merge(providers::routes())
+        .merge(models::routes())
+        .merge(usage::routes())
 }
 
 /// The API, ready to serve.

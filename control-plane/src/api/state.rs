@@ -3,6 +3,7 @@
 use super::caller::Caller;
 use super::error::ApiError;
 use crate::catalog::LiveCatalog;
+use crate::catalog::admin::CatalogAdmin;
 use crate::clock::Clock;
 use crate::config::ApiSettings;
 use crate::sessions::SessionSecret;
@@ -19,6 +20,9 @@ pub struct ApiState {
     pub clock: Clock,
     /// Providers, models and prices in force.
     pub catalog: LiveCatalog,
+    /// Changes the catalog's stored part (providers, models, prices) and puts it in force
+    /// in `catalog`.
+    pub catalog_admin: CatalogAdmin,
     /// What sessions are signed with.
     pub session_secret: SessionSecret,
     /// `[api]`: session lifetime, CORS, body limit, login limits.

@@ -9,9 +9,11 @@
 //! holding one fails the test at once.
 
 use super::state::ApiState;
+use crate::catalog::admin::{AdminSettings, CatalogAdmin};
 use crate::catalog::{Catalog, LiveCatalog};
 use crate::clock::ManualClock;
 use crate::config::ApiSettings;
+use crate::secrets::{Keyring, MasterKey, MasterKeySource, SecretsSettings};
 use crate::sessions::SessionSecret;
 use crate::store::Store;
 use crate::users::Role;
@@ -53,6 +55,31 @@ pub struct TestApi {
     /// Client addresses handed out, so each client has its own IP.
     next_addr: Arc<AtomicU8>,
     _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// The catalog admin of a test API: a fresh master key, public providers only, the
+/// default output cap and budget grace.
+fn test_catalog_admin(store: &Store, catalog: &LiveCatalog, clock: &ManualClock) -> CatalogAdmin {
+    let master = MasterKeySource::Env {
+        var: "TOLLGATE_MASTER_KEY".into(),
+        key: Arc::new(MasterKey::generate()),
+    };
+    let keys = Keyring::load(SecretsSettings {
+        master: Some(master),
+        previous: None,
+    })
+    .unwrap();
+    CatalogAdmin::new(
+        store.clone(),
+        Arc::new(keys),
+        catalog.clone(),
+        clock.clock(),
+        AdminSettings {
+            allow_private_upstreams: false,
+            default_max_output_tokens: 16_384,
+            budgets: crate::config::BudgetSettings::default(),
+        },
+    )
 }
 
 /// The `[api]` settings tests start from: defaults, with the test secret.
@@ -105,10 +132,12 @@ impl TestApi {
 
     fn on(store: Store, settings: ApiSettings, dir: Option<tempfile::TempDir>) -> Self {
         let clock = ManualClock::at(TEST_START_MS);
+        let catalog = LiveCatalog::new(Catalog::default());
         let state = ApiState {
+            catalog_admin: test_catalog_admin(&store, &catalog, &clock),
             store,
             clock: clock.clock(),
-            catalog: LiveCatalog::new(Catalog::default()),
+            catalog,
             session_secret: SessionSecret::new(TEST_SESSION_SECRET.to_vec()).unwrap(),
             settings: Arc::new(settings),
         };

@@ -75,7 +75,7 @@ fn invalid(field: &str, problem: impl Into<String>) -> CatalogError {
 
 /// A provider as the API describes it: every field but the key, of which only a
 /// fingerprint is shown.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ProviderView {
     /// Name; also its Envoy cluster.
     pub name: String,
@@ -100,7 +100,7 @@ pub struct ProviderView {
 }
 
 /// A price as the API shows it: US dollars per million tokens.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DollarPrice {
     /// Uncached prompt tokens.
     pub input: f64,
@@ -140,7 +140,7 @@ impl DollarPrice {
 }
 
 /// One price of a model's history.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct PriceView {
     /// From when, Unix ms; `None`: since the start (the config file's price).
     pub effective_from_ms: Option<i64>,
@@ -150,7 +150,7 @@ pub struct PriceView {
 }
 
 /// A model as the API describes it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ModelView {
     /// Name clients use.
     pub name: String,
@@ -1038,5 +1038,82 @@ mod tests {
             Some("Bearer sk-a"),
             "the catalog in force stays"
         );
+    }
+
+    /// Every log line written while it lives, at every level.
+    struct CapturedLogs {
+        lines: Arc<std::sync::Mutex<Vec<u8>>>,
+        _guard: tracing::subscriber::DefaultGuard,
+    }
+
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture_logs() -> CapturedLogs {
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .finish();
+        CapturedLogs {
+            lines,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    #[tokio::test]
+    async fn no_log_line_holds_a_provider_key() {
+        let logs = capture_logs();
+        let (dir, store) = sqlite().await;
+        write_key(&dir.path().join("master.key"), &MasterKey::generate());
+        let admin = admin(
+            &store,
+            ring(&dir.path().join("master.key"), None),
+            Clock::system(),
+        );
+        admin
+            .create_provider(new_provider(
+                "p",
+                "https://p.example.com",
+                Some(PROVIDER_KEY),
+            ))
+            .await
+            .unwrap();
+        let fields = new_provider("p", "https://p2.example.com", None).fields;
+        let key = KeyChange::Set(Zeroizing::new(format!("{PROVIDER_KEY}-2")));
+        admin.update_provider("p", fields, key).await.unwrap();
+        // Refused and failing changes log too: a key under a master key nobody has.
+        let lost = crate::secrets::seal(&MasterKey::generate(), "q", PROVIDER_KEY).unwrap();
+        let record = ProviderRecord {
+            name: "q".into(),
+            key: Some(lost),
+            ..store.provider("p").await.unwrap().unwrap()
+        };
+        store.insert_provider(&record).await.unwrap();
+        assert!(admin.refresh().await.is_err());
+        let _ = admin
+            .create_provider(new_provider(
+                "r",
+                "http://169.254.169.254",
+                Some(PROVIDER_KEY),
+            ))
+            .await;
+        tracing::info!(catalog = ?admin.live.current(), "the catalog, printed");
+        let text = String::from_utf8(logs.lines.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("the catalog, printed"),
+            "logs were captured: {text}"
+        );
+        assert!(!text.contains("SECRET"), "{text}");
     }
 }

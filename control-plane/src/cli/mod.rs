@@ -6,6 +6,7 @@ mod check_config;
 mod keys;
 mod secrets;
 mod serve;
+mod teams;
 mod usage;
 mod users;
 
@@ -61,6 +62,20 @@ pub enum CliError {
     /// A user could not be created or changed.
     #[error(transparent)]
     User(#[from] crate::users::UserError),
+    /// No team has that name.
+    #[error("no team `{0}`")]
+    NoSuchTeam(String),
+    /// A team with that name exists.
+    #[error("a team named `{0}` exists")]
+    TeamExists(String),
+    /// The user is not in the team.
+    #[error("`{user}` is not in team `{team}`")]
+    NotInTeam {
+        /// The team.
+        team: String,
+        /// The user.
+        user: String,
+    },
     /// The password and its confirmation at the prompt differ.
     #[error("the two passwords differ")]
     PasswordsDiffer,
@@ -107,9 +122,14 @@ pub enum Command {
     /// Inspect recorded usage.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Write a consistent copy of the SQLite database to a new file, while it serves.
+    Backup(BackupArgs),
     /// Manage the people who use the HTTP API, and users' rate limits.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage teams and their members.
+    #[command(subcommand)]
+    Teams(TeamsCommand),
     /// Manage spend limits of keys, users and teams.
     #[command(subcommand)]
     Budgets(BudgetsCommand),
@@ -254,6 +274,14 @@ pub enum UsersCommand {
     Create(CreateUserArgs),
     /// List users (never their password hashes).
     List(ListUsersArgs),
+    /// Give a user a role.
+    SetRole(SetRoleArgs),
+    /// Disable a user: their sessions end at once, their keys stop within the key cache TTL.
+    Disable(UserNameArgs),
+    /// Enable a disabled user again.
+    Enable(UserNameArgs),
+    /// Set a user's password (read like `create`'s); their sessions end.
+    ResetPassword(UserNameArgs),
     /// Set a user's own rate limits, shared by all their keys.
     Limit(UserLimitArgs),
 }
@@ -272,6 +300,67 @@ pub struct CreateUserArgs {
 fn role_arg(text: &str) -> Result<crate::users::Role, String> {
     text.parse()
         .map_err(|e: crate::users::UnknownRole| e.to_string())
+}
+
+/// `tollgate backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new file to write (it must not exist).
+    pub path: PathBuf,
+}
+
+/// `tollgate users set-role`.
+#[derive(Debug, Args)]
+pub struct SetRoleArgs {
+    /// The user's name.
+    pub name: String,
+    /// `admin`, `member` or `viewer`.
+    #[arg(value_parser = role_arg)]
+    pub role: crate::users::Role,
+}
+
+/// A command on one user, by name.
+#[derive(Debug, Args)]
+pub struct UserNameArgs {
+    /// The user's name.
+    pub name: String,
+}
+
+/// `tollgate teams …`.
+#[derive(Debug, Subcommand)]
+pub enum TeamsCommand {
+    /// Create a team; keys name it with `--team`, budgets with `--team`.
+    Create(TeamNameArgs),
+    /// List teams with their members.
+    List(ListTeamsArgs),
+    /// Add a user to a team.
+    Add(TeamMemberArgs),
+    /// Remove a user from a team.
+    Remove(TeamMemberArgs),
+}
+
+/// A command on one team, by name.
+#[derive(Debug, Args)]
+pub struct TeamNameArgs {
+    /// The team's name.
+    pub name: String,
+}
+
+/// `tollgate teams list`.
+#[derive(Debug, Args)]
+pub struct ListTeamsArgs {
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tollgate teams add|remove`.
+#[derive(Debug, Args)]
+pub struct TeamMemberArgs {
+    /// The team's name.
+    pub team: String,
+    /// The user's name.
+    pub user: String,
 }
 
 /// `tollgate users list`.
@@ -404,6 +493,9 @@ pub struct RevokeKeyArgs {
 pub enum UsageCommand {
     /// Show the newest usage records.
     List(ListUsageArgs),
+    /// Recompute the hourly and daily usage rollups from the stored records (after
+    /// records were loaded, restored or deleted by hand; ingest keeps them otherwise).
+    RebuildRollups,
 }
 
 /// `tollgate usage list`.
@@ -479,7 +571,27 @@ pub async fn run(
                     users::create(&store, &clock, &args, password, out).await
                 }
                 UsersCommand::List(args) => users::list(&store, &args, out).await,
+                UsersCommand::SetRole(args) => users::set_role(&store, &clock, &args, out).await,
+                UsersCommand::Disable(args) => {
+                    users::set_disabled(&store, &clock, &args.name, true, out).await
+                }
+                UsersCommand::Enable(args) => {
+                    users::set_disabled(&store, &clock, &args.name, false, out).await
+                }
+                UsersCommand::ResetPassword(args) => {
+                    let password = users::read_password()?;
+                    users::reset_password(&store, &clock, &args.name, password, out).await
+                }
                 UsersCommand::Limit(args) => users::limit(&store, &config.limits, &args, out).await,
+            }
+        }
+        Command::Teams(command) => {
+            let store = open_store(&config).await?;
+            match command {
+                TeamsCommand::Create(args) => teams::create(&store, &clock, &args.name, out).await,
+                TeamsCommand::List(args) => teams::list(&store, &args, out).await,
+                TeamsCommand::Add(args) => teams::add(&store, &clock, &args, out).await,
+                TeamsCommand::Remove(args) => teams::remove(&store, &clock, &args, out).await,
             }
         }
         Command::Budgets(command) => {
@@ -493,11 +605,21 @@ pub async fn run(
         Command::Secrets(SecretsCommand::GenerateKey) => secrets::generate_key(out),
         Command::Secrets(SecretsCommand::RotateMaster) => {
             let store = open_store(&config).await?;
-            secrets::rotate(&store, &config, out).await
+            secrets::rotate(&store, &config, &clock, out).await
+        }
+        Command::Backup(args) => {
+            let store = open_store(&config).await?;
+            store.backup_to(&args.path).await?;
+            writeln!(out, "Backed up to {}.", args.path.display())?;
+            Ok(())
         }
         Command::Usage(UsageCommand::List(args)) => {
             let store = open_store(&config).await?;
             usage::list(&store, &args, out).await
+        }
+        Command::Usage(UsageCommand::RebuildRollups) => {
+            let store = open_store(&config).await?;
+            usage::rebuild_rollups(&store, out).await
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `tollgate secrets …`: the master key that seals provider keys.
 
 use super::CliError;
+use crate::audit::AuditEntry;
 use crate::catalog::admin::rotate_master;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::secrets::{Keyring, MasterKey};
 use crate::store::Store;
@@ -19,6 +21,7 @@ pub(super) fn generate_key(out: &mut impl Write) -> Result<(), CliError> {
 pub(super) async fn rotate(
     store: &Store,
     config: &Config,
+    clock: &Clock,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let keys =
@@ -27,6 +30,14 @@ pub(super) async fn rotate(
         .current()
         .map_err(crate::catalog::admin::CatalogError::from)?;
     let moved = rotate_master(store, &keys).await?;
+    // The target is the master key's id: a digest, never the key.
+    store
+        .record_audit(&AuditEntry::cli(
+            "secrets.rotate_master",
+            current.id(),
+            clock.now_ms(),
+        ))
+        .await?;
     writeln!(
         out,
         "{moved} provider key(s) re-wrapped; every stored key is now under master key {}.",

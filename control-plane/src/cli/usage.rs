@@ -1,4 +1,4 @@
-//! `tollgate usage list`.
+//! `tollgate usage list` and `tollgate usage rebuild-rollups`.
 
 use super::{CliError, ListUsageArgs};
 use crate::store::{Store, UsageRow};
@@ -21,6 +21,14 @@ pub(super) async fn list(
             writeln!(out, "{}", table_line(&r))?;
         }
     }
+    Ok(())
+}
+
+/// Recomputes the usage rollups from the stored records and says how many hourly rows
+/// they came to.
+pub(super) async fn rebuild_rollups(store: &Store, out: &mut impl Write) -> Result<(), CliError> {
+    let hourly = store.rebuild_usage_rollups().await?;
+    writeln!(out, "usage rollups rebuilt: {hourly} hourly rows")?;
     Ok(())
 }
 
@@ -116,5 +124,24 @@ mod tests {
         let one: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(one["request_id"], "old");
         assert_eq!(one["cost_picos"], 1_500_000_000);
+    }
+
+    #[tokio::test]
+    async fn rebuild_rollups_counts_the_hours_with_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let hour = crate::usage::HOUR_MS;
+        store
+            .insert_usage(&[row("a", hour), row("b", hour + 5), row("c", 3 * hour)])
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        rebuild_rollups(&store, &mut out).await.unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "usage rollups rebuilt: 2 hourly rows\n"
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! `tollgate users create|list|limit`.
+//! `tollgate users create|list|set-role|disable|enable|reset-password|limit`.
 
-use super::{CliError, CreateUserArgs, ListUsersArgs, UserLimitArgs};
+use super::{CliError, CreateUserArgs, ListUsersArgs, SetRoleArgs, UserLimitArgs};
 use crate::audit::AuditEntry;
 use crate::clock::Clock;
 use crate::config::LimitSettings;
@@ -46,6 +46,87 @@ pub(super) async fn create(
         "User {} ({}) created with role {}. They sign in with POST /api/auth/login.",
         user.name, user.id, user.role
     )?;
+    Ok(())
+}
+
+/// The user named `name`, or [`UserError::NoSuchUser`].
+pub(super) async fn user_named(
+    store: &Store,
+    name: &str,
+) -> Result<crate::store::UserRow, CliError> {
+    let name = crate::users::user_name(name)?;
+    Ok(store
+        .user_by_name(&name)
+        .await?
+        .ok_or(crate::users::UserError::NoSuchUser(name))?)
+}
+
+/// Gives a user a role.
+pub(super) async fn set_role(
+    store: &Store,
+    clock: &Clock,
+    args: &SetRoleArgs,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let user = user_named(store, &args.name).await?;
+    store.set_user_role(&user.id, args.role).await?;
+    let action = format!("user.set_role.{}", args.role);
+    store
+        .record_audit(&AuditEntry::cli(&action, &user.name, clock.now_ms()))
+        .await?;
+    writeln!(out, "User {} is now {}.", user.name, args.role)?;
+    Ok(())
+}
+
+/// Disables (ending their sessions) or enables a user.
+pub(super) async fn set_disabled(
+    store: &Store,
+    clock: &Clock,
+    name: &str,
+    disabled: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let user = user_named(store, name).await?;
+    let now = clock.now_ms();
+    store
+        .set_user_disabled(&user.id, disabled.then_some(now))
+        .await?;
+    let action = if disabled {
+        "user.disable"
+    } else {
+        "user.enable"
+    };
+    store
+        .record_audit(&AuditEntry::cli(action, &user.name, now))
+        .await?;
+    if disabled {
+        writeln!(
+            out,
+            "User {} disabled: their sessions ended; gateways refuse their keys within their key cache time.",
+            user.name
+        )?;
+    } else {
+        writeln!(out, "User {} enabled.", user.name)?;
+    }
+    Ok(())
+}
+
+/// Sets a user's password, ending their sessions.
+pub(super) async fn reset_password(
+    store: &Store,
+    clock: &Clock,
+    name: &str,
+    password: String,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let user = user_named(store, name).await?;
+    let hash = crate::users::hash_password(password).await?;
+    let now = clock.now_ms();
+    store.set_user_password(&user.id, &hash, now).await?;
+    store
+        .record_audit(&AuditEntry::cli("user.reset_password", &user.name, now))
+        .await?;
+    writeln!(out, "Password of {} set; their sessions ended.", user.name)?;
     Ok(())
 }
 
@@ -151,7 +232,8 @@ mod tests {
     #[tokio::test]
     async fn create_stores_a_hash_audits_and_list_shows_no_secret() {
         let (_dir, store) = crate::store::test_stores::sqlite().await;
-        let clock = crate::clock::ManualClock::at(5_000).clock();
+        let time = crate::clock::ManualClock::at(5_000);
+        let clock = time.clock();
         let args = CreateUserArgs {
             name: " root ".into(),
             role: Role::Admin,
@@ -202,15 +284,89 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("at least 12"), "{e}");
 
+        let mut out = Vec::new();
+        let demote = SetRoleArgs {
+            name: "root".into(),
+            role: Role::Viewer,
+        };
+        time.advance_ms(1);
+        set_role(&store, &clock, &demote, &mut out).await.unwrap();
+        // Entries of one millisecond have no order among them: each step gets its own.
+        time.advance_ms(1);
+        assert_eq!(
+            store.user_by_name("root").await.unwrap().unwrap().role,
+            Role::Viewer
+        );
+        set_disabled(&store, &clock, "root", true, &mut out)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .user_by_name("root")
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled_at_ms,
+            Some(5_002)
+        );
+        time.advance_ms(1);
+        set_disabled(&store, &clock, "root", false, &mut out)
+            .await
+            .unwrap();
+        time.advance_ms(1);
+        assert_eq!(
+            store
+                .user_by_name("root")
+                .await
+                .unwrap()
+                .unwrap()
+                .disabled_at_ms,
+            None
+        );
+        reset_password(
+            &store,
+            &clock,
+            "root",
+            "another long password".into(),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        let root = store.user_by_name("root").await.unwrap().unwrap();
+        assert!(crate::passwords::verify(
+            "another long password",
+            &root.password_hash
+        ));
+        let e = set_disabled(&store, &clock, "nobody", true, &mut out)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no user `nobody`"), "{e}");
+        let actions: Vec<String> = store
+            .list_audit(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.entry.action)
+            .collect();
+        assert_eq!(
+            actions[..4],
+            [
+                "user.reset_password",
+                "user.enable",
+                "user.disable",
+                "user.set_role.viewer"
+            ]
+        );
+
         for json in [false, true] {
             let mut out = Vec::new();
             list(&store, &ListUsersArgs { json }, &mut out)
                 .await
                 .unwrap();
             let text = String::from_utf8(out).unwrap();
-            assert!(text.contains("root") && text.contains("admin"), "{text}");
+            assert!(text.contains("root") && text.contains("viewer"), "{text}");
             assert!(
-                !text.contains("argon2") && !text.contains("good long"),
+                !text.contains("argon2") && !text.contains("long password"),
                 "{text}"
             );
         }

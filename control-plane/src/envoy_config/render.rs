@@ -478,10 +478,12 @@ fn remote_code(source: &Upstream, wasm: &str) -> Result<Value, ConfigError> {
                 "timeout": "10s",
             },
             "sha256": crate::filter_modules::sha256_hex(&bytes),
-            // The control plane may start after the sidecar: keep asking for a few minutes.
+            // The control plane may start after the sidecar, or be rolling: keep asking
+            // for about an hour. A sidecar that never gets the module answers every
+            // call 503 (the plugin fails closed) until it restarts.
             "retry_policy": {
                 "retry_back_off": { "base_interval": "1s", "max_interval": "10s" },
-                "num_retries": 30,
+                "num_retries": 360,
             },
         },
     }))

@@ -1,26 +1,25 @@
 //! Usage rollups kept at ingest: per hour and per UTC day, and per (key, user, team,
-//! model, provider), the sums of the calls stored. [`add`] runs in the transaction that
+//! model, provider) or per (model, provider) only, the sums of the calls stored (see
+//! [`Table`]). [`add`] runs in the transaction that
 //! inserts the usage rows and is given only the rows it inserted, so a retried batch is
 //! never counted twice and a failed one not at all.
 //!
-//! Rows are upserted in primary-key order (hourly before daily), so two replicas adding
+//! Rows are upserted table by table in [`Table::ALL`]'s order and in primary-key order
+//! within each, so two replicas adding
 //! to the same rows on PostgreSQL take their locks in one order instead of deadlocking.
 
 use super::budgets::saturating_add;
 use super::{Backend, Store, StoreError, UsageRow, values_list};
-use crate::usage::{Bucket, Table};
+use crate::usage::{Bucket, Dimension, Table};
 use sqlx::AnyConnection;
 use std::collections::BTreeMap;
 
 /// The columns a rollup row is keyed by, in primary-key order.
-const KEY_COLUMNS: [&str; 6] = [
-    "bucket_start_ms",
-    "key_id",
-    "user_name",
-    "team",
-    "model",
-    "provider",
-];
+fn key_columns(table: Table) -> Vec<&'static str> {
+    std::iter::once("bucket_start_ms")
+        .chain(table.dimensions().iter().map(|d| d.column()))
+        .collect()
+}
 
 /// The columns a rollup row sums, in the order [`Sums`] binds them.
 pub(super) const SUM_COLUMNS: [&str; 10] = [
@@ -36,8 +35,9 @@ pub(super) const SUM_COLUMNS: [&str; 10] = [
     "estimated",
 ];
 
-/// Rollup rows per upsert statement (16 parameters each).
-const UPSERT_CHUNK: usize = 10;
+/// Rollup rows per upsert statement (at most 16 parameters each): few statements per
+/// batch, since on PostgreSQL each is a round trip while rows wait on their locks.
+const UPSERT_CHUNK: usize = 50;
 
 /// A rollup row's key: its bucket and the call's dimensions ('' for no user or team).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -96,41 +96,50 @@ fn hourly<'a>(rows: &[&'a UsageRow]) -> BTreeMap<RollupKey<'a>, Sums> {
     sums
 }
 
-/// The daily rows the hourly ones add to.
-fn daily<'a>(hourly: &BTreeMap<RollupKey<'a>, Sums>) -> BTreeMap<RollupKey<'a>, Sums> {
+/// The rows of `table` the hourly ones add to.
+fn rekeyed<'a>(
+    table: Table,
+    hourly: &BTreeMap<RollupKey<'a>, Sums>,
+) -> BTreeMap<RollupKey<'a>, Sums> {
+    let every_dimension = table.dimensions().len() == Dimension::ALL.len();
     let mut sums: BTreeMap<RollupKey<'a>, Sums> = BTreeMap::new();
     for (key, hour) in hourly {
-        let day = RollupKey {
-            bucket_start_ms: Bucket::Day.floor(key.bucket_start_ms),
+        let mut row = RollupKey {
+            bucket_start_ms: table.bucket().floor(key.bucket_start_ms),
             ..key.clone()
         };
-        sums.entry(day).or_default().add(hour);
+        if !every_dimension {
+            (row.key_id, row.user, row.team) = ("", "", "");
+        }
+        sums.entry(row).or_default().add(hour);
     }
     sums
 }
 
-/// Adds newly stored usage rows to the hourly and daily rollups, inside the caller's
-/// transaction.
+/// Adds newly stored usage rows to every rollup table, inside the caller's transaction.
 pub(super) async fn add(
     conn: &mut AnyConnection,
     rows: &[&UsageRow],
     placeholder: char,
 ) -> Result<(), StoreError> {
     let hours = hourly(rows);
-    let days = daily(&hours);
-    for (table, sums) in [(Table::Hourly, &hours), (Table::Daily, &days)] {
+    for table in Table::ALL {
+        let sums = rekeyed(table, &hours);
         let entries: Vec<_> = sums.iter().collect();
         for chunk in entries.chunks(UPSERT_CHUNK) {
             let sql = upsert_sql(table, chunk.len(), placeholder);
             let mut query = sqlx::query(&sql);
             for (key, sums) in chunk {
-                query = query
-                    .bind(key.bucket_start_ms)
-                    .bind(key.key_id)
-                    .bind(key.user)
-                    .bind(key.team)
-                    .bind(key.model)
-                    .bind(key.provider);
+                query = query.bind(key.bucket_start_ms);
+                for dimension in table.dimensions() {
+                    query = query.bind(match dimension {
+                        Dimension::Key => key.key_id,
+                        Dimension::User => key.user,
+                        Dimension::Team => key.team,
+                        Dimension::Model => key.model,
+                        Dimension::Provider => key.provider,
+                    });
+                }
                 for value in sums.0 {
                     query = query.bind(value);
                 }
@@ -143,7 +152,8 @@ pub(super) async fn add(
 
 /// `INSERT … ON CONFLICT DO UPDATE` of `rows` rollup rows, adding to existing sums.
 fn upsert_sql(table: Table, rows: usize, placeholder: char) -> String {
-    let columns: Vec<&str> = KEY_COLUMNS.iter().chain(&SUM_COLUMNS).copied().collect();
+    let keys = key_columns(table);
+    let columns: Vec<&str> = keys.iter().chain(&SUM_COLUMNS).copied().collect();
     let updates: Vec<String> = SUM_COLUMNS
         .iter()
         .map(|c| {
@@ -159,7 +169,7 @@ fn upsert_sql(table: Table, rows: usize, placeholder: char) -> String {
         table.name(),
         columns.join(", "),
         values_list(rows, columns.len(), placeholder),
-        KEY_COLUMNS.join(", "),
+        keys.join(", "),
         updates.join(", ")
     )
 }
@@ -189,29 +199,40 @@ fn saturating_sum(column: &str) -> String {
     )
 }
 
-/// The statement recomputing the hourly rollups from `usage_records`.
-fn rebuild_hourly_sql() -> String {
-    let hour = "finished_at_ms - finished_at_ms % 3600000";
-    let dimensions =
-        format!("{hour}, key_id, COALESCE(user_name, ''), COALESCE(team, ''), model, provider");
+/// The statement recomputing `table` from `usage_records` (the hourly table) or from
+/// the hourly or daily table (the others).
+fn rebuild_sql(table: Table) -> String {
     let amounts: Vec<String> = AMOUNT_COLUMNS.iter().map(|c| saturating_sum(c)).collect();
+    if table == Table::Hourly {
+        let dimensions = "finished_at_ms - finished_at_ms % 3600000, key_id, \
+                          COALESCE(user_name, ''), COALESCE(team, ''), model, provider";
+        return format!(
+            "INSERT INTO usage_hourly SELECT {dimensions}, COUNT(*), {}, \
+             SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(partial), SUM(estimated) \
+             FROM usage_records GROUP BY {dimensions}",
+            amounts.join(", ")
+        );
+    }
+    let source = match table.bucket() {
+        Bucket::Hour => Table::Hourly,
+        Bucket::Day if table == Table::Daily => Table::Hourly,
+        Bucket::Day => Table::Daily,
+    };
+    let bucket = match table.bucket() {
+        Bucket::Hour => "bucket_start_ms".to_owned(),
+        Bucket::Day => "bucket_start_ms - bucket_start_ms % 86400000".to_owned(),
+    };
+    let dimensions: Vec<&str> = std::iter::once(bucket.as_str())
+        .chain(table.dimensions().iter().map(|d| d.column()))
+        .collect();
     format!(
-        "INSERT INTO usage_hourly SELECT {dimensions}, COUNT(*), {}, \
-         SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), SUM(partial), SUM(estimated) \
-         FROM usage_records GROUP BY {dimensions}",
-        amounts.join(", ")
-    )
-}
-
-/// The statement recomputing the daily rollups from the hourly ones.
-fn rebuild_daily_sql() -> String {
-    let dimensions = "bucket_start_ms - bucket_start_ms % 86400000, key_id, user_name, team, \
-                      model, provider";
-    let amounts: Vec<String> = AMOUNT_COLUMNS.iter().map(|c| saturating_sum(c)).collect();
-    format!(
-        "INSERT INTO usage_daily SELECT {dimensions}, SUM(calls), {}, SUM(errors), \
-         SUM(partial), SUM(estimated) FROM usage_hourly GROUP BY {dimensions}",
-        amounts.join(", ")
+        "INSERT INTO {} SELECT {}, SUM(calls), {}, SUM(errors), SUM(partial), SUM(estimated) \
+         FROM {} GROUP BY {}",
+        table.name(),
+        dimensions.join(", "),
+        amounts.join(", "),
+        source.name(),
+        dimensions.join(", ")
     )
 }
 
@@ -229,16 +250,21 @@ impl Store {
                 .await?;
         }
         // SQLite: the first write takes the database's one write lock.
-        sqlx::query("DELETE FROM usage_hourly")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM usage_daily")
-            .execute(&mut *tx)
-            .await?;
-        let hours = sqlx::query(&rebuild_hourly_sql()).execute(&mut *tx).await?;
-        sqlx::query(&rebuild_daily_sql()).execute(&mut *tx).await?;
+        for table in Table::ALL {
+            sqlx::query(&format!("DELETE FROM {}", table.name()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut hourly_rows = 0;
+        // In Table::ALL's order: each is built from one before it.
+        for table in Table::ALL {
+            let done = sqlx::query(&rebuild_sql(table)).execute(&mut *tx).await?;
+            if table == Table::Hourly {
+                hourly_rows = done.rows_affected();
+            }
+        }
         tx.commit().await?;
-        Ok(hours.rows_affected())
+        Ok(hourly_rows)
     }
 }
 
@@ -292,7 +318,7 @@ mod tests {
                 (DAY_MS + HOUR_MS, "k1", [1, 10, 1, 2, 3, 1, 7, 0, 0, 1]),
             ]
         );
-        let days: Vec<(i64, &str, i64, &str)> = daily(&hours)
+        let days: Vec<(i64, &str, i64, &str)> = rekeyed(Table::Daily, &hours)
             .iter()
             .map(|(k, s)| (k.bucket_start_ms, k.key_id, s.0[0], k.user))
             .collect();
@@ -315,6 +341,11 @@ mod tests {
 
     #[test]
     fn the_upsert_adds_every_sum_column_and_names_only_known_columns() {
+        let models = upsert_sql(Table::DailyModels, 1, '?');
+        assert!(models.starts_with(
+            "INSERT INTO usage_daily_models (bucket_start_ms, model, provider, calls"
+        ));
+        assert!(models.contains("ON CONFLICT (bucket_start_ms, model, provider) DO UPDATE"));
         let sql = upsert_sql(Table::Daily, 2, '$');
         assert!(sql.starts_with("INSERT INTO usage_daily (bucket_start_ms, key_id"));
         assert!(sql.contains("($1, $2, $3"));

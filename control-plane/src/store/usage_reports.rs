@@ -7,7 +7,7 @@
 
 use super::rollups::SUM_COLUMNS;
 use super::{Store, StoreError, USAGE_COLUMNS, UsageRow, usage_row};
-use crate::usage::{Bucket, CallCursor, Dimension, HourRange, Span, Table, Totals, UsageFilter};
+use crate::usage::{self, Bucket, CallCursor, Dimension, HourRange, Span, Totals, UsageFilter};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -114,7 +114,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<UsageSums>, StoreError> {
         let mut merged: BTreeMap<(Option<i64>, String), Totals> = BTreeMap::new();
-        for span in range.spans(bucket.unwrap_or(Bucket::Day)) {
+        let models_only = usage::models_only(filter, group_by);
+        for span in range.spans(bucket.unwrap_or(Bucket::Day), models_only) {
             let sql = span_sql(span, filter, bucket, group_by, limit);
             for row in sql.fetch_all(self).await? {
                 let bucket_start_ms = match bucket {
@@ -203,9 +204,9 @@ fn span_sql(
     group_by: Option<Dimension>,
     limit: usize,
 ) -> Sql {
-    let bucket_expr = match (bucket, span.table) {
+    let bucket_expr = match (bucket, span.table.bucket()) {
         (None, _) => None,
-        (Some(Bucket::Day), Table::Hourly) => Some("bucket_start_ms - bucket_start_ms % 86400000"),
+        (Some(Bucket::Day), Bucket::Hour) => Some("bucket_start_ms - bucket_start_ms % 86400000"),
         (Some(_), _) => Some("bucket_start_ms"),
     };
     let mut select = Vec::new();

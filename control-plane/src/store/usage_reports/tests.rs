@@ -456,6 +456,105 @@ fn three_days_and_an_overflow(user: &str) -> Vec<UsageRow> {
     rows
 }
 
+async fn questions_about_models_read_their_own_rollups(store: &Store) {
+    // A model of its own: the model tables hold every user's calls of a model together.
+    let model = fresh("m");
+    let (ann, bob) = (fresh("u"), fresh("u"));
+    let mut rows = vec![
+        call(
+            &fresh("r"),
+            &fresh("k"),
+            &ann,
+            &model,
+            DAY0 + 23 * HOUR_MS,
+            10,
+        ),
+        call(
+            &fresh("r"),
+            &fresh("k"),
+            &bob,
+            &model,
+            DAY0 + DAY_MS + 1,
+            20,
+        ),
+        call(
+            &fresh("r"),
+            &fresh("k"),
+            &bob,
+            &model,
+            DAY0 + DAY_MS + 2,
+            30,
+        ),
+    ];
+    rows[2].provider = "other".into();
+    store.insert_usage(&rows).await.unwrap();
+    let by_model = UsageFilter {
+        model: Some(model.clone()),
+        ..UsageFilter::default()
+    };
+    let ask = || async {
+        let providers = store
+            .usage_totals(
+                &by_model,
+                range(DAY0 + 20 * HOUR_MS, DAY0 + 2 * DAY_MS),
+                Some(Dimension::Provider),
+                10,
+            )
+            .await
+            .unwrap();
+        let days = store
+            .usage_series(
+                &by_model,
+                range(DAY0, DAY0 + 2 * DAY_MS),
+                Bucket::Day,
+                None,
+                10,
+            )
+            .await
+            .unwrap();
+        let pairs = |sums: Vec<UsageSums>| -> Vec<(Option<i64>, Option<String>, u64, u128)> {
+            sums.into_iter()
+                .map(|s| {
+                    (
+                        s.bucket_start_ms,
+                        s.group,
+                        s.totals.calls,
+                        s.totals.cost_picos,
+                    )
+                })
+                .collect()
+        };
+        (pairs(providers), pairs(days))
+    };
+    let kept = ask().await;
+    assert_eq!(
+        kept,
+        (
+            vec![
+                (None, Some("other".into()), 1, 30),
+                (None, Some("prov".into()), 2, 30)
+            ],
+            vec![
+                (Some(DAY0), None, 1, 10),
+                (Some(DAY0 + DAY_MS), None, 2, 50)
+            ]
+        )
+    );
+    store.rebuild_usage_rollups().await.unwrap();
+    assert_eq!(ask().await, kept);
+}
+
+#[tokio::test]
+async fn sqlite_questions_about_models_read_their_own_rollups() {
+    let (_dir, store) = sqlite().await;
+    questions_about_models_read_their_own_rollups(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_questions_about_models_read_their_own_rollups() {
+    questions_about_models_read_their_own_rollups(&postgres().await).await;
+}
+
 /// Every hourly bucket of a user's calls, for comparing rollups.
 async fn hourly_of(store: &Store, user: &str) -> Vec<UsageSums> {
     store
@@ -500,6 +599,8 @@ async fn unmigrate_rollups(store: &Store) {
     for statement in [
         "DROP TABLE usage_hourly",
         "DROP TABLE usage_daily",
+        "DROP TABLE usage_hourly_models",
+        "DROP TABLE usage_daily_models",
         "DROP INDEX usage_records_by_time",
         "DROP INDEX usage_records_by_user_time",
         "DROP INDEX usage_records_by_team_time",
@@ -540,6 +641,20 @@ async fn the_migration_backfills_rows_stored_before_it(url: &str) {
     // Key A's day 2 saturated at i64::MAX, plus key B's 20 of that day.
     let max = i64::MAX.unsigned_abs();
     assert_eq!(calls, vec![(2, 40), (2, 40), (3, max + 20)]);
+    // The model tables too (the database holds this test's calls only).
+    let models: Vec<(Option<String>, u64)> = reopened
+        .usage_totals(
+            &UsageFilter::default(),
+            range(DAY0, DAY0 + 3 * DAY_MS),
+            Some(Dimension::Model),
+            10,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.group, s.totals.calls))
+        .collect();
+    assert_eq!(models, vec![(Some("x".into()), 6), (Some("y".into()), 1)]);
 }
 
 #[tokio::test]
