@@ -10,6 +10,7 @@ use crate::catalog::LiveCatalog;
 use crate::catalog::admin::{AdminSettings, CatalogAdmin, CatalogError};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigSource, ServerSettings};
+use crate::dashboard::{Dashboard, DashboardError};
 use crate::filter_modules::{FilterModules, FilterModulesError};
 use crate::gateway;
 use crate::lease_sweeper;
@@ -35,6 +36,9 @@ pub enum ServeError {
     /// The filter builds of `server.filter_dir` could not be read.
     #[error(transparent)]
     FilterModules(#[from] FilterModulesError),
+    /// The dashboard of `server.dashboard_dir` is not there.
+    #[error(transparent)]
+    Dashboard(#[from] DashboardError),
     /// A listener could not be bound or read.
     #[error("cannot listen for the {api} API on {addr}: {source}")]
     Listen {
@@ -189,6 +193,12 @@ pub async fn serve(
         .as_deref()
         .map(FilterModules::load)
         .transpose()?;
+    let dashboard = config
+        .server
+        .dashboard_dir
+        .as_deref()
+        .map(Dashboard::load)
+        .transpose()?;
     let local_addr = |api, listener: &TcpListener| {
         listener.local_addr().map_err(|source| ServeError::Listen {
             api,
@@ -270,9 +280,10 @@ pub async fn serve(
         clock,
         until_stopped(stopped.clone()),
     );
+    let api = api::router(api_state, dashboard);
     let routes = match filter_modules {
-        Some(modules) => api::router(api_state).merge(modules.router()),
-        None => api::router(api_state),
+        Some(modules) => api.merge(modules.router()),
+        None => api,
     };
     // The peer's address is what logins are limited and audited by.
     let http = axum::serve(

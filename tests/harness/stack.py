@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # The filter builds, as `./dev build` leaves them.
 WASM = ROOT / "target" / "wasm" / "tollgate_filter.wasm"
 WASM_COUNT = ROOT / "target" / "wasm" / "tollgate_filter_count.wasm"
+# The dashboard as `./dev build` leaves it (Vite's output).
+DASHBOARD_DIR = ROOT / "dashboard" / "dist"
 
 
 def native_bin(name: str) -> Path:
@@ -183,6 +185,8 @@ class Stack:
     sidecar_token: str = field(default_factory=lambda: secrets.token_hex(32))
     # What the control plane signs API sessions with (SESSION_SECRET_ENV); replicas share it.
     session_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    # Serve the dashboard `./dev build` left in dashboard/dist (server.dashboard_dir).
+    dashboard: bool = False
     # The master key (MASTER_KEY_ENV, 64 hex digits); replicas share it.
     master_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
@@ -400,6 +404,7 @@ class Stack:
             f'grpc_listen = "127.0.0.1:{grpc_port or self.grpc_port}"',
             f'http_listen = "127.0.0.1:{http_port or self.http_port}"',
             f'filter_token_env = "{FILTER_TOKEN_ENV}"',
+            *(["dashboard_dir = " + _toml(str(DASHBOARD_DIR))] if self.dashboard else []),
             "[storage]",
             storage,
             # The offline providers listen on loopback: the API may add providers there.

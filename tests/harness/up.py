@@ -28,6 +28,9 @@ DEMO_MODELS = {
 }
 
 
+DEMO_ADMIN = "admin"
+
+
 def port(var: str, default: int) -> int:
     value = os.environ.get(var, str(default))
     if not value.isdigit() or not 0 < int(value) < 65536:
@@ -44,6 +47,19 @@ def kept_session_secret(workdir: Path) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def demo_admin(stack: Stack) -> str:
+    """The demo's admin: created on the first run with a fresh password kept (owner-only)
+    beside the session secret, so every run prints the same login."""
+    path = stack.workdir / "admin-password"
+    if not path.exists():
+        password = secrets.token_urlsafe(12)
+        stack.cli("users", "create", DEMO_ADMIN, "--role", "admin", stdin=password + "\n")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password)
     return path.read_text().strip()
 
 
@@ -65,16 +81,19 @@ def main() -> None:
         http_port=port("TOLLGATE_HTTP_PORT", 8080),
         grpc_port=port("TOLLGATE_GRPC_PORT", 50051),
         admin_port=port("TOLLGATE_ADMIN_PORT", 9901),
+        dashboard=True,
     )
     print(f"Starting Tollgate; models route to {where}. Logs: {stack.workdir}/*.log", flush=True)
     stack.start()
     try:
-        key = stack.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+        admin_password = demo_admin(stack)
+        key = stack.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}", user=DEMO_ADMIN)
         print(f"""
 Tollgate is up (Envoy ready {stack.envoy_ready_seconds:.2f}s after start).
 
   Gateway (OpenAI-compatible): {stack.gateway_url}/v1
-  Control plane HTTP API:      {stack.control_plane_url}  (/healthz, /readyz)
+  Dashboard:                   {stack.control_plane_url}/  (sign in as {DEMO_ADMIN} / {admin_password})
+  Control plane HTTP API:      {stack.control_plane_url}/api  (/api/openapi.json)
   Envoy admin:                 {stack.admin_url}
   Demo key:                    {key}
 

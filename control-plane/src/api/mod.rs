@@ -5,6 +5,8 @@
 //! them all in the same layers: the session check ([`caller::authenticate`]), JSON errors,
 //! a body limit, CORS for the configured origins only, security headers, and request
 //! tracing that never records headers (where tokens and cookies travel) or query strings.
+//! Paths outside `/api` that no route has are the dashboard's (`crate::dashboard`), under
+//! the same layers.
 
 pub mod audit;
 pub mod auth;
@@ -28,6 +30,7 @@ pub use caller::Caller;
 pub use error::ApiError;
 pub use state::ApiState;
 
+use crate::dashboard::{Dashboard, is_api_path};
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
@@ -92,8 +95,8 @@ pub fn openapi_router() -> OpenApiRouter<ApiState> {
         .merge(usage::routes())
 }
 
-/// The API, ready to serve.
-pub fn router(state: ApiState) -> Router {
+/// The API, ready to serve, and the dashboard (if given) at every path outside it.
+pub fn router(state: ApiState, dashboard: Option<Dashboard>) -> Router {
     let (routes, document) = openapi_router().split_for_parts();
     let document = Arc::new(document);
     let settings = Arc::clone(&state.settings);
@@ -105,7 +108,7 @@ pub fn router(state: ApiState) -> Router {
                 async move { axum::Json(document) }
             }),
         )
-        .fallback(|| async { ApiError::NoRoute })
+        .fallback(move |request: Request| fallback(dashboard.clone(), request))
         .layer(middleware::from_fn_with_state(state.clone(), caller::authenticate))
         .with_state(state)
         .layer(middleware::from_fn(json_errors))
@@ -131,6 +134,14 @@ pub fn router(state: ApiState) -> Router {
             header::COOKIE,
             HeaderName::from_static(caller::CSRF_HEADER),
         ]))
+}
+
+/// What answers a path no route has: the dashboard outside `/api`, else a JSON 404.
+async fn fallback(dashboard: Option<Dashboard>, request: Request) -> Response {
+    match dashboard {
+        Some(dashboard) if !is_api_path(request.uri().path()) => dashboard.serve(request).await,
+        _ => ApiError::NoRoute.into_response(),
+    }
 }
 
 /// Sets `name: value` on every response, replacing a handler's.

@@ -142,7 +142,7 @@ impl TestApi {
             settings: Arc::new(settings),
         };
         Self {
-            router: super::router(state.clone()),
+            router: super::router(state.clone(), None),
             state,
             clock,
             secrets: Arc::default(),

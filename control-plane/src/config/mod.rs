@@ -213,6 +213,10 @@ impl Config {
             ("server.http_listen", old.http_listen != new.http_listen),
             ("server.filter_dir", old.filter_dir != new.filter_dir),
             (
+                "server.dashboard_dir",
+                old.dashboard_dir != new.dashboard_dir,
+            ),
+            (
                 "server.filter_token_env",
                 old.filter_token_env != new.filter_token_env
                     || old.filter_token != new.filter_token,

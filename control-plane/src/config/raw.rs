@@ -40,6 +40,7 @@ pub(super) struct ServerFile {
     pub http_listen: String,
     pub filter_token_env: String,
     pub filter_dir: Option<PathBuf>,
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 impl Default for ServerFile {
@@ -49,6 +50,7 @@ impl Default for ServerFile {
             http_listen: "127.0.0.1:8080".into(),
             filter_token_env: "TOLLGATE_FILTER_TOKEN".into(),
             filter_dir: None,
+            dashboard_dir: None,
         }
     }
 }

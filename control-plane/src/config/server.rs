@@ -21,6 +21,9 @@ pub struct ServerSettings {
     /// The directory holding the filter's builds that `GET /filter/<name>.wasm` serves
     /// (`server.filter_dir`), so Envoys fetch the module this control plane shipped with.
     pub filter_dir: Option<PathBuf>,
+    /// The directory holding the dashboard's build (`server.dashboard_dir`), served at
+    /// every path outside the API; none: no dashboard.
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 impl ServerSettings {
@@ -39,8 +42,8 @@ impl ServerSettings {
     }
 }
 
-/// Validates `[server]`; `env` resolves `filter_token_env`, and a relative `filter_dir` is
-/// taken from `base`.
+/// Validates `[server]`; `env` resolves `filter_token_env`, and a relative `filter_dir` or
+/// `dashboard_dir` is taken from `base`.
 pub(super) fn validate(
     file: ServerFile,
     env: &Env<'_>,
@@ -72,6 +75,7 @@ pub(super) fn validate(
         filter_token_env,
         filter_token,
         filter_dir: file.filter_dir.map(|dir| base.join(dir)),
+        dashboard_dir: file.dashboard_dir.map(|dir| base.join(dir)),
     })
 }
 
