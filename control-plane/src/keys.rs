@@ -25,6 +25,9 @@ pub enum KeyError {
     /// A rotation asked to keep the old secret working for longer than allowed.
     #[error("the old secret's grace period is at most {} days", MAX_ROTATION_GRACE.as_secs() / 86_400)]
     GraceTooLong,
+    /// Another rotation of the key landed between reading its secret and replacing it.
+    #[error("the key was rotated by another request meanwhile; its new secret stands")]
+    RotatedMeanwhile,
     /// An expiry that is not in the future.
     #[error("a key's expiry must be in the future")]
     ExpiryPast,
@@ -215,15 +218,25 @@ pub async fn rotate(
     if grace > MAX_ROTATION_GRACE {
         return Err(KeyError::GraceTooLong);
     }
+    let current = store
+        .key_by_id(id)
+        .await?
+        .filter(|k| k.revoked_at_ms.is_none())
+        .ok_or_else(|| KeyError::NotFound(id.to_owned()))?;
     let secret = new_secret();
     let grace_ms = i64::try_from(grace.as_millis()).map_err(|_| KeyError::GraceTooLong)?;
     let rotation = Rotation {
+        replacing: current.key_hash,
         key_hash: hash_key(secret.as_bytes()),
         key_prefix: display_prefix(&secret),
         previous_until_ms: (grace_ms > 0).then(|| clock.now_ms().saturating_add(grace_ms)),
     };
     if !store.rotate_key(id, &rotation).await? {
-        return Err(KeyError::NotFound(id.to_owned()));
+        // Revoked meanwhile, or rotated by another request whose secret must keep working.
+        return Err(match store.key_by_id(id).await? {
+            Some(k) if k.revoked_at_ms.is_none() => KeyError::RotatedMeanwhile,
+            _ => KeyError::NotFound(id.to_owned()),
+        });
     }
     let row = store
         .key_by_id(id)

@@ -737,8 +737,7 @@ mod tests {
     /// PostgreSQL is what several replicas share; `TOLLGATE_TEST_POSTGRES_URL` points at one.
     #[tokio::test]
     async fn postgres_round_trip() {
-        let url = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let url = test_stores::fresh_postgres_url().await;
         let store = Store::open(&url)
             .await
             .expect("PostgreSQL must be running for this test (see README)");

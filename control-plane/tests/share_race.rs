@@ -167,7 +167,7 @@ async fn race(replicas: Vec<Arc<GatewayService>>, store: &Store) {
 async fn two_replicas_on_postgres_never_assign_past_the_limit() {
     let dir = tempfile::tempdir().unwrap();
     let config = race_config(dir.path());
-    let (replicas, store) = two_replicas(&config, &postgres_url()).await;
+    let (replicas, store) = two_replicas(&config, &postgres_url().await).await;
     race(replicas, &store).await;
 }
 

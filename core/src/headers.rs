@@ -20,7 +20,9 @@ const REQUEST_ALLOWED: &[&str] = &[
 ];
 
 /// Response headers every client receives as the provider sent them: the body's framing,
-/// and what OpenAI's SDKs read to back off and to report request ids.
+/// and what OpenAI's SDKs read to back off and to report request ids. `cache-control` and
+/// `x-content-type-options` are the gateway's own by then (Envoy's route sets them on
+/// every answer before the filter sees it).
 const RESPONSE_ALLOWED: &[&str] = &[
     "cache-control",
     "content-length",
@@ -32,6 +34,7 @@ const RESPONSE_ALLOWED: &[&str] = &[
     "retry-after",
     "retry-after-ms",
     "transfer-encoding",
+    "x-content-type-options",
     "x-request-id",
     "x-should-retry",
 ];
@@ -107,6 +110,7 @@ mod tests {
                 "x-ratelimit-reset-requests",
                 "x-ratelimit-reset-tokens",
                 "x-request-id",
+                "x-content-type-options",
             ]
         );
     }

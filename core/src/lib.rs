@@ -4,6 +4,7 @@
 //! the Envoy filter and the control plane only adapt it to their protocols.
 
 pub mod access;
+pub mod access_log;
 pub mod anthropic;
 pub mod budget;
 pub mod endpoints;
@@ -14,6 +15,7 @@ pub mod inflight;
 pub mod json_scan;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod pricing;
 pub mod providers;
 pub mod refusal;

@@ -10,11 +10,11 @@ use proxy_wasm::types::Status;
 use std::time::Duration;
 use tollgate_core::settings::FilterSettings;
 
-/// Calls in flight, each with its kind `K`.
+/// Calls in flight, each with its kind `K` and when it was dispatched (Unix ms).
 #[derive(Debug)]
 pub struct Calls<K> {
     /// Few at a time (one or two), so a list beats a map.
-    pending: Vec<(u32, K)>,
+    pending: Vec<(u32, K, u64)>,
 }
 
 impl<K> Default for Calls<K> {
@@ -26,16 +26,19 @@ impl<K> Default for Calls<K> {
 }
 
 impl<K> Calls<K> {
-    /// Remembers that call `token` is of kind `kind`.
-    pub fn register(&mut self, token: u32, kind: K) {
-        self.pending.push((token, kind));
+    /// Remembers that call `token`, dispatched at `now_ms`, is of kind `kind`.
+    pub fn register(&mut self, token: u32, kind: K, now_ms: u64) {
+        self.pending.push((token, kind, now_ms));
     }
 
-    /// The kind of call `token`, forgotten from now on; `None` (and a log line) for a
-    /// token this context never registered.
-    pub fn take(&mut self, token: u32) -> Option<K> {
-        match self.pending.iter().position(|(t, _)| *t == token) {
-            Some(i) => Some(self.pending.swap_remove(i).1),
+    /// The kind of call `token` and when it was dispatched, forgotten from now on; `None`
+    /// (and a log line) for a token this context never registered.
+    pub fn take(&mut self, token: u32) -> Option<(K, u64)> {
+        match self.pending.iter().position(|(t, _, _)| *t == token) {
+            Some(i) => {
+                let (_, kind, dispatched_ms) = self.pending.swap_remove(i);
+                Some((kind, dispatched_ms))
+            }
             None => {
                 log::warn!("tollgate: answer to unknown call {token} ignored");
                 None
@@ -76,12 +79,12 @@ mod tests {
     #[test]
     fn each_token_is_answered_once_with_its_kind() {
         let mut calls = Calls::default();
-        calls.register(7, Kind::A);
-        calls.register(9, Kind::B);
-        assert_eq!(calls.take(9), Some(Kind::B));
+        calls.register(7, Kind::A, 100);
+        calls.register(9, Kind::B, 200);
+        assert_eq!(calls.take(9), Some((Kind::B, 200)));
         assert_eq!(calls.take(9), None, "answered already");
         assert_eq!(calls.take(8), None, "never registered");
-        assert_eq!(calls.take(7), Some(Kind::A));
+        assert_eq!(calls.take(7), Some((Kind::A, 100)));
         assert!(calls.pending.is_empty());
     }
 }

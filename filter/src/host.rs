@@ -9,7 +9,7 @@
 pub mod mock;
 
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType, Status};
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
 
 /// One shared-data entry as read: its bytes and the version to compare-and-swap against.
@@ -66,6 +66,15 @@ pub trait Host {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
     /// Lets a paused request go on.
     fn resume_request(&self);
+    /// Leaves `value` in the stream's filter state under `key` (Envoy names it
+    /// `wasm.<key>`), where the access log reads it.
+    fn set_filter_state(&self, key: &str, value: &[u8]);
+    /// The id of the stat `name`, defined if new; `None` if Envoy refuses it.
+    fn define_metric(&self, kind: MetricType, name: &str) -> Option<u32>;
+    /// Adds `by` to a counter.
+    fn increment_metric(&self, id: u32, by: i64);
+    /// Records one value of a histogram.
+    fn record_metric(&self, id: u32, value: u64);
 }
 
 /// The host inside Envoy.
@@ -183,5 +192,26 @@ impl Host for ProxyWasm {
 
     fn resume_request(&self) {
         logged("resume_http_request", hostcalls::resume_http_request());
+    }
+
+    fn set_filter_state(&self, key: &str, value: &[u8]) {
+        logged(
+            "set_property",
+            hostcalls::set_property(vec![key], Some(value)),
+        );
+    }
+
+    fn define_metric(&self, kind: MetricType, name: &str) -> Option<u32> {
+        hostcalls::define_metric(kind, name)
+            .map_err(|status| log::warn!("tollgate: cannot define metric {name}: {status:?}"))
+            .ok()
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) {
+        logged("increment_metric", hostcalls::increment_metric(id, by));
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        logged("record_metric", hostcalls::record_metric(id, value));
     }
 }

@@ -28,6 +28,7 @@ mod host;
 mod ids;
 mod lease;
 mod limits;
+mod metrics;
 mod request;
 mod usage;
 
@@ -40,6 +41,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
+use tollgate_core::metrics::Counter;
 use tollgate_core::settings::FilterSettings;
 use tollgate_core::share;
 
@@ -136,6 +138,7 @@ impl<H: Host> Plugin<H> {
             shares: Rc::default(),
             spent: Rc::default(),
             unreachable: Rc::default(),
+            metrics: Rc::default(),
             settings: Rc::new(settings),
         };
     }
@@ -153,7 +156,8 @@ impl<H: Host> Plugin<H> {
         );
         match sent {
             Ok(token) => {
-                self.calls.register(token, RootCall::UsageReport);
+                self.calls
+                    .register(token, RootCall::UsageReport, self.host.now_ms());
                 self.shared.outbox.borrow_mut().sent(token);
             }
             Err(status) => {
@@ -181,7 +185,7 @@ impl<H: Host> Plugin<H> {
             if let Some(token) = budget::ask(&self.host, &self.shared.settings, &b, &asked, ask) {
                 let budget_id = b.budget_id;
                 self.calls
-                    .register(token, RootCall::Renewal { budget_id, asked });
+                    .register(token, RootCall::Renewal { budget_id, asked }, now);
             }
         }
     }
@@ -238,6 +242,7 @@ impl<H: Host> Plugin<H> {
                         sync,
                         released,
                     },
+                    now,
                 );
             }
         }
@@ -245,18 +250,34 @@ impl<H: Host> Plugin<H> {
 
     /// Routes the answer to call `token` to its handler.
     fn on_answer(&mut self, token: u32, status: u32, size: usize) {
-        let Some(kind) = self.calls.take(token) else {
+        let Some((kind, dispatched_ms)) = self.calls.take(token) else {
             return;
         };
+        self.shared
+            .metrics
+            .borrow_mut()
+            .control_plane_answered(&self.host, dispatched_ms, status);
         match kind {
             RootCall::UsageReport => {
                 let ack = (status == 0)
                     .then(|| self.host.grpc_response_body(size))
                     .flatten();
-                self.shared
-                    .outbox
-                    .borrow_mut()
-                    .settle(token, status, ack.as_deref());
+                let mut outbox = self.shared.outbox.borrow_mut();
+                let before = outbox.tally();
+                outbox.settle(token, status, ack.as_deref());
+                let after = outbox.tally();
+                drop(outbox);
+                let mut metrics = self.shared.metrics.borrow_mut();
+                for (state, was, is) in [
+                    ("sent", before.sent, after.sent),
+                    ("dropped", before.dropped, after.dropped),
+                ] {
+                    metrics.count(
+                        &self.host,
+                        Counter::UsageRecords(state),
+                        is.saturating_sub(was),
+                    );
+                }
             }
             RootCall::Renewal { budget_id, asked } => {
                 let Some(answer) = budget::answer(&self.host, status, size) else {

@@ -23,6 +23,7 @@ mod body;
 mod budgets;
 mod metering;
 mod models;
+mod report;
 mod shares;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use crate::calls::{self, Calls};
 use crate::host::Host;
 use crate::lease::Seen;
 use crate::limits::{self, Brake, CallShares, Limit, Taken};
+use crate::metrics::Metrics;
 use crate::usage::Outbox;
 use admission::{Caller, Head, Target};
 use metering::Response;
@@ -43,6 +45,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tollgate_core::access::UnknownKeys;
 use tollgate_core::inflight::InflightBytes;
+use tollgate_core::metrics::Counter;
 use tollgate_core::providers::ProviderKind;
 use tollgate_core::refusal::Refusal;
 use tollgate_core::settings::FilterSettings;
@@ -77,6 +80,8 @@ pub struct Shared {
     /// Calls that needed a budget lease or a rate-limit share while the control plane was
     /// unreachable: (admitted within a lease, refused).
     pub unreachable: Rc<Cell<(u64, u64)>>,
+    /// The VM's stats.
+    pub metrics: Rc<RefCell<Metrics>>,
 }
 
 /// The kinds of call a stream makes; each answer goes to the handler of its kind.
@@ -185,6 +190,10 @@ pub struct Request<H: Host> {
     rate_headers: Vec<(&'static str, String)>,
     /// The failed-authentication brake of the client's address, if it has one.
     brake: Option<Brake>,
+    /// From the request's start to the answer's headers, for an admitted call.
+    first_byte_ms: Option<u64>,
+    /// The key's id and the model of a call refused after it was admitted, for its log line.
+    refused_who: Option<(String, String)>,
 }
 
 impl<H: Host> Request<H> {
@@ -200,6 +209,8 @@ impl<H: Host> Request<H> {
             calls: Calls::default(),
             rate_headers: Vec::new(),
             brake: None,
+            first_byte_ms: None,
+            refused_who: None,
         }
     }
 
@@ -232,6 +243,9 @@ impl<H: Host> Request<H> {
             // A call refused after it was taken from its limits (its budget refused it, or
             // its lease could not be had) never reaches a provider: it costs nothing.
             limits::give_back(&self.host, &admitted.taken, self.host.now_ms());
+        }
+        if let Phase::Admitted(admitted) = &self.phase {
+            self.refused_who = Some((admitted.key_id.clone(), admitted.target.model.clone()));
         }
         let error = refusal.to_error();
         self.reply(error.status, &error.body());
@@ -269,23 +283,34 @@ impl<H: Host> Request<H> {
                 self.phase = Phase::Answered;
                 return Ok(Next::Wait);
             }
-            self.ask_control_plane(target, StreamCall::ModelList)?;
+            self.ask_control_plane(target, StreamCall::ModelList, now)?;
             return Ok(Next::Wait);
         }
-        match admission::from_cache(&self.host, &target, now) {
+        let cached = admission::from_cache(&self.host, &target, now);
+        let result = if cached.is_some() { "hit" } else { "miss" };
+        self.shared
+            .metrics
+            .borrow_mut()
+            .count(&self.host, Counter::KeyCache(result), 1);
+        match cached {
             Some(decision) => {
                 let (route, caller) = decision?;
                 self.admit(target, route, caller, now)?;
                 Ok(Next::Continue)
             }
             None => {
-                self.ask_control_plane(target, StreamCall::Admission)?;
+                self.ask_control_plane(target, StreamCall::Admission, now)?;
                 Ok(Next::Wait)
             }
         }
     }
 
-    fn ask_control_plane(&mut self, target: Target, kind: StreamCall) -> Result<(), Refusal> {
+    fn ask_control_plane(
+        &mut self,
+        target: Target,
+        kind: StreamCall,
+        now: u64,
+    ) -> Result<(), Refusal> {
         // Drawn before asking: an answer is as new as the question it answers.
         let ticket = cache::next_ticket(&self.host);
         let message = AuthorizeRequest {
@@ -303,7 +328,7 @@ impl<H: Host> Request<H> {
             log::warn!("tollgate: cannot dispatch Authorize: {status:?}");
             Refusal::ControlPlaneUnavailable
         })?;
-        self.calls.register(token, Question { kind, ticket });
+        self.calls.register(token, Question { kind, ticket }, now);
         self.phase = Phase::Authorizing(target);
         Ok(())
     }
@@ -546,9 +571,14 @@ impl<H: Host> Drop for Request<H> {
 
 impl<H: Host> Context for Request<H> {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        let Some(Question { kind, ticket }) = self.calls.take(token_id) else {
+        let Some((Question { kind, ticket }, dispatched_ms)) = self.calls.take(token_id) else {
             return;
         };
+        self.shared.metrics.borrow_mut().control_plane_answered(
+            &self.host,
+            dispatched_ms,
+            status_code,
+        );
         match kind {
             StreamCall::Lease => return self.on_lease_answer(status_code, response_size),
             StreamCall::Share => return self.on_share_answer(status_code, response_size),
@@ -646,7 +676,16 @@ impl<H: Host> HttpContext for Request<H> {
             self.host.set_response_header(name, Some(value));
         }
         if let Phase::Admitted(admitted) = &mut self.phase {
-            metering::on_response_headers(&self.host, admitted, &self.request_id, end_of_stream);
+            // One clock read for the metering and the log line's first byte.
+            let now = self.host.now_ms();
+            self.first_byte_ms = Some(now.saturating_sub(self.started_ms));
+            metering::on_response_headers(
+                &self.host,
+                admitted,
+                &self.request_id,
+                end_of_stream,
+                now,
+            );
         }
         Action::Continue
     }
@@ -661,6 +700,11 @@ impl<H: Host> HttpContext for Request<H> {
     }
 
     fn on_log(&mut self) {
+        let facts = report::Facts {
+            request_id: &self.request_id,
+            first_byte_ms: self.first_byte_ms,
+        };
+        let mut metrics = self.shared.metrics.borrow_mut();
         let admitted = match &mut self.phase {
             Phase::Admitted(admitted) => admitted,
             Phase::Refused(refusal) => {
@@ -669,9 +713,18 @@ impl<H: Host> HttpContext for Request<H> {
                     self.request_id,
                     refusal.code()
                 );
+                let ending = report::Ending::Refused {
+                    refusal,
+                    who: self.refused_who.as_ref(),
+                };
+                report::report(&self.host, &mut metrics, &facts, ending);
                 return;
             }
-            Phase::AwaitingHeaders | Phase::Authorizing(_) | Phase::Answered => return,
+            Phase::Answered => {
+                report::report(&self.host, &mut metrics, &facts, report::Ending::Answered);
+                return;
+            }
+            Phase::AwaitingHeaders | Phase::Authorizing(_) => return,
         };
         let now = self.host.now_ms();
         if admitted.body != BodyStage::Checked {
@@ -691,6 +744,8 @@ impl<H: Host> HttpContext for Request<H> {
                 "tollgate: request {} ended before its body was sent; not metered",
                 self.request_id
             );
+            let ending = report::Ending::Abandoned { admitted };
+            report::report(&self.host, &mut metrics, &facts, ending);
             return;
         }
         let mut record = metering::usage_record(admitted, &self.request_id, self.started_ms, now);
@@ -698,6 +753,11 @@ impl<H: Host> HttpContext for Request<H> {
             limits::settle_tokens(&self.host, &admitted.taken, used, now);
         }
         budgets::settle(&self.host, admitted, &mut record);
+        let ending = report::Ending::Metered {
+            admitted,
+            record: &record,
+        };
+        report::report(&self.host, &mut metrics, &facts, ending);
         self.shared.outbox.borrow_mut().push(record);
     }
 }

@@ -83,6 +83,17 @@ pub struct Outbox {
     dropped: u64,
     /// Records the control plane refused on their own, dropped.
     poisoned: u64,
+    /// Records the control plane acknowledged.
+    acknowledged: u64,
+}
+
+/// What became of the records an outbox took, so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Acknowledged by the control plane.
+    pub sent: u64,
+    /// Dropped: the outbox was full, or the control plane refused them on their own.
+    pub dropped: u64,
 }
 
 impl Outbox {
@@ -104,6 +115,14 @@ impl Outbox {
         self.waiting_records = self.waiting_records.saturating_add(1);
         self.waiting_bytes = self.waiting_bytes.saturating_add(held.bytes);
         self.queue.push_back(held);
+    }
+
+    /// What became of the records taken so far.
+    pub fn tally(&self) -> Tally {
+        Tally {
+            sent: self.acknowledged,
+            dropped: self.dropped.saturating_add(self.poisoned),
+        }
     }
 
     /// The next batch to send, encoded, unless one is in flight or nothing waits.
@@ -156,6 +175,8 @@ impl Outbox {
             return;
         };
         if status == 0 {
+            let sent = u64::try_from(in_flight.records.len()).unwrap_or(u64::MAX);
+            self.acknowledged = self.acknowledged.saturating_add(sent);
             if let Some(ack) = ack.and_then(|b| UsageAck::decode(b).ok()) {
                 log::debug!(
                     "tollgate: usage batch stored={} duplicates={}",

@@ -162,6 +162,9 @@ class Stack:
     limits: dict = field(default_factory=dict)
     # `[budgets]` of the config, e.g. {"lease_ttl_ms": 2000}.
     budgets: dict = field(default_factory=dict)
+    # More `[envoy]` settings, e.g. {"request_headers_timeout_ms": 2000}, and `[envoy.cors]`.
+    envoy_settings: dict = field(default_factory=dict)
+    cors: dict = field(default_factory=dict)
     # The store: None for SQLite under the work dir, else a `postgres://` URL.
     database_url: str | None = None
     # Control-plane replicas (sharing `database_url`) and Envoys. Envoy `i` asks replica
@@ -423,6 +426,9 @@ class Stack:
               if control_plane or self.envoys_see_all_replicas else []),
             # The counting build only where counting before admission is asked for.
             "wasm = " + _toml(str(WASM_COUNT if self.filter_settings.get("count_prompt_tokens") else WASM)),
+            *(f"{k} = {_toml(v)}" for k, v in self.envoy_settings.items()),
+            *(["[envoy.cors]"] if self.cors else []),
+            *(f"{k} = {_toml(v)}" for k, v in self.cors.items()),
             "[envoy.filter]",
             *(f"{k} = {_toml(v)}" for k, v in self.filter_settings.items()),
         ]

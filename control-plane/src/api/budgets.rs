@@ -133,6 +133,15 @@ pub struct UserLimitsView {
     pub tokens_per_minute: Option<u64>,
 }
 
+/// `name` as a user's name, or 422 if no user has it: a typo'd name would limit no one.
+async fn existing_user(state: &ApiState, name: &str) -> Result<String, ApiError> {
+    let name = owner_name("user", name)?;
+    if state.store.user_by_name(&name).await?.is_none() {
+        return Err(ApiError::invalid("user", "names no user"));
+    }
+    Ok(name)
+}
+
 /// The subjects a member may read budgets of: themselves and each of their keys.
 async fn own_subjects(state: &ApiState, caller: &Caller) -> Result<HashSet<String>, ApiError> {
     let mut subjects: HashSet<String> = state
@@ -181,7 +190,7 @@ async fn list_budgets(
         (status = 201, description = "Created", body = BudgetView),
         (status = 200, description = "Changed", body = BudgetView),
         (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 422, description = "A field is wrong (no such key, a bad amount)", body = ErrorBody),
+        (status = 422, description = "A field is wrong (no such key or user, a revoked key, a bad amount)", body = ErrorBody),
     )
 )]
 async fn set_budget(
@@ -191,13 +200,14 @@ async fn set_budget(
 ) -> Result<(StatusCode, axum::Json<BudgetView>), ApiError> {
     caller.require(Role::Admin)?;
     let subject = match ask.kind {
-        SubjectKind::Key => {
-            if !state.store.key_exists(&ask.name).await? {
-                return Err(ApiError::invalid("name", "names no key"));
+        SubjectKind::Key => match state.store.key_by_id(&ask.name).await? {
+            None => return Err(ApiError::invalid("name", "names no key")),
+            Some(key) if key.revoked_at_ms.is_some() => {
+                return Err(ApiError::invalid("name", "names a revoked key"));
             }
-            Subject::Key(ask.name)
-        }
-        SubjectKind::User => Subject::User(owner_name("user", &ask.name)?),
+            Some(_) => Subject::Key(ask.name),
+        },
+        SubjectKind::User => Subject::User(existing_user(&state, &ask.name).await?),
         SubjectKind::Team => Subject::Team(owner_name("team", &ask.name)?),
     };
     let limit_picos = parse_dollars(&ask.usd).map_err(|e| ApiError::invalid("usd", e))?;
@@ -284,7 +294,7 @@ async fn get_user_limits(
     responses(
         (status = 200, description = "Set", body = UserLimitsView),
         (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 422, description = "A bad name", body = ErrorBody),
+        (status = 422, description = "A bad name, or no such user", body = ErrorBody),
     )
 )]
 async fn set_user_limits(
@@ -294,7 +304,7 @@ async fn set_user_limits(
     Json(ask): Json<UserLimitsView>,
 ) -> Result<axum::Json<UserLimitsView>, ApiError> {
     caller.require(Role::Admin)?;
-    let name = owner_name("user", &name)?;
+    let name = existing_user(&state, &name).await?;
     if ask
         .tokens_per_minute
         .is_some_and(|n| i64::try_from(n).is_err())

@@ -157,6 +157,10 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        // A client's number too large for the store is the client's mistake, not ours.
+        if let StoreError::OutOfRange { field, .. } = e {
+            return ApiError::invalid(field, format!("is at most {}", i64::MAX));
+        }
         // The cause goes to the log only: SQL and paths are for operators.
         tracing::error!(error = %e, "API request failed in the store");
         ApiError::Internal

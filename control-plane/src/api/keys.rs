@@ -147,7 +147,7 @@ pub struct NewKey {
 }
 
 /// Changes to a key: a field absent stays, a field `null` is cleared. Only admins change
-/// limits, user and team; a member may change their own key's expiry.
+/// limits, user and team; a member may bring their own key's expiry closer.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyChange {
@@ -187,6 +187,16 @@ impl KeyChange {
     }
 }
 
+/// Whether a member may change their key's expiry from `current` to `asked`: only closer,
+/// so a member never lifts, extends or revives an expiry an admin set.
+fn member_may_set_expiry(current: Option<i64>, asked: Option<i64>) -> bool {
+    match (current, asked) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(current), Some(asked)) => asked < current,
+    }
+}
+
 /// A field that is present, `null` or not: absent fields stay `None` through `default`.
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -214,6 +224,7 @@ impl From<KeyError> for ApiError {
             ),
             e @ KeyError::GraceTooLong => ApiError::invalid("grace_seconds", e),
             e @ KeyError::ExpiryPast => ApiError::invalid("expires_at_ms", e),
+            e @ KeyError::RotatedMeanwhile => ApiError::Conflict(e.to_string()),
             KeyError::Store(e) => e.into(),
         }
     }
@@ -348,7 +359,7 @@ async fn get_key(
     request_body = KeyChange,
     responses(
         (status = 200, description = "The key as changed", body = KeyView),
-        (status = 403, description = "A viewer, or a member changing more than the expiry", body = ErrorBody),
+        (status = 403, description = "A viewer, or a member changing more than the expiry or moving it later", body = ErrorBody),
         (status = 404, description = "No such key, or not the caller's", body = ErrorBody),
         (status = 422, description = "A field is wrong", body = ErrorBody),
     )
@@ -364,6 +375,15 @@ async fn update_key(
     if !caller.is_admin() && change.beyond_expiry() {
         return Err(ApiError::Forbidden(
             "only admins change a key's limits, user or team".into(),
+        ));
+    }
+    if !caller.is_admin()
+        && change
+            .expires_at_ms
+            .is_some_and(|asked| !member_may_set_expiry(key.expires_at_ms, asked))
+    {
+        return Err(ApiError::Forbidden(
+            "a member may only bring their key's expiry closer".into(),
         ));
     }
     if key.revoked_at_ms.is_some() {
@@ -413,6 +433,7 @@ async fn update_key(
         (status = 200, description = "The new secret, shown this once", body = IssuedKeyView),
         (status = 403, description = "A viewer", body = ErrorBody),
         (status = 404, description = "No such active key, or not the caller's", body = ErrorBody),
+        (status = 409, description = "Another rotation of the key landed first", body = ErrorBody),
         (status = 422, description = "The grace is longer than 30 days", body = ErrorBody),
     )
 )]

@@ -112,20 +112,7 @@ impl TestApi {
     /// The API on a fresh schema of the test PostgreSQL database
     /// (`TOLLGATE_TEST_POSTGRES_URL`), so names never collide with other tests'.
     pub async fn start_postgres() -> Self {
-        let base = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("api_test_{}", hex::encode(rand::random::<[u8; 6]>()));
-        sqlx::any::install_default_drivers();
-        let admin = sqlx::AnyPool::connect(&base)
-            .await
-            .expect("PostgreSQL must be running for this test (see README)");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        admin.close().await;
-        let joiner = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{joiner}options%5Bsearch_path%5D={schema}");
+        let url = crate::store::test_stores::fresh_postgres_url().await;
         let store = Store::open(&url).await.unwrap();
         Self::on(store, test_settings(), None)
     }

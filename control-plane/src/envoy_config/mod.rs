@@ -2,10 +2,15 @@
 //! the control plane, so the providers Envoy can reach, the filter's settings and the
 //! names both sides must agree on (route header, metadata namespace) have one source.
 
+mod access_log;
+mod edge;
+mod metrics;
 mod render;
+mod replies;
 mod section;
 mod upstream;
 
+pub use edge::{CorsSettings, EdgeSettings};
 pub use render::{RenderError, Variant, render};
 pub use section::{
     AdminAddress, ControlPlaneAddress, DEFAULT_CA_BUNDLE, EnvoyFile, EnvoySection, FilterToken,

@@ -3,8 +3,10 @@
 //! Values enter as data, never as text pasted into a template, so no provider name, path
 //! or header can change the file's structure; the YAML writer quotes what needs quoting.
 
+use super::edge::CorsSettings;
 use super::section::{AdminAddress, FilterToken, ResolvedFilter};
 use super::upstream::{Host, Transport, Upstream};
+use super::{access_log, metrics, replies};
 use crate::catalog::Provider;
 use crate::config::{Config, ConfigError, LimitSettings, field_error};
 use serde_json::{Value, json};
@@ -72,6 +74,17 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
         }
         Variant::WithoutFilter => vec![router()],
     };
+    // First, so a preflight is answered before anything asks for a key, and so its
+    // headers reach the filter's own refusals too (a browser then reads their error).
+    let http_filters: Vec<Value> = config
+        .envoy
+        .edge
+        .cors
+        .as_ref()
+        .map(|_| cors_filter())
+        .into_iter()
+        .chain(http_filters)
+        .collect();
 
     let mut providers: Vec<&Provider> = config.catalog.providers.values().collect();
     providers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -118,6 +131,7 @@ pub fn render(config: &Config, variant: Variant) -> Result<String, RenderError> 
 
     let bootstrap = json!({
         "admin": { "address": admin_address(&config.envoy.admin) },
+        "stats_config": metrics::stats_config(),
         "overload_manager": overload_manager(config),
         "static_resources": {
             "listeners": [listener(config, &filter, http_filters)],
@@ -205,6 +219,29 @@ fn overload_manager(config: &Config) -> Value {
 
 fn listener(config: &Config, filter: &ResolvedFilter, http_filters: Vec<Value>) -> Value {
     let listen = config.envoy.listen;
+    let edge = &config.envoy.edge;
+    let mut virtual_host = json!({
+        "name": "providers",
+        "domains": ["*"],
+        "routes": [{
+            "match": { "prefix": "/" },
+            "route": {
+                // The filter names the provider in this header; it is also the cluster's
+                // name. Same value as the filter's `route_header`, from one source.
+                "cluster_header": filter.settings.route_header,
+                "auto_host_rewrite": true,
+                "timeout": "600s",
+            },
+            // It chose the cluster; the provider has no use for it.
+            "request_headers_to_remove": [filter.settings.route_header],
+        }],
+    });
+    if let (Some(cors), Value::Object(fields)) = (&edge.cors, &mut virtual_host) {
+        fields.insert(
+            "typed_per_filter_config".into(),
+            json!({ CORS_FILTER: cors_policy(cors) }),
+        );
+    }
     json!({
         "name": "gateway",
         "address": socket_address(&listen.ip().to_string(), listen.port()),
@@ -219,30 +256,54 @@ fn listener(config: &Config, filter: &ResolvedFilter, http_filters: Vec<Value>) 
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": "gateway",
                     "codec_type": "AUTO",
+                    // The client is the peer, or the address the trusted proxies in front
+                    // of Envoy name in x-forwarded-for; never what the client writes there.
                     "use_remote_address": true,
-                    // LLM answers can take minutes; streams may pause between tokens.
-                    "stream_idle_timeout": "300s",
-                    "request_timeout": "0s",
-                    "local_reply_config": local_replies(),
+                    "xff_num_trusted_hops": edge.trusted_proxy_hops,
+                    // A client-sent x-tollgate-* header never reaches routing, the filter
+                    // or a provider: it could pose as one the gateway sets.
+                    "early_header_mutation_extensions": [{
+                        "name": "envoy.http.early_header_mutation.header_mutation",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                            "mutations": [{ "remove_on_match": { "key_matcher": { "prefix": "x-tollgate-" } } }],
+                        },
+                    }],
+                    // Slow and idle clients: a request head must arrive whole within
+                    // request_headers_timeout and the whole request within request_timeout
+                    // (a slow-loris client is answered 408 and closed); a connection with
+                    // nothing in flight is closed after idle_timeout.
+                    "request_headers_timeout": duration(edge.request_headers_timeout_ms),
+                    "request_timeout": duration(edge.request_timeout_ms),
+                    // An answer in progress is ended by its provider's deadline (the
+                    // filter's per-call timeout, a 504), never by a pause between tokens
+                    // shorter than that.
+                    "stream_idle_timeout": duration(stream_idle_timeout_ms(config)),
+                    "common_http_protocol_options": {
+                        "idle_timeout": duration(edge.idle_timeout_ms),
+                        "max_headers_count": edge.max_headers_count,
+                        // `x_api_key` and `x-api-key` must not be one header to one hop
+                        // and two to the next.
+                        "headers_with_underscores_action": "REJECT_REQUEST",
+                    },
+                    "max_request_headers_kb": edge.max_request_headers_kb,
+                    "http2_protocol_options": {
+                        "max_concurrent_streams": 100,
+                        "initial_stream_window_size": 65536,
+                        "initial_connection_window_size": 1048576,
+                    },
+                    "normalize_path": true,
+                    "merge_slashes": true,
+                    "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                    // Envoy names no server software; a provider's `server` is dropped.
+                    "server_header_transformation": "PASS_THROUGH",
+                    "local_reply_config": replies::local_reply_config(),
+                    "access_log": [access_log::access_log(&edge.access_log)],
                     "route_config": {
                         "name": "providers",
-                        "virtual_hosts": [{
-                            "name": "providers",
-                            "domains": ["*"],
-                            "routes": [{
-                                "match": { "prefix": "/" },
-                                "route": {
-                                    // The filter names the provider in this header; it is
-                                    // also the cluster's name. Same value as the filter's
-                                    // `route_header`, from one source.
-                                    "cluster_header": filter.settings.route_header,
-                                    "auto_host_rewrite": true,
-                                    "timeout": "600s",
-                                },
-                                // It chose the cluster; the provider has no use for it.
-                                "request_headers_to_remove": [filter.settings.route_header],
-                            }],
-                        }],
+                        "virtual_hosts": [virtual_host],
+                        "response_headers_to_add": security_headers(),
+                        "response_headers_to_remove": ["server"],
                     },
                     "http_filters": http_filters,
                 },
@@ -251,34 +312,83 @@ fn listener(config: &Config, filter: &ResolvedFilter, http_filters: Vec<Value>) 
     })
 }
 
-/// Envoy's own answers when a provider fails, in OpenAI's error shape so SDKs raise the
-/// right class: no answer in time is 504, unreachable or reset before headers 502.
-fn local_replies() -> Value {
-    let mapper = |flags: &[&str], status: u16, message: &str, code: &str| {
-        json!({
-            "filter": { "response_flag_filter": { "flags": flags } },
-            "status_code": status,
-            "body": { "inline_string": message },
-            "body_format_override": {
-                "content_type": "application/json",
-                "json_format": {
-                    "error": { "message": "%LOCAL_REPLY_BODY%", "type": "api_error", "param": null, "code": code },
-                },
-            },
-        })
-    };
+/// `ms` as a protobuf Duration in JSON.
+fn duration(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
+}
+
+/// Envoy's stream idle timeout: Envoy's edge default of 300 s, or longer than the longest
+/// provider deadline, so a call waiting for its answer ends with its provider's 504
+/// rather than Envoy's idle one.
+fn stream_idle_timeout_ms(config: &Config) -> u64 {
+    let longest = config
+        .catalog
+        .providers
+        .values()
+        .map(|p| u64::from(p.timeout_ms))
+        .max()
+        .unwrap_or(0);
+    longest.saturating_add(1_000).max(300_000)
+}
+
+/// Headers on every answer the gateway relays or gives: browsers must not sniff an API
+/// answer into something else, and no cache may keep one (it carries a user's data). The
+/// route applies them to relayed answers and the filter's own; Envoy's own answers get
+/// them from `replies`.
+pub(super) fn security_headers() -> Value {
+    json!([
+        { "header": { "key": "x-content-type-options", "value": "nosniff" }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" },
+        { "header": { "key": "cache-control", "value": "no-store" }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" },
+    ])
+}
+
+/// The name of Envoy's CORS filter, also its per-route configuration's key.
+const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+fn cors_filter() -> Value {
     json!({
-        "mappers": [
-            mapper(&["UT"], 504, "The model's provider did not answer in time.", "provider_timeout"),
-            mapper(
-                &["UF", "UH", "UR", "UC", "URX"],
-                502,
-                "The model's provider could not be reached, or reset the connection before answering.",
-                "provider_unreachable",
-            ),
-        ],
+        "name": CORS_FILTER,
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors" },
     })
 }
+
+/// The CORS policy of the gateway's routes: Envoy answers preflights from an allowed
+/// origin, and any other origin's without CORS headers (the browser refuses the call),
+/// never passing them to the filter. Answers expose what a browser app needs: the request
+/// id and the rate-limit state, on refusals (401, 429) too.
+fn cors_policy(cors: &CorsSettings) -> Value {
+    let origins: Vec<Value> = cors
+        .allowed_origins
+        .iter()
+        .map(|o| json!({ "exact": o }))
+        .collect();
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": origins,
+        "allow_methods": "GET, POST, OPTIONS",
+        "allow_headers": cors.allowed_headers.join(", "),
+        "expose_headers": EXPOSED_HEADERS.join(", "),
+        "max_age": cors.max_age_s.to_string(),
+        "allow_credentials": cors.allow_credentials,
+        "forward_not_matching_preflights": false,
+    })
+}
+
+/// Answer headers a browser app may read: the call's id and what OpenAI's SDKs read to
+/// back off.
+const EXPOSED_HEADERS: &[&str] = &[
+    "x-tollgate-request-id",
+    "x-request-id",
+    "retry-after",
+    "retry-after-ms",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+    "openai-processing-ms",
+];
 
 /// Reads `model` from the JSON body into dynamic metadata before the Tollgate filter sees
 /// the headers: routing needs the model while headers can still change. The namespace is
@@ -444,7 +554,12 @@ fn wasm_filter(filter: &ResolvedFilter, code: Value, env_keys: &[&str]) -> Value
 fn router() -> Value {
     json!({
         "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+        // No x-envoy-upstream-service-time and the like: they describe the gateway's
+        // insides to clients.
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+            "suppress_envoy_headers": true,
+        },
     })
 }
 
@@ -906,6 +1021,108 @@ mod tests {
             .collect();
         assert_eq!(ports, [7001, 7002]);
         assert!(cp["health_checks"][0]["tcp_health_check"].is_object());
+    }
+
+    #[test]
+    fn the_edge_follows_the_config() {
+        let (_, b) = rendered(WASM, Variant::WithFilter);
+        let h = hcm(&b);
+        assert_eq!(h["request_headers_timeout"], "10.000s");
+        assert_eq!(h["request_timeout"], "60.000s");
+        assert_eq!(
+            h["stream_idle_timeout"], "601.000s",
+            "a second past the default provider deadline (600 s)"
+        );
+        assert_eq!(
+            h["common_http_protocol_options"]["idle_timeout"],
+            "300.000s"
+        );
+        assert_eq!(
+            h["common_http_protocol_options"]["headers_with_underscores_action"],
+            "REJECT_REQUEST"
+        );
+        assert_eq!(h["max_request_headers_kb"], 60);
+        assert_eq!(h["xff_num_trusted_hops"], 0);
+        assert_eq!(h["normalize_path"], true);
+        assert_eq!(h["merge_slashes"], true);
+        assert_eq!(h["server_header_transformation"], "PASS_THROUGH");
+        assert_eq!(
+            h["access_log"][0]["typed_config"]["path"], "/dev/stdout",
+            "logged by default"
+        );
+        let strip = &h["early_header_mutation_extensions"][0]["typed_config"]["mutations"][0];
+        assert_eq!(
+            strip["remove_on_match"]["key_matcher"]["prefix"],
+            "x-tollgate-"
+        );
+        let names: Vec<&Value> = h["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| &f["name"])
+            .collect();
+        assert_eq!(
+            names[0], "envoy.filters.http.json_to_metadata",
+            "no CORS unless asked"
+        );
+        assert_eq!(
+            h["route_config"]["response_headers_to_add"][0]["header"]["key"],
+            "x-content-type-options"
+        );
+
+        let (_, b) = rendered(
+            &format!(
+                "{WASM}request_headers_timeout_ms = 2500\nidle_timeout_ms = 4000\n\
+                 trusted_proxy_hops = 1\naccess_log = \"access.json\"\n\
+                 [envoy.cors]\nallowed_origins = [\"https://app.example.com\"]\n\
+                 allow_credentials = true\n"
+            ),
+            Variant::WithFilter,
+        );
+        let h = hcm(&b);
+        assert_eq!(h["request_headers_timeout"], "2.500s");
+        assert_eq!(h["common_http_protocol_options"]["idle_timeout"], "4.000s");
+        assert_eq!(h["xff_num_trusted_hops"], 1);
+        assert_eq!(
+            h["access_log"][0]["typed_config"]["path"],
+            "/srv/access.json"
+        );
+        assert_eq!(
+            h["http_filters"][0]["name"], CORS_FILTER,
+            "first, so preflights need no key and refusals get its headers"
+        );
+        let policy = &h["route_config"]["virtual_hosts"][0]["typed_per_filter_config"][CORS_FILTER];
+        assert_eq!(
+            policy["allow_origin_string_match"],
+            json!([{ "exact": "https://app.example.com" }])
+        );
+        assert_eq!(policy["allow_credentials"], true);
+        assert_eq!(policy["forward_not_matching_preflights"], false);
+        let exposed = policy["expose_headers"].as_str().unwrap();
+        assert!(
+            exposed.contains("x-tollgate-request-id") && exposed.contains("retry-after"),
+            "{exposed}"
+        );
+    }
+
+    #[test]
+    fn the_stream_idle_timeout_outlasts_the_slowest_provider() {
+        let idle = |timeout_ms: u32| {
+            let text = format!(
+                "[[providers]]\nname = \"p\"\nurl = \"http://127.0.0.1:9000\"\n\
+                 timeout_ms = {timeout_ms}\n[[models]]\nname = \"m\"\nprovider = \"p\"\n\
+                 free = true\n[budgets]\nreclaim_grace_ms = 1000000\n{WASM}"
+            );
+            let config = Config::parse(&text, Path::new("/srv"), |v| {
+                (v == "TOLLGATE_FILTER_TOKEN").then(|| TOKEN.to_owned())
+            })
+            .unwrap();
+            let b: Value =
+                serde_yaml_ng::from_str(&render(&config, Variant::WithFilter).unwrap()).unwrap();
+            hcm(&b)["stream_idle_timeout"].as_str().unwrap().to_owned()
+        };
+        assert_eq!(idle(900_000), "901.000s");
+        assert_eq!(idle(5_000), "300.000s", "never below Envoy's edge default");
     }
 
     #[test]

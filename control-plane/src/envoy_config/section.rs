@@ -1,5 +1,6 @@
 //! The `[envoy]` section of `tollgate.toml`: how the Envoy in front of the filter is set up.
 
+use super::edge::{CorsFile, EdgeFile, EdgeSettings};
 use super::upstream::{self, Host, Upstream};
 use crate::config::{ConfigError, field_error};
 use serde::Deserialize;
@@ -26,6 +27,14 @@ pub struct EnvoyFile {
     buffer_limit_bytes: Option<u32>,
     max_heap_bytes: Option<u64>,
     max_connections: Option<u64>,
+    request_headers_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_request_headers_kb: Option<u32>,
+    max_headers_count: Option<u32>,
+    trusted_proxy_hops: Option<u32>,
+    access_log: Option<String>,
+    cors: Option<CorsFile>,
     filter: toml::Table,
 }
 
@@ -80,8 +89,9 @@ impl AdminAddress {
 pub struct EnvoySection {
     /// Where the gateway's listener accepts clients (`listen`, default 127.0.0.1:10000).
     pub listen: SocketAddr,
-    /// Envoy's admin interface (`admin`, default 127.0.0.1:9901, or `unix:/abs/path`). It
-    /// shows the whole configuration, the filter's token included: keep it off public networks.
+    /// Envoy's admin interface (`admin`, default 127.0.0.1:9901): a loopback address, or
+    /// `unix:/abs/path`. It shows the whole configuration, the filter's token included,
+    /// and can stop Envoy.
     pub admin: AdminAddress,
     /// The filter's `.wasm` (`wasm`); required to render Envoy with the filter.
     pub wasm: Option<String>,
@@ -106,6 +116,8 @@ pub struct EnvoySection {
     pub max_heap_bytes: u64,
     /// Client connections Envoy holds at most in all (`max_connections`, default 50000).
     pub max_connections: u64,
+    /// Timeouts, header limits, trusted proxies, CORS and the access log.
+    pub edge: EdgeSettings,
     /// `[envoy.filter]` as written: the filter's settings, without its token.
     filter: Map<String, Value>,
 }
@@ -146,6 +158,13 @@ impl EnvoySection {
             return Err(field_error(
                 "envoy.admin",
                 "must differ from envoy.listen: both are Envoy listeners",
+            ));
+        }
+        if matches!(admin, AdminAddress::Tcp(address) if !address.ip().is_loopback()) {
+            return Err(field_error(
+                "envoy.admin",
+                "must be a loopback address (127.0.0.1 or ::1): the admin interface shows \
+                 the filter's token and can stop Envoy",
             ));
         }
         let path = |field: &str, value: PathBuf| {
@@ -211,6 +230,19 @@ impl EnvoySection {
                 "must be greater than 0",
             ));
         }
+        let edge = EdgeSettings::from_file(
+            EdgeFile {
+                request_headers_timeout_ms: file.request_headers_timeout_ms,
+                request_timeout_ms: file.request_timeout_ms,
+                idle_timeout_ms: file.idle_timeout_ms,
+                max_request_headers_kb: file.max_request_headers_kb,
+                max_headers_count: file.max_headers_count,
+                trusted_proxy_hops: file.trusted_proxy_hops,
+                access_log: file.access_log,
+                cors: file.cors,
+            },
+            base,
+        )?;
         if file.filter.contains_key("control_plane_token") {
             return Err(field_error(
                 "envoy.filter.control_plane_token",
@@ -238,6 +270,7 @@ impl EnvoySection {
             buffer_limit_bytes,
             max_heap_bytes,
             max_connections,
+            edge,
             filter,
         })
     }
@@ -448,6 +481,14 @@ mod tests {
             ("[envoy]\nlisten = \"10000\"", "envoy.listen"),
             ("[envoy]\nadmin = \"localhost:9901\"", "envoy.admin"),
             ("[envoy]\nadmin = \"unix:admin.sock\"", "envoy.admin"),
+            ("[envoy]\nadmin = \"0.0.0.0:9901\"", "envoy.admin"),
+            ("[envoy]\nadmin = \"10.0.0.3:9901\"", "envoy.admin"),
+            ("[envoy]\nidle_timeout_ms = 5", "envoy.idle_timeout_ms"),
+            (
+                "[envoy.cors]\nallowed_origins = [\"*\"]\nallow_credentials = true",
+                "envoy.cors.allowed_origins[0]",
+            ),
+            ("[envoy.cors]\nallowed_origin = []", "allowed_origin"),
             (
                 "[envoy]\nlisten = \"127.0.0.1:9901\"\nadmin = \"127.0.0.1:9901\"",
                 "envoy.admin",

@@ -131,10 +131,24 @@ pub fn replica(config: &Config, store: Store) -> Arc<GatewayService> {
     ))
 }
 
-/// The database the PostgreSQL tests use (`TOLLGATE_TEST_POSTGRES_URL`, or a local one).
-pub fn postgres_url() -> String {
-    std::env::var("TOLLGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+/// A new, empty schema of the database the PostgreSQL tests use
+/// (`TOLLGATE_TEST_POSTGRES_URL`, or a local one), as a URL: each test its own tables, as
+/// the library's own store tests have them (`store::test_stores`, not visible from here).
+pub async fn postgres_url() -> String {
+    let base = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("test_{}", hex::encode(rand::random::<[u8; 8]>()));
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("PostgreSQL must be running for this test (see README)");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{joiner}options%5Bsearch_path%5D={schema}")
 }
 
 /// Two replicas, each with its own pool of the database at `url`, and a store to inspect it.

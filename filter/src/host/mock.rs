@@ -5,7 +5,7 @@
 //! stream sharing the same shared data and clock, as another Envoy worker would.
 
 use super::{GrpcCall, Host, Versioned};
-use proxy_wasm::types::Status;
+use proxy_wasm::types::{MetricType, Status};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -57,6 +57,12 @@ struct Shared {
     /// A simulated writer on another worker: after each read of this key, it writes once.
     interleave: Option<(String, usize)>,
     refuse_writes: Option<Status>,
+    /// Stats by name: their id, kind and counter total; Envoy's are process-wide.
+    metrics: Vec<(String, MetricType, i64)>,
+    /// Calls to define a stat.
+    definitions: usize,
+    /// Values recorded into each histogram, by id.
+    recorded: HashMap<u32, Vec<u64>>,
 }
 
 #[derive(Default)]
@@ -76,6 +82,7 @@ struct Stream {
     grpc_body: Option<Vec<u8>>,
     replies: Vec<Reply>,
     resumes: usize,
+    filter_state: HashMap<String, Vec<u8>>,
 }
 
 /// The test host.
@@ -247,6 +254,37 @@ impl MockHost {
     }
 }
 
+impl MockHost {
+    /// A counter's total, if it was ever defined.
+    pub fn metric(&self, name: &str) -> Option<i64> {
+        let shared = self.shared.borrow();
+        shared
+            .metrics
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, total)| *total)
+    }
+
+    /// How many times a stat was defined.
+    pub fn metric_definitions(&self) -> usize {
+        self.shared.borrow().definitions
+    }
+
+    /// The values recorded into histogram `name`.
+    pub fn recorded(&self, name: &str) -> Vec<u64> {
+        let shared = self.shared.borrow();
+        let id = shared.metrics.iter().position(|(n, _, _)| n == name);
+        id.and_then(|id| u32::try_from(id).ok())
+            .and_then(|id| shared.recorded.get(&id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// What the stream left in its filter state under `key`.
+    pub fn filter_state(&self, key: &str) -> Option<Vec<u8>> {
+        self.stream.borrow().filter_state.get(key).cloned()
+    }
+}
+
 fn edit(headers: &mut Vec<(String, Vec<u8>)>, name: &str, value: Option<&str>) {
     headers.retain(|(n, _)| n != name);
     if let Some(v) = value {
@@ -385,6 +423,45 @@ impl Host for MockHost {
             .properties
             .get(&path.join("/"))
             .cloned()
+    }
+
+    fn set_filter_state(&self, key: &str, value: &[u8]) {
+        self.stream
+            .borrow_mut()
+            .filter_state
+            .insert(key.to_owned(), value.to_vec());
+    }
+
+    fn define_metric(&self, kind: MetricType, name: &str) -> Option<u32> {
+        let mut shared = self.shared.borrow_mut();
+        shared.definitions += 1;
+        let id = match shared.metrics.iter().position(|(n, _, _)| n == name) {
+            Some(id) => id,
+            None => {
+                shared.metrics.push((name.to_owned(), kind, 0));
+                shared.metrics.len() - 1
+            }
+        };
+        u32::try_from(id).ok()
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) {
+        let mut shared = self.shared.borrow_mut();
+        let metric = usize::try_from(id)
+            .ok()
+            .and_then(|id| shared.metrics.get_mut(id))
+            .expect("incremented a stat never defined");
+        assert_eq!(metric.1, MetricType::Counter, "incremented a non-counter");
+        metric.2 += by;
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.shared
+            .borrow_mut()
+            .recorded
+            .entry(id)
+            .or_default()
+            .push(value);
     }
 
     fn resume_request(&self) {

@@ -122,7 +122,7 @@ impl<H: Host> Request<H> {
                     kind: StreamCall::Lease,
                     ticket: Ticket(0),
                 };
-                self.calls.register(token, question);
+                self.calls.register(token, question, now);
                 Ok(Step::Wait)
             }
             None => self.unreachable(),

@@ -133,6 +133,7 @@ pub(super) fn on_response_headers(
     admitted: &mut Admitted,
     request_id: &str,
     end_of_stream: bool,
+    now_ms: u64,
 ) {
     // All headers in one host call; those the client may not see are removed.
     let mut content_type = Vec::new();
@@ -153,7 +154,7 @@ pub(super) fn on_response_headers(
         }
     }
     host.set_response_header(REQUEST_ID_HEADER, Some(request_id));
-    let (mode, reshape) = mode_for(admitted, status, &content_type, host.now_ms() / 1000);
+    let (mode, reshape) = mode_for(admitted, status, &content_type, now_ms / 1000);
     if reshape.drop_content_length {
         host.set_response_header("content-length", None);
     }
@@ -353,6 +354,11 @@ fn final_usage(admitted: &Admitted) -> (Usage, Option<Estimate>) {
             (usage, Some(estimate))
         }
     }
+}
+
+/// Whether the answer was an event stream.
+pub(super) fn streamed(admitted: &Admitted) -> bool {
+    matches!(admitted.response.mode, ResponseMode::Stream(_))
 }
 
 /// Output tokens of the text the client got, by the gateway's count.

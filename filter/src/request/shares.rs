@@ -65,7 +65,7 @@ impl<H: Host> Request<H> {
                     kind: StreamCall::Share,
                     ticket: Ticket(0),
                 };
-                self.calls.register(token, question);
+                self.calls.register(token, question, now);
                 Ok(Step::Wait)
             }
             None => {

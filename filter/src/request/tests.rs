@@ -12,6 +12,7 @@ use tollgate_core::keys;
 use tollgate_proto::v1::{KeyGrant, KeyStatus, ServedModel, UsageBatch, UsageRecord};
 
 mod budgets;
+mod report;
 mod shares;
 
 const KEY: &str = "tg-test-key";

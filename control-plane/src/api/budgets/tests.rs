@@ -174,3 +174,49 @@ async fn a_users_limits_keep_zero_apart_from_the_default() {
         (Some(0), None)
     );
 }
+
+#[tokio::test]
+async fn a_careless_admin_is_told_of_a_revoked_key_or_a_user_who_does_not_exist() {
+    let api = TestApi::start().await;
+    let admin = api.user(Role::Admin, "root").await;
+    api.user(Role::Member, "alice").await;
+    let (status, key) = admin.post("/api/keys", json!({"name": "gone"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    api.forbid(key["secret"].as_str().unwrap());
+    let key_id = key["key"]["id"].as_str().unwrap();
+    let (status, _) = admin
+        .post(&format!("/api/keys/{key_id}/revoke"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for (body, field) in [
+        (ask("key", key_id, "day", "1"), "name"),
+        (ask("user", "alcie", "day", "1"), "user"),
+        (ask("user", "alice", "day", &"9".repeat(30)), "usd"),
+    ] {
+        let (status, e) = put(&admin, "/api/budgets", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(field),
+            "{e}"
+        );
+    }
+    let (status, e) = put(
+        &admin,
+        "/api/limits/users/alcie",
+        json!({"requests_per_minute": 5, "tokens_per_minute": null}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        api.store().list_budgets(0).await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    assert_eq!(
+        api.store()
+            .user_limits("alcie")
+            .await
+            .unwrap()
+            .requests_per_minute,
+        None
+    );
+}

@@ -179,7 +179,7 @@ async fn members_manage_only_their_own_keys(api: TestApi) {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
 
-    // She sets and clears its expiry, then revokes it; a revoked key rotates no more.
+    // She sets its expiry (but cannot lift it), then revokes it; a revoked key rotates no more.
     let at = now + 3_600_000;
     let (status, changed) = alice
         .patch(
@@ -204,13 +204,17 @@ async fn members_manage_only_their_own_keys(api: TestApi) {
             .map(|m| m.contains("expires_at_ms")),
         Some(true)
     );
-    let (_, changed) = alice
+    let (status, e) = alice
         .patch(
             &format!("/api/keys/{alice_key}"),
             json!({"expires_at_ms": null}),
         )
         .await;
-    assert_eq!(changed["expires_at_ms"], Value::Null);
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a member does not lift an expiry: {e}"
+    );
     let (status, revoked) = alice
         .post(&format!("/api/keys/{alice_key}/revoke"), json!({}))
         .await;
@@ -359,4 +363,110 @@ async fn hostile_key_ids_are_404s_and_nothing_else() {
         1,
         "nothing dropped or revoked"
     );
+}
+
+#[tokio::test]
+async fn numbers_past_what_the_store_holds_are_422s_naming_the_field_not_500s() {
+    let api = api_with_models(TestApi::start().await).await;
+    let admin = api.user(Role::Admin, "root").await;
+    let (status, e) = admin
+        .post(
+            "/api/keys",
+            json!({"name": "huge", "tokens_per_minute": u64::MAX}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens_per_minute"),
+        "{e}"
+    );
+    let key = create(&api, &admin, json!({"name": "k"})).await;
+    let id = key["key"]["id"].as_str().unwrap();
+    for body in [
+        json!({"tokens_per_minute": u64::MAX}),
+        json!({"model_limits": [{"model": "m", "requests_per_minute": 1, "tokens_per_minute": u64::MAX}]}),
+    ] {
+        let (status, e) = admin.patch(&format!("/api/keys/{id}"), body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tokens_per_minute"),
+            "{e}"
+        );
+    }
+    let (_, one) = admin.get(&format!("/api/keys/{id}")).await;
+    assert_eq!(
+        (&one["tokens_per_minute"], &one["model_limits"]),
+        (&Value::Null, &json!([])),
+        "a refused change leaves nothing behind"
+    );
+    // The largest the store holds is accepted; expiries at the ends of i64 are judged, not
+    // overflowed; a grace of u64::MAX seconds is refused.
+    let (status, e) = admin
+        .patch(
+            &format!("/api/keys/{id}"),
+            json!({"tokens_per_minute": i64::MAX, "expires_at_ms": i64::MAX}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    let (status, _) = admin
+        .patch(
+            &format!("/api/keys/{id}"),
+            json!({"expires_at_ms": i64::MIN}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = admin
+        .post(
+            &format!("/api/keys/{id}/rotate"),
+            json!({"grace_seconds": u64::MAX}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn a_member_only_brings_their_keys_expiry_closer_never_later() {
+    let api = api_with_models(TestApi::start().await).await;
+    let admin = api.user(Role::Admin, "root").await;
+    let alice = api.user(Role::Member, "alice").await;
+    let now = api.state.clock.now_ms();
+    let hour = 3_600_000;
+    let key = create(
+        &api,
+        &admin,
+        json!({"name": "contractor", "user": "alice", "expires_at_ms": now + hour}),
+    )
+    .await;
+    let path = format!("/api/keys/{}", key["key"]["id"].as_str().unwrap());
+    for later in [json!(now + 2 * hour), json!(null)] {
+        let (status, e) = alice.patch(&path, json!({"expires_at_ms": later})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{later}: {e}");
+    }
+    let (status, e) = alice
+        .patch(&path, json!({"expires_at_ms": now + hour / 2}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    // Past its expiry, the key is not revived by its member; an admin may.
+    api.clock.advance_ms(hour);
+    let (status, e) = alice
+        .patch(&path, json!({"expires_at_ms": now + 3 * hour}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(alice.get(&path).await.1["status"], "expired");
+    let (status, e) = admin
+        .patch(&path, json!({"expires_at_ms": now + 3 * hour}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{e}");
+    // A key without expiry may be given one by its member.
+    let own = create(&api, &alice, json!({"name": "own"})).await;
+    let own_path = format!("/api/keys/{}", own["key"]["id"].as_str().unwrap());
+    let at = api.state.clock.now_ms() + hour;
+    let (status, e) = alice.patch(&own_path, json!({"expires_at_ms": at})).await;
+    assert_eq!((status, &e["expires_at_ms"]), (StatusCode::OK, &json!(at)));
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::store::UsageRow;
-use crate::store::test_stores::{postgres, sqlite};
+use crate::store::test_stores::{postgres_replicas, sqlite};
 
 /// 2026-01-31T12:00:00Z.
 const NOON: i64 = 1_769_860_800_000;
@@ -646,7 +646,7 @@ async fn sqlite_budgets() {
 
 #[tokio::test]
 async fn postgres_budgets() {
-    let store = postgres().await;
+    let (store, other) = postgres_replicas().await;
     grants_never_pass_the_limit(&store).await;
     top_ups_extend_and_old_leases_are_replaced(&store).await;
     a_month_rolls_over_at_utc_midnight(&store).await;
@@ -657,7 +657,6 @@ async fn postgres_budgets() {
     budgets_are_set_changed_and_deleted(&store).await;
     a_lowered_limit_lets_only_the_leases_out_run_out(&store).await;
     // Two stores: two replicas' connection pools on one database.
-    let other = postgres().await;
     reclaim_returns_unused_money_once(&store, &other).await;
 }
 
@@ -724,7 +723,8 @@ async fn sqlite_cli_and_server_share_the_file_while_leases_are_granted() {
 /// is exactly the sum of the costs stored.
 #[tokio::test]
 async fn postgres_replicas_interleaving_conserve_money() {
-    let replicas = [postgres().await, postgres().await];
+    let (a, b) = postgres_replicas().await;
+    let replicas = [a, b];
     let budget = replicas[0]
         .set_budget(&fresh("key"), Period::Total, 200_000, NOON)
         .await

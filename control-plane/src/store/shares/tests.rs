@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::shares::{Grant, ShareAsk};
-use crate::store::test_stores::{postgres, sqlite};
+use crate::store::test_stores::{postgres_replicas, sqlite};
 
 /// 2026-01-31T12:00:00Z.
 const NOON: i64 = 1_769_860_800_000;
@@ -290,13 +290,12 @@ async fn sqlite_shares() {
 
 #[tokio::test]
 async fn postgres_shares() {
-    let store = postgres().await;
+    let (store, other) = postgres_replicas().await;
     grants_never_pass_the_limit(&store).await;
     one_lease_per_holder_revived_after_it_lapsed(&store).await;
     a_lapsed_lease_serves_its_holder_again_before_reclaim(&store).await;
     releases_apply_first_and_never_go_below_zero(&store).await;
     a_lowered_limit_grants_nothing_until_assigned_falls_under_it(&store).await;
     // Two stores: two replicas' connection pools on one database.
-    let other = postgres().await;
     reclaim_returns_the_share_once(&store, &other).await;
 }
