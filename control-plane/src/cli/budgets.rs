@@ -1,6 +1,7 @@
 //! `tollgate budgets set | list | delete`.
 
 use super::{CliError, DeleteBudgetArgs, ListBudgetsArgs, SetBudgetArgs};
+use crate::audit::AuditEntry;
 use crate::budgets::{Period, Subject};
 use crate::clock::Clock;
 use crate::keys::{KeyError, owner_name};
@@ -29,6 +30,13 @@ pub(super) async fn set(
     };
     let set = store
         .set_budget(&subject.to_string(), args.period, args.usd, clock.now_ms())
+        .await?;
+    store
+        .record_audit(&AuditEntry::cli(
+            "budget.set",
+            &set.budget.id,
+            clock.now_ms(),
+        ))
         .await?;
     let per = match set.budget.period {
         Period::Total => "in total",
@@ -107,12 +115,16 @@ pub(super) async fn list(
 /// Deletes a budget by id.
 pub(super) async fn delete(
     store: &Store,
+    clock: &Clock,
     args: &DeleteBudgetArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     if !store.delete_budget(&args.id).await? {
         return Err(CliError::NoSuchBudget(args.id.clone()));
     }
+    store
+        .record_audit(&AuditEntry::cli("budget.delete", &args.id, clock.now_ms()))
+        .await?;
     writeln!(
         out,
         "Deleted budget {}. Gateways stop holding calls against it within their key cache time. \
@@ -159,7 +171,9 @@ mod tests {
         match command(argv) {
             super::super::BudgetsCommand::Set(a) => set(store, clock, &a, &mut out).await?,
             super::super::BudgetsCommand::List(a) => list(store, clock, &a, &mut out).await?,
-            super::super::BudgetsCommand::Delete(a) => delete(store, &a, &mut out).await?,
+            super::super::BudgetsCommand::Delete(a) => {
+                delete(store, &Clock::system(), &a, &mut out).await?
+            }
         }
         Ok(String::from_utf8(out).unwrap())
     }

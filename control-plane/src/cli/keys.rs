@@ -1,6 +1,7 @@
 //! `tollgate keys create | list | revoke | update | rotate`.
 
 use super::{CliError, CreateKeyArgs, ListKeysArgs, RevokeKeyArgs, RotateKeyArgs, UpdateKeyArgs};
+use crate::audit::AuditEntry;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::keys::{self, KeySpec};
@@ -25,6 +26,13 @@ pub(super) async fn create(
         expires_at_ms: args.expires_in.map(|d| from_now(clock, d)),
     };
     let issued = keys::create(store, catalog, clock, spec).await?;
+    store
+        .record_audit(&AuditEntry::cli(
+            "key.create",
+            &issued.row.id,
+            clock.now_ms(),
+        ))
+        .await?;
     if args.quiet {
         writeln!(out, "{}", issued.secret)?;
     } else {
@@ -154,6 +162,9 @@ pub(super) async fn update(
         })
         .collect();
     keys::update(store, catalog, clock, &args.id, update, &model_limits).await?;
+    store
+        .record_audit(&AuditEntry::cli("key.update", &args.id, clock.now_ms()))
+        .await?;
     writeln!(
         out,
         "Updated {}. Gateways apply it within their key cache time.",
@@ -170,6 +181,9 @@ pub(super) async fn revoke(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     keys::revoke(store, clock, &args.id).await?;
+    store
+        .record_audit(&AuditEntry::cli("key.revoke", &args.id, clock.now_ms()))
+        .await?;
     writeln!(
         out,
         "Revoked {}. Gateways refuse it within their key cache time.",
@@ -186,6 +200,9 @@ pub(super) async fn rotate(
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let issued = keys::rotate(store, clock, &args.id, args.grace).await?;
+    store
+        .record_audit(&AuditEntry::cli("key.rotate", &args.id, clock.now_ms()))
+        .await?;
     if args.quiet {
         writeln!(out, "{}", issued.secret)?;
         return Ok(());
@@ -448,6 +465,19 @@ mod tests {
             .to_owned();
         assert_ne!(new_secret, old_secret);
         assert!(printed.contains("The old secret works until"), "{printed}");
+        let audited: Vec<(String, String, String)> = store
+            .list_audit(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.entry.actor, r.entry.action, r.entry.target))
+            .collect();
+        for action in ["key.create", "key.rotate"] {
+            assert!(
+                audited.contains(&("cli".into(), action.into(), key.id.clone())),
+                "{action} not audited: {audited:?}"
+            );
+        }
         let old = store
             .key_grant_by_hash(&tollgate_core::keys::hash_key(old_secret.as_bytes()))
             .await

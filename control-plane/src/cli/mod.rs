@@ -599,7 +599,7 @@ pub async fn run(
             match command {
                 BudgetsCommand::Set(args) => budgets::set(&store, &clock, &args, out).await,
                 BudgetsCommand::List(args) => budgets::list(&store, &clock, &args, out).await,
-                BudgetsCommand::Delete(args) => budgets::delete(&store, &args, out).await,
+                BudgetsCommand::Delete(args) => budgets::delete(&store, &clock, &args, out).await,
             }
         }
         Command::Secrets(SecretsCommand::GenerateKey) => secrets::generate_key(out),
