@@ -29,7 +29,8 @@ def engine() -> str:
 @pytest.fixture(scope="module")
 def image():
     built = subprocess.run([str(ROOT / "dev"), "image"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=3600, env={**os.environ, "TOLLGATE_IMAGE": IMAGE})
+                           timeout=3600, env={**os.environ, "TOLLGATE_IMAGE": IMAGE,
+                                                    "TOLLGATE_IMAGE_PROFILE": "image-check"})
     assert built.returncode == 0, built.stderr[-3000:]
     yield IMAGE
     subprocess.run([engine(), "rmi", "-f", IMAGE], capture_output=True, timeout=120)
