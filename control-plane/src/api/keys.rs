@@ -10,8 +10,8 @@ use super::caller::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::Json;
 use super::state::ApiState;
-use crate::keys::{self, KeyError, KeySpec, MAX_ROTATION_GRACE};
-use crate::store::{KeyRow, KeyUpdate, Limits};
+use crate::keys::{self, KeyError, KeySpec, MAX_ROTATION_GRACE, Standing};
+use crate::store::{KeyRow, KeyUpdate, Limits, SecretMatch};
 use crate::users::Role;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -89,12 +89,10 @@ pub struct KeyView {
 
 impl KeyView {
     fn of(key: &KeyRow, now_ms: i64) -> Self {
-        let status = if key.revoked_at_ms.is_some() {
-            KeyStatus::Revoked
-        } else if key.expires_at_ms.is_some_and(|at| at <= now_ms) {
-            KeyStatus::Expired
-        } else {
-            KeyStatus::Active
+        let status = match keys::standing(key, SecretMatch::Current, now_ms) {
+            Standing::Usable { .. } => KeyStatus::Active,
+            Standing::Expired => KeyStatus::Expired,
+            Standing::Revoked | Standing::SecretRetired => KeyStatus::Revoked,
         };
         Self {
             id: key.id.clone(),

@@ -241,12 +241,10 @@ fn ms_duration(ms: i64) -> std::time::Duration {
 }
 
 fn status(k: &KeyRow, now_ms: i64) -> &'static str {
-    if k.revoked_at_ms.is_some() {
-        "revoked"
-    } else if k.expires_at_ms.is_some_and(|at| at <= now_ms) {
-        "expired"
-    } else {
-        "active"
+    match keys::standing(k, crate::store::SecretMatch::Current, now_ms) {
+        keys::Standing::Usable { .. } => "active",
+        keys::Standing::Expired => "expired",
+        keys::Standing::Revoked | keys::Standing::SecretRetired => "revoked",
     }
 }
 
